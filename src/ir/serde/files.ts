@@ -1,0 +1,211 @@
+/**
+ * Loading and saving model files: reads the file, checks external data references
+ * without reading them, and writes atomically (temporary name, then rename), keeping
+ * weights external (streamed, bounded memory) or inlining them.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ExternalDataError, SerdeError, UserInputError } from '../errors.js';
+import { copyExternal, externalPath } from '../external_data.js';
+import type { StringStringEntry } from '../metadata.js';
+import type { Model } from '../model.js';
+import type { Tensor } from '../tensor.js';
+import { allGraphs } from '../traversal.js';
+import { decodeModel } from './decode.js';
+import { encodeModel } from './encode.js';
+import { AttributeType } from '../attribute.js';
+
+export interface LoadOptions {
+  /** Check that every external data file exists and is long enough (stat only). Default true. */
+  checkExternalData?: boolean;
+}
+
+/** Reads an ONNX file. Weights in external files are referenced, not read. */
+export function loadModel(file: string, options: LoadOptions = {}): Model {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UserInputError(
+      code === 'ENOENT' ? `${file}: no such file` : code === 'EISDIR' ? `${file} is a folder, not an ONNX file` : `${file}: cannot read (${code ?? e})`,
+    );
+  }
+  if (bytes.length === 0) throw new SerdeError(`${file} is empty; it is not an ONNX model`);
+  const model = decodeModel(bytes, { baseDir: path.dirname(path.resolve(file)), source: file });
+  if (model.irVersion < 1 || model.irVersion > 64) {
+    throw new SerdeError(`${file} is not an ONNX model (implausible ir_version ${model.irVersion})`);
+  }
+  if (options.checkExternalData !== false) checkExternalFiles(model);
+  return model;
+}
+
+/** Every tensor of the model: initializers and TENSOR(S) attributes, in all graphs and functions. */
+export function* allTensors(model: Model): IterableIterator<Tensor> {
+  for (const g of allGraphs(model)) {
+    for (const v of g.initializers.values()) yield v.initializer!;
+    for (const n of g) {
+      for (const a of n.attributes.values()) {
+        if (a.type === AttributeType.TENSOR) yield a.value;
+        else if (a.type === AttributeType.TENSORS) yield* a.value;
+      }
+    }
+  }
+}
+
+/** Stats each external file once; reports missing files and short files. */
+export function checkExternalFiles(model: Model): void {
+  const sizes = new Map<string, number>();
+  for (const t of allTensors(model)) {
+    if (t.storage.kind !== 'external') continue;
+    const ref = t.storage.ref;
+    const file = externalPath(ref);
+    let size = sizes.get(file);
+    if (size === undefined) {
+      try {
+        size = fs.statSync(file).size;
+      } catch {
+        throw new ExternalDataError(`tensor '${t.name}': external data file '${ref.location}' is missing (looked in ${ref.baseDir})`);
+      }
+      sizes.set(file, size);
+    }
+    const need = ref.offset + (ref.length ?? t.byteLength);
+    if (need > size) {
+      throw new ExternalDataError(
+        `tensor '${t.name}': external data file '${ref.location}' has ${size} bytes, but the tensor needs bytes up to ${need}`,
+      );
+    }
+  }
+}
+
+export interface SaveOptions {
+  /**
+   * How weights are written:
+   * - 'keep' (default): external tensors stay external. Saved next to the source files,
+   *   references are kept as they are; saved elsewhere, their bytes are streamed into
+   *   `<output>.data` beside the new model.
+   * - 'inline': every tensor goes into the .onnx file (must stay under 2 GB).
+   * - { location, threshold }: tensors of at least `threshold` bytes (default 1024) go
+   *   to the file `location` beside the model.
+   */
+  externalData?: 'keep' | 'inline' | { location: string; threshold?: number };
+}
+
+const TWO_GB = 2 ** 31 - 1;
+
+/** Writes a model atomically: nothing is left half-written if anything fails. */
+export function saveModel(model: Model, file: string, options: SaveOptions = {}): void {
+  const outDir = path.dirname(path.resolve(file));
+  const mode = options.externalData ?? 'keep';
+  const tmpFiles: string[] = [];
+  const renames: [string, string][] = [];
+  try {
+    let dataFd: number | undefined;
+    let dataPos = 0;
+    let dataLocation: string | undefined;
+    const openData = (location: string): number => {
+      if (dataFd === undefined) {
+        dataLocation = location;
+        const target = path.join(outDir, location);
+        if (model.baseDir && isSourceDataFile(model, target)) {
+          throw new UserInputError(`refusing to overwrite '${location}': the model being saved reads its weights from it`);
+        }
+        const tmp = `${target}.${process.pid}.tmp`;
+        tmpFiles.push(tmp);
+        renames.push([tmp, target]);
+        dataFd = fs.openSync(tmp, 'w');
+      }
+      return dataFd;
+    };
+    const appendData = (t: Tensor, location: string): StringStringEntry[] => {
+      const fd = openData(location);
+      // align each tensor to 64 bytes (as onnx's external data helper does for mmap use)
+      const pad = (64 - (dataPos % 64)) % 64;
+      if (pad) fs.writeSync(fd, Buffer.alloc(pad), 0, pad, dataPos);
+      dataPos += pad;
+      const start = dataPos;
+      let length: number;
+      if (t.storage.kind === 'external') {
+        length = t.storage.ref.length ?? t.byteLength;
+        copyExternal(t.storage.ref, length, fd, start, t.name);
+      } else {
+        const bytes = t.rawBytes();
+        length = bytes.byteLength;
+        fs.writeSync(fd, bytes, 0, length, start);
+      }
+      dataPos += length;
+      return [
+        { key: 'location', value: location },
+        { key: 'offset', value: String(start) },
+        { key: 'length', value: String(length) },
+      ];
+    };
+
+    const sameDir = model.baseDir !== undefined && path.resolve(model.baseDir) === outDir;
+    const defaultLocation = `${path.basename(file)}.data`;
+    let inlineTotal = 0;
+    const externalize = (t: Tensor): StringStringEntry[] | undefined => {
+      if (mode === 'inline') {
+        if (t.storage.kind === 'external') {
+          inlineTotal += t.byteLength;
+          if (inlineTotal > TWO_GB) {
+            throw new UserInputError('the weights exceed the 2 GB protobuf limit; save with external data instead of inline');
+          }
+          // read now: the encoder will see a raw tensor (the model object is not modified)
+          return undefined;
+        }
+        return undefined;
+      }
+      if (mode === 'keep') {
+        if (t.storage.kind !== 'external') return undefined;
+        if (sameDir) return t.storage.ref.entries;
+        return appendData(t, defaultLocation);
+      }
+      const threshold = mode.threshold ?? 1024;
+      if (t.byteLength >= threshold && t.dataType !== 8 /* STRING */) return appendData(t, mode.location);
+      return undefined;
+    };
+
+    const bytes = mode === 'inline' ? encodeInline(model, externalize) : encodeModel(model, { externalize });
+    if (dataFd !== undefined) {
+      fs.fsyncSync(dataFd);
+      fs.closeSync(dataFd);
+    }
+    void dataLocation;
+    const tmp = `${path.resolve(file)}.${process.pid}.tmp`;
+    tmpFiles.push(tmp);
+    fs.writeFileSync(tmp, bytes);
+    renames.push([tmp, path.resolve(file)]);
+    for (const [from, to] of renames) fs.renameSync(from, to);
+  } catch (e) {
+    for (const t of tmpFiles) fs.rmSync(t, { force: true });
+    if (e instanceof UserInputError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code) throw new UserInputError(`cannot write ${file} (${code}: ${(e as Error).message})`);
+    throw e;
+  }
+}
+
+/** Inline save: external tensors are read one by one into a temporary raw storage. */
+function encodeInline(model: Model, externalize: (t: Tensor) => StringStringEntry[] | undefined): Uint8Array {
+  const restore: [Tensor, Tensor['storage']][] = [];
+  try {
+    for (const t of allTensors(model)) {
+      externalize(t); // size check
+      if (t.storage.kind === 'external') {
+        restore.push([t, t.storage]);
+        t.storage = { kind: 'raw', bytes: t.rawBytes() };
+      }
+    }
+    return encodeModel(model);
+  } finally {
+    for (const [t, s] of restore) t.storage = s;
+  }
+}
+
+function isSourceDataFile(model: Model, target: string): boolean {
+  for (const t of allTensors(model)) {
+    if (t.storage.kind === 'external' && externalPath(t.storage.ref) === target) return true;
+  }
+  return false;
+}
