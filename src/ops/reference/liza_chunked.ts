@@ -68,11 +68,14 @@ import {
 } from './liza.js';
 import {
   type Mat,
+  type MatArray,
+  type MatType,
   add,
   concatRows,
   everyNthRow,
   expandRow,
   interleaveRows,
+  invertUnitLowerBlocked,
   invertUnitLowerNilpotent,
   map,
   mat,
@@ -88,8 +91,29 @@ import {
   sub,
   transpose,
   trilMask,
+  typeOf,
 } from './matrix.js';
 import { type FloatType, type NdArray, allocate, reverseTime } from './tensor.js';
+
+export interface LizaChunkedOptions extends LizaOptions {
+  /**
+   * How T = (I + A)^-1 is formed (both MatMul-only, identical in exact arithmetic):
+   *  - 'neumann' (default): (I - A)(I + A^2)(I + A^4)... as in the design note;
+   *    its intermediate powers of A can be orders of magnitude larger than T,
+   *    so it loses accuracy in fp32 for large chunks;
+   *  - 'blocked': blockwise doubling [[X11,0],[L21,X22]]^-1 = [[X11,0],[-X22 L21 X11, X22]].
+   */
+  inverse?: 'neumann' | 'blocked';
+  /**
+   * 'float64' (default) or 'float32': store every intermediate as float32, to
+   * emulate an fp32 execution of the same op graph.
+   */
+  precision?: MatType;
+}
+
+interface ChunkOps {
+  inverse: (A: Mat) => Mat;
+}
 
 // ---------------------------------------------------------------------------
 // feature maps on whole [rows, d] matrices
@@ -117,18 +141,18 @@ interface ChunkResult {
 
 function linearChunk(S: Mat, K: Mat, V: Mat, Qs: Mat[]): ChunkResult {
   const C = K.rows;
-  const causalMask = trilMask(C, 0);
+  const causalMask = trilMask(C, 0, typeOf(K));
   const Kt = transpose(K);
   const Os = Qs.map((Q) => add(matmul(Q, S), matmul(mul(causalMask, matmul(Q, Kt)), V)));
   return { S: add(S, matmul(Kt, V)), Os };
 }
 
-function deltaChunk(S: Mat, K: Mat, V: Mat, beta: Float64Array, Qs: Mat[]): ChunkResult {
+function deltaChunk(ops: ChunkOps, S: Mat, K: Mat, V: Mat, beta: MatArray, Qs: Mat[]): ChunkResult {
   const C = K.rows;
-  const causalMask = trilMask(C, 0);
+  const causalMask = trilMask(C, 0, typeOf(K));
   const Kt = transpose(K);
-  const A = mul(trilMask(C, -1), scaleRows(beta, matmul(K, Kt)));
-  const Tinv = invertUnitLowerNilpotent(A); // (I + A)^-1
+  const A = mul(trilMask(C, -1, typeOf(K)), scaleRows(beta, matmul(K, Kt)));
+  const Tinv = ops.inverse(A); // (I + A)^-1
   const W = matmul(Tinv, scaleRows(beta, K));
   const U = matmul(Tinv, scaleRows(beta, V));
   const Unew = sub(U, matmul(W, S));
@@ -137,11 +161,11 @@ function deltaChunk(S: Mat, K: Mat, V: Mat, beta: Float64Array, Qs: Mat[]): Chun
 }
 
 /** P[i][j][c] = [j <= i] * exp(min(b[i][c] - b[j][c], 0))  ->  [C, C, d] */
-function pairwiseDecay(b: Mat): Float64Array {
+function pairwiseDecay(b: Mat): MatArray {
   const C = b.rows;
   const d = b.cols;
   const causalMask = trilMask(C, 0);
-  const P = new Float64Array(C * C * d);
+  const P = typeOf(b) === 'float32' ? new Float32Array(C * C * d) : new Float64Array(C * C * d);
   for (let i = 0; i < C; i++) {
     for (let j = 0; j < C; j++) {
       const m = causalMask.data[i * C + j];
@@ -153,16 +177,16 @@ function pairwiseDecay(b: Mat): Float64Array {
   return P;
 }
 
-function gatedDeltaChunk(S: Mat, K: Mat, V: Mat, beta: Float64Array, glog: Mat, Qs: Mat[]): ChunkResult {
+function gatedDeltaChunk(ops: ChunkOps, S: Mat, K: Mat, V: Mat, beta: MatArray, glog: Mat, Qs: Mat[]): ChunkResult {
   const C = K.rows;
-  const b = matmul(trilMask(C, 0), glog); // cumulative log decay, [C, d]
+  const b = matmul(trilMask(C, 0, typeOf(glog)), glog); // cumulative log decay, [C, d]
   const P = pairwiseDecay(b);
   const decayFromStart = map(b, Math.exp); // exp(b_i) <= 1
   const bLast = row(b, C - 1);
   const decayToEnd = map(sub(expandRow(bLast, C), b), Math.exp); // exp(b_last - b_j) <= 1
 
-  const A = mul(trilMask(C, -1), scaleRows(beta, pairwiseWeightedGram(K, K, P)));
-  const Tinv = invertUnitLowerNilpotent(A);
+  const A = mul(trilMask(C, -1, typeOf(K)), scaleRows(beta, pairwiseWeightedGram(K, K, P)));
+  const Tinv = ops.inverse(A);
   const W = matmul(Tinv, scaleRows(beta, mul(K, decayFromStart)));
   const U = matmul(Tinv, scaleRows(beta, V));
   const Unew = sub(U, matmul(W, S));
@@ -182,10 +206,10 @@ interface CausalResult {
 }
 
 /** Rows of a packed [B, T, H*d] tensor for (b, head): [T, d]. */
-function headRows(x: NdArray, b: number, head: number, d: number): Mat {
+function headRows(x: NdArray, b: number, head: number, d: number, ty: MatType): Mat {
   const T = x.dims[1];
   const width = x.dims[2];
-  const m = mat(T, d);
+  const m = mat(T, d, undefined, ty);
   for (let t = 0; t < T; t++) {
     const off = (b * T + t) * width + head * d;
     for (let c = 0; c < d; c++) m.data[t * d + c] = x.data[off + c];
@@ -193,8 +217,12 @@ function headRows(x: NdArray, b: number, head: number, d: number): Mat {
   return m;
 }
 
-function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
+function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig, options: LizaChunkedOptions): CausalResult {
   const { B, T, Hq, Hkv, G, d, n, w, rule, gated, chunkSize: C } = cfg;
+  const ty: MatType = options.precision ?? 'float64';
+  const ops: ChunkOps = {
+    inverse: options.inverse === 'blocked' ? invertUnitLowerBlocked : invertUnitLowerNilpotent,
+  };
   const o = new Float64Array(B * T * Hq * d);
   const state = new Float64Array(B * Hkv * d * d);
   const window = new Float64Array(B * Hkv * w * 2 * d);
@@ -205,8 +233,8 @@ function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
 
     for (let h = 0; h < Hkv; h++) {
       // --- raw extended rows: window then masked tokens -------------------
-      const winK = mat(w, d);
-      const winV = mat(w, d);
+      const winK = mat(w, d, undefined, ty);
+      const winV = mat(w, d, undefined, ty);
       if (inputs.past_window) {
         const pw = inputs.past_window.data;
         for (let r = 0; r < w; r++) {
@@ -217,8 +245,8 @@ function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
           }
         }
       }
-      const extK = concatRows([winK, scaleRows(maskVec, headRows(inputs.xk, b, h, d))]);
-      const extV = concatRows([winV, scaleRows(maskVec, headRows(inputs.xv, b, h, d))]);
+      const extK = concatRows([winK, scaleRows(maskVec, headRows(inputs.xk, b, h, d, ty))]);
+      const extV = concatRows([winV, scaleRows(maskVec, headRows(inputs.xv, b, h, d, ty))]);
       const L = w + T;
 
       // --- features ---------------------------------------------------------
@@ -229,12 +257,12 @@ function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
       const betaAll = rowMean(map(Z, sigmoid));
       const glogAll = map(Z, logSigmoid);
       const Qh: Mat[] = [];
-      for (let gi = 0; gi < G; gi++) Qh.push(featureMapRows(headRows(inputs.xq, b, h * G + gi, d)));
+      for (let gi = 0; gi < G; gi++) Qh.push(featureMapRows(headRows(inputs.xq, b, h * G + gi, d, ty)));
 
       // --- sequence layout ----------------------------------------------------
       let K: Mat;
       let V: Mat;
-      let beta: Float64Array;
+      let beta: MatArray;
       let glog: Mat;
       let Qs: Mat[];
       let reps: number; // rows per token
@@ -243,7 +271,7 @@ function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
         K = sliceRows(Kh, w, L);
         V = sliceRows(Vh, w, L);
         beta = new Float64Array(T);
-        glog = mat(T, d);
+        glog = mat(T, d, undefined, ty);
         Qs = Qh;
       } else {
         reps = n;
@@ -257,9 +285,9 @@ function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
           Kp.push(sliceRows(Kh, s, s + T));
           Vp.push(sliceRows(Vh, s, s + T));
           const betaSlice = betaAll.slice(s - 2, s - 2 + T).map((x, t) => x * maskVec[t]);
-          Bp.push(mat(T, 1, betaSlice));
-          Gp.push(i === 0 ? scaleRows(maskVec, sliceRows(glogAll, w - 2, w - 2 + T)) : mat(T, d));
-          Qh.forEach((Q, gi) => Qp[gi].push(i === n - 1 ? Q : mat(T, d)));
+          Bp.push(mat(T, 1, betaSlice, ty));
+          Gp.push(i === 0 ? scaleRows(maskVec, sliceRows(glogAll, w - 2, w - 2 + T)) : mat(T, d, undefined, ty));
+          Qh.forEach((Q, gi) => Qp[gi].push(i === n - 1 ? Q : mat(T, d, undefined, ty)));
         }
         K = interleaveRows(Kp);
         V = interleaveRows(Vp);
@@ -274,11 +302,11 @@ function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
       K = padRows(K, padded);
       V = padRows(V, padded);
       glog = padRows(glog, padded);
-      const betaPadded = new Float64Array(padded);
+      const betaPadded = ty === 'float32' ? new Float32Array(padded) : new Float64Array(padded);
       betaPadded.set(beta);
       Qs = Qs.map((Q) => padRows(Q, padded));
 
-      let S = mat(d, d);
+      let S = mat(d, d, undefined, ty);
       if (inputs.past_state) S.data.set(inputs.past_state.data.subarray((b * Hkv + h) * d * d, (b * Hkv + h + 1) * d * d));
       const Oparts: Mat[][] = Qs.map(() => []);
       for (let c0 = 0; c0 < padded; c0 += C) {
@@ -288,14 +316,15 @@ function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
         const betac = betaPadded.slice(c0, c0 + C);
         let res: ChunkResult;
         if (rule === 'linear') res = linearChunk(S, Kc, Vc, Qc);
-        else if (gated) res = gatedDeltaChunk(S, Kc, Vc, betac, sliceRows(glog, c0, c0 + C), Qc);
-        else res = deltaChunk(S, Kc, Vc, betac, Qc);
+        else if (gated) res = gatedDeltaChunk(ops, S, Kc, Vc, betac, sliceRows(glog, c0, c0 + C), Qc);
+        else res = deltaChunk(ops, S, Kc, Vc, betac, Qc);
         S = res.S;
         res.Os.forEach((Oc, gi) => Oparts[gi].push(Oc));
       }
 
       // --- outputs ---------------------------------------------------------------
       Oparts.forEach((parts, gi) => {
+        if (T === 0) return;
         const O = everyNthRow(sliceRows(concatRows(parts), 0, rows), reps, reps - 1, T);
         const i = h * G + gi;
         for (let t = 0; t < T; t++) o.set(row(O, t), (b * T + t) * Hq * d + i * d);
@@ -314,29 +343,30 @@ function chunkedCausal(inputs: LizaInputs, cfg: LizaConfig): CausalResult {
 }
 
 /** o / sqrt(ReduceMean(o^2, -1) + eps) over rows of Hq*d channels. */
-function rmsNormRows(o: Float64Array, width: number): Float64Array {
-  const m = mat(o.length / width, width, o);
+function rmsNormRows(o: Float64Array, width: number, ty: MatType): MatArray {
+  const m = mat(o.length / width, width, o, ty);
   const ms = rowMean(mul(m, m));
   return scaleRows(ms.map((x) => 1 / Math.sqrt(x + RMS_EPS)), m).data;
 }
 
-function toOutput(data: Float64Array, dims: number[], type: FloatType): NdArray {
+function toOutput(data: MatArray, dims: number[], type: FloatType): NdArray {
   const out = allocate(data.length, type);
   out.set(data);
   return { data: out, dims };
 }
 
-export function lizaChunked(inputs: LizaInputs, attrs: LizaAttributes, options: LizaOptions = {}): LizaOutputs {
+export function lizaChunked(inputs: LizaInputs, attrs: LizaAttributes, options: LizaChunkedOptions = {}): LizaOutputs {
   const cfg = resolveLizaConfig(inputs, attrs);
   const { B, T, Hq, Hkv, d, w } = cfg;
   const type = options.outputType ?? 'float32';
-  const fwd = chunkedCausal(inputs, cfg);
-  let y = rmsNormRows(fwd.o, Hq * d);
+  const ty = options.precision ?? 'float64';
+  const fwd = chunkedCausal(inputs, cfg, options);
+  let y = rmsNormRows(fwd.o, Hq * d, ty);
   if (!cfg.causal) {
     const rev: LizaInputs = { xq: reverseTime(inputs.xq), xk: reverseTime(inputs.xk), xv: reverseTime(inputs.xv) };
     if (inputs.mask) rev.mask = reverseTime(inputs.mask);
-    const bwd = chunkedCausal(rev, cfg);
-    const yb = reverseTime({ data: rmsNormRows(bwd.o, Hq * d), dims: [B, T, Hq * d] }).data;
+    const bwd = chunkedCausal(rev, cfg, options);
+    const yb = reverseTime({ data: rmsNormRows(bwd.o, Hq * d, ty), dims: [B, T, Hq * d] }).data;
     y = y.map((x, i) => 0.5 * (x + yb[i]));
   }
   return {

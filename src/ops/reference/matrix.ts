@@ -4,15 +4,27 @@
  * so liza_chunked.ts can be translated op-for-op into an ONNX function body.
  */
 
+/**
+ * Storage type: float64 normally. With Float32Array storage every op result is
+ * rounded to float32 when stored (products are still accumulated in float64
+ * inside one MatMul), which emulates an fp32 ONNX execution of the same graph.
+ */
+export type MatArray = Float32Array | Float64Array;
+export type MatType = 'float32' | 'float64';
+
 export interface Mat {
   rows: number;
   cols: number;
   /** row-major */
-  data: Float64Array;
+  data: MatArray;
 }
 
-export function mat(rows: number, cols: number, data?: ArrayLike<number>): Mat {
-  const m: Mat = { rows, cols, data: new Float64Array(rows * cols) };
+export function typeOf(m: Mat): MatType {
+  return m.data instanceof Float32Array ? 'float32' : 'float64';
+}
+
+export function mat(rows: number, cols: number, data?: ArrayLike<number>, type: MatType = 'float64'): Mat {
+  const m: Mat = { rows, cols, data: type === 'float32' ? new Float32Array(rows * cols) : new Float64Array(rows * cols) };
   if (data) {
     if (data.length !== rows * cols) throw new Error(`mat: ${data.length} values for ${rows}x${cols}`);
     m.data.set(data);
@@ -25,8 +37,8 @@ export function at(m: Mat, i: number, j: number): number {
 }
 
 /** Identity (constant). */
-export function eye(n: number): Mat {
-  const m = mat(n, n);
+export function eye(n: number, type: MatType = 'float64'): Mat {
+  const m = mat(n, n, undefined, type);
   for (let i = 0; i < n; i++) m.data[i * n + i] = 1;
   return m;
 }
@@ -35,8 +47,8 @@ export function eye(n: number): Mat {
  * Triangular 0/1 mask (constant): mask[i][j] = 1 if j <= i + k.
  * k = 0: lower triangle including the diagonal; k = -1: strictly lower.
  */
-export function trilMask(n: number, k = 0): Mat {
-  const m = mat(n, n);
+export function trilMask(n: number, k = 0, type: MatType = 'float64'): Mat {
+  const m = mat(n, n, undefined, type);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (j <= i + k) m.data[i * n + j] = 1;
   return m;
 }
@@ -44,20 +56,20 @@ export function trilMask(n: number, k = 0): Mat {
 /** ONNX MatMul */
 export function matmul(a: Mat, b: Mat): Mat {
   if (a.cols !== b.rows) throw new Error(`matmul: ${a.rows}x${a.cols} @ ${b.rows}x${b.cols}`);
-  const out = mat(a.rows, b.cols);
+  const acc = new Float64Array(a.rows * b.cols);
   for (let i = 0; i < a.rows; i++) {
     for (let k = 0; k < a.cols; k++) {
       const aik = a.data[i * a.cols + k];
       if (aik === 0) continue;
-      for (let j = 0; j < b.cols; j++) out.data[i * b.cols + j] += aik * b.data[k * b.cols + j];
+      for (let j = 0; j < b.cols; j++) acc[i * b.cols + j] += aik * b.data[k * b.cols + j];
     }
   }
-  return out;
+  return mat(a.rows, b.cols, acc, typeOf(a));
 }
 
 /** ONNX Transpose */
 export function transpose(a: Mat): Mat {
-  const out = mat(a.cols, a.rows);
+  const out = mat(a.cols, a.rows, undefined, typeOf(a));
   for (let i = 0; i < a.rows; i++) for (let j = 0; j < a.cols; j++) out.data[j * a.rows + i] = a.data[i * a.cols + j];
   return out;
 }
@@ -95,24 +107,24 @@ export function map(a: Mat, f: (x: number) => number): Mat {
 }
 
 /** diag(v) X = ONNX Mul of X by v broadcast as a column [rows, 1]. */
-export function scaleRows(v: Float64Array, x: Mat): Mat {
+export function scaleRows(v: ArrayLike<number>, x: Mat): Mat {
   if (v.length !== x.rows) throw new Error(`scaleRows: ${v.length} vs ${x.rows} rows`);
-  const out = mat(x.rows, x.cols);
+  const out = mat(x.rows, x.cols, undefined, typeOf(x));
   for (let i = 0; i < x.rows; i++) for (let j = 0; j < x.cols; j++) out.data[i * x.cols + j] = v[i] * x.data[i * x.cols + j];
   return out;
 }
 
 /** X * r with r broadcast as a row [1, cols] (ONNX Mul). */
-export function scaleCols(x: Mat, r: Float64Array): Mat {
+export function scaleCols(x: Mat, r: ArrayLike<number>): Mat {
   if (r.length !== x.cols) throw new Error(`scaleCols: ${r.length} vs ${x.cols} cols`);
-  const out = mat(x.rows, x.cols);
+  const out = mat(x.rows, x.cols, undefined, typeOf(x));
   for (let i = 0; i < x.rows; i++) for (let j = 0; j < x.cols; j++) out.data[i * x.cols + j] = x.data[i * x.cols + j] * r[j];
   return out;
 }
 
 /** [rows, cols] copies of a row vector (ONNX Expand). */
-export function expandRow(r: Float64Array, rows: number): Mat {
-  const out = mat(rows, r.length);
+export function expandRow(r: MatArray, rows: number): Mat {
+  const out = mat(rows, r.length, undefined, r instanceof Float32Array ? 'float32' : 'float64');
   for (let i = 0; i < rows; i++) out.data.set(r, i * r.length);
   return out;
 }
@@ -123,13 +135,13 @@ export function sliceRows(a: Mat, start: number, end: number): Mat {
 }
 
 /** Row r as a vector (ONNX Gather / Slice). */
-export function row(a: Mat, r: number): Float64Array {
+export function row(a: Mat, r: number): MatArray {
   return a.data.slice(r * a.cols, (r + 1) * a.cols);
 }
 
 /** Append zero rows up to `rows` (ONNX Pad). */
 export function padRows(a: Mat, rows: number): Mat {
-  const out = mat(rows, a.cols);
+  const out = mat(rows, a.cols, undefined, typeOf(a));
   out.data.set(a.data);
   return out;
 }
@@ -137,7 +149,7 @@ export function padRows(a: Mat, rows: number): Mat {
 /** Concatenate along axis 0 (ONNX Concat). */
 export function concatRows(parts: Mat[]): Mat {
   const cols = parts[0].cols;
-  const out = mat(parts.reduce((s, p) => s + p.rows, 0), cols);
+  const out = mat(parts.reduce((s, p) => s + p.rows, 0), cols, undefined, typeOf(parts[0]));
   let off = 0;
   for (const p of parts) {
     if (p.cols !== cols) throw new Error('concatRows: column mismatch');
@@ -148,8 +160,8 @@ export function concatRows(parts: Mat[]): Mat {
 }
 
 /** Mean over each row (ONNX ReduceMean axis -1). */
-export function rowMean(a: Mat): Float64Array {
-  const out = new Float64Array(a.rows);
+export function rowMean(a: Mat): MatArray {
+  const out = typeOf(a) === 'float32' ? new Float32Array(a.rows) : new Float64Array(a.rows);
   for (let i = 0; i < a.rows; i++) {
     let s = 0;
     for (let j = 0; j < a.cols; j++) s += a.data[i * a.cols + j];
@@ -166,7 +178,7 @@ export function interleaveRows(parts: Mat[]): Mat {
   const n = parts.length;
   const T = parts[0].rows;
   const c = parts[0].cols;
-  const out = mat(T * n, c);
+  const out = mat(T * n, c, undefined, typeOf(parts[0]));
   for (let i = 0; i < n; i++) {
     for (let t = 0; t < T; t++) out.data.set(parts[i].data.subarray(t * c, (t + 1) * c), (t * n + i) * c);
   }
@@ -175,7 +187,7 @@ export function interleaveRows(parts: Mat[]): Mat {
 
 /** Inverse of interleaveRows for one slot: rows t*n + i (ONNX Reshape [T,n,c] + Gather axis 1). */
 export function everyNthRow(a: Mat, n: number, i: number, T: number): Mat {
-  const out = mat(T, a.cols);
+  const out = mat(T, a.cols, undefined, typeOf(a));
   for (let t = 0; t < T; t++) out.data.set(a.data.subarray((t * n + i) * a.cols, (t * n + i + 1) * a.cols), t * a.cols);
   return out;
 }
@@ -189,7 +201,7 @@ export function everyNthRow(a: Mat, n: number, i: number, T: number): Mat {
  */
 export function invertUnitLowerNilpotent(A: Mat): Mat {
   const n = A.rows;
-  const I = eye(n);
+  const I = eye(n, typeOf(A));
   let T = sub(I, A); // covers powers 0, 1
   let P = A;
   for (let covered = 2; covered < n; covered *= 2) {
@@ -203,12 +215,12 @@ export function invertUnitLowerNilpotent(A: Mat): Mat {
  * out[i][j] = sum_c X[i][c] * Y[j][c] * P[i][j][c]   (P: [rows_X, rows_Y, cols])
  * = ONNX Unsqueeze(X, 1) * Unsqueeze(Y, 0) * P, ReduceSum(axis -1).
  */
-export function pairwiseWeightedGram(X: Mat, Y: Mat, P: Float64Array): Mat {
+export function pairwiseWeightedGram(X: Mat, Y: Mat, P: MatArray): Mat {
   const n = X.rows;
   const m = Y.rows;
   const c = X.cols;
   if (Y.cols !== c || P.length !== n * m * c) throw new Error('pairwiseWeightedGram: shape mismatch');
-  const out = mat(n, m);
+  const out = mat(n, m, undefined, typeOf(X));
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < m; j++) {
       let s = 0;
@@ -218,4 +230,42 @@ export function pairwiseWeightedGram(X: Mat, Y: Mat, P: Float64Array): Mat {
     }
   }
   return out;
+}
+
+function block(m: Mat, r0: number, c0: number, s: number): Mat {
+  const out = mat(s, s, undefined, typeOf(m));
+  for (let i = 0; i < s; i++) out.data.set(m.data.subarray((r0 + i) * m.cols + c0, (r0 + i) * m.cols + c0 + s), i * s);
+  return out;
+}
+
+function setBlock(m: Mat, r0: number, c0: number, b: Mat): void {
+  for (let i = 0; i < b.rows; i++) m.data.set(b.data.subarray(i * b.cols, (i + 1) * b.cols), (r0 + i) * m.cols + c0);
+}
+
+/**
+ * (I + A)^-1 for strictly lower triangular A by blockwise doubling (MatMul
+ * only, numerically as benign as forward substitution). Pad to N = 2^m >= n
+ * (padding rows/cols of A are 0, i.e. identity blocks). Start from X = I (the
+ * inverse of every 1x1 diagonal block of I + A); at level s = 1, 2, 4, ..., N/2
+ * merge each pair of adjacent s x s diagonal blocks:
+ *   [[L11, 0], [L21, L22]]^-1 = [[X11, 0], [-X22 L21 X11, X22]]
+ * where L21 is the corresponding block of A. In ONNX each level is one
+ * batched MatMul pair over the N/(2s) block pairs (Reshape + MatMul + Neg).
+ */
+export function invertUnitLowerBlocked(A: Mat): Mat {
+  const n = A.rows;
+  let N = 1;
+  while (N < n) N *= 2;
+  const Ap = mat(N, N, undefined, typeOf(A));
+  for (let i = 0; i < n; i++) Ap.data.set(A.data.subarray(i * n, (i + 1) * n), i * N);
+  const X = eye(N, typeOf(A));
+  for (let s = 1; s < N; s *= 2) {
+    for (let p = 0; p < N; p += 2 * s) {
+      const X11 = block(X, p, p, s);
+      const X22 = block(X, p + s, p + s, s);
+      const L21 = block(Ap, p + s, p, s);
+      setBlock(X, p + s, p, scale(matmul(matmul(X22, L21), X11), -1));
+    }
+  }
+  return n === N ? X : block(X, 0, 0, n);
 }

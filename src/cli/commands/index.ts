@@ -1,0 +1,16 @@
+/**
+ * The commands of `titanize`, in help order. Each entry adds one command to the program
+ * (create it with `program.command(name)` so it inherits the output and error settings).
+ * To add a command: write src/cli/commands/<name>.ts exporting `add<Name>Command(program, ctx)`
+ * and list it here.
+ */
+import type { Command } from 'commander';
+import type { CliContext } from '../context.js';
+import { addInspectCommand } from './inspect.js';
+
+export type CommandRegistrar = (program: Command, ctx: CliContext) => void;
+
+export const COMMANDS: readonly CommandRegistrar[] = [
+  (program, ctx) => addInspectCommand(program, ctx),
+  // convert, generate, merge: add here
+];

@@ -1,0 +1,73 @@
+/** `titanize inspect MODEL [--json]`: what is in an ONNX file, without reading its weights. */
+import * as fs from 'node:fs';
+import type { Command } from 'commander';
+import type { CliContext } from '../context.js';
+import { loadModelForCli } from '../load.js';
+import {
+  type ExtendedInspectReport,
+  INSPECT_JSON_KEYS,
+  type InspectSection,
+  inspectReport,
+} from '../report/inspect_report.js';
+import { renderInspectText } from '../report/inspect_text.js';
+
+/**
+ * HOOK(inspect --attention): optional report sections, each behind its own flag.
+ * Attention discovery adds its section here, e.g.
+ *   { name: 'attention', description: 'list the attention blocks found', jsonDoc: ..., compute, render }
+ * which gives `inspect --attention`, `report.attention` in --json, and text after the base report.
+ */
+export const INSPECT_SECTIONS: InspectSection<any>[] = [];
+
+export interface InspectOptions {
+  json?: boolean;
+  [section: string]: unknown;
+}
+
+function jsonKeysHelp(sections: readonly InspectSection<any>[]): string {
+  const rows: [string, string][] = [...INSPECT_JSON_KEYS, ...sections.map((s): [string, string] => [s.name, `${s.jsonDoc} (with --${kebab(s.name)})`])];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, d]) => `  ${k.padEnd(width)}  ${d}`).join('\n');
+}
+
+function kebab(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** Adds `inspect` to `program`; `sections` defaults to INSPECT_SECTIONS (tests pass their own). */
+export function addInspectCommand(program: Command, ctx: CliContext, sections: readonly InspectSection<any>[] = INSPECT_SECTIONS): void {
+  const cmd = program
+    .command('inspect')
+    .summary('summarize an ONNX model (inputs, ops, parameters, external data)')
+    .description(
+      'Summarize an ONNX model: IR version, producer, opsets, graph inputs and outputs, node counts\n' +
+        'per op type, initializers and parameter count, external data files, functions, metadata.\n' +
+        'Weights are never read (external data files are only stat-ed), so this is fast on large models.',
+    )
+    .argument('<model>', 'path to the .onnx file')
+    .option('--json', 'print one JSON object instead of text');
+  for (const s of sections) cmd.option(`--${kebab(s.name)}`, s.description);
+  cmd.addHelpText(
+    'after',
+    `\nJSON report (--json): one object with these keys:\n${jsonKeysHelp(sections)}\n\n` +
+      'Exit status: 0 ok, 2 bad input (missing file, not ONNX, unsafe or missing external data), 1 internal error.',
+  );
+  cmd.action(async (file: string, opts: InspectOptions) => {
+    const model = loadModelForCli(file);
+    const report: ExtendedInspectReport = inspectReport(model, file, { fileSize: fs.statSync(file).size });
+    const extra: string[] = [];
+    for (const s of sections) {
+      if (!opts[s.name]) continue;
+      const value = await s.compute(model);
+      report[s.name] = value;
+      extra.push(...s.render(value));
+    }
+    if (opts.json) {
+      ctx.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    } else {
+      const lines = renderInspectText(report);
+      if (extra.length) lines.push(...extra);
+      ctx.stdout.write(`${lines.join('\n')}\n`);
+    }
+  });
+}

@@ -1,0 +1,68 @@
+/**
+ * The one place that turns an error into output and an exit status.
+ *
+ * - `UserInputError` (and its subclasses SerdeError, ExternalDataError) and commander
+ *   usage errors: one line `titanize: error: <message>` on stderr, exit status 2, never a
+ *   stack trace (with TITANIZE_DEBUG=1 the stack follows, for us).
+ * - Anything else is a bug: `titanize: internal error: <message>`, exit status 1; the
+ *   stack trace is printed only when TITANIZE_DEBUG=1.
+ */
+import { CommanderError } from 'commander';
+import { UserInputError } from '../ir/index.js';
+import { type CliContext, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE } from './context.js';
+
+export const PROGRAM_NAME = 'titanize';
+
+/** Commander codes that mean "done, successfully" (help or version was printed). */
+const COMMANDER_SUCCESS = new Set(['commander.helpDisplayed', 'commander.version']);
+
+/** Collapses a message onto one line (user errors must be exactly one line). */
+export function oneLine(message: string): string {
+  return message
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .join(' ');
+}
+
+function isDebug(ctx: CliContext): boolean {
+  const v = ctx.env.TITANIZE_DEBUG;
+  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
+}
+
+function stackOf(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  let s = e.stack ?? `${e.name}: ${e.message}`;
+  let cause = e.cause;
+  for (let depth = 0; cause !== undefined && depth < 5; depth++) {
+    s += `\ncaused by: ${cause instanceof Error ? (cause.stack ?? cause.message) : String(cause)}`;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return s;
+}
+
+/** Writes the report for `e` to ctx.stderr and returns the exit status. */
+export function reportError(e: unknown, ctx: CliContext): number {
+  if (e instanceof CommanderError) {
+    if (COMMANDER_SUCCESS.has(e.code) || e.exitCode === 0) return EXIT_OK;
+    // 'commander.help': no command given; the help text has already gone to stderr.
+    if (e.code === 'commander.help' || e.code === 'commander.executeSubCommandAsync') return EXIT_USAGE;
+    const msg = oneLine(e.message.replace(/^error:\s*/, ''));
+    ctx.stderr.write(`${PROGRAM_NAME}: error: ${msg}\n`);
+    return EXIT_USAGE;
+  }
+  if (e instanceof UserInputError) {
+    ctx.stderr.write(`${PROGRAM_NAME}: error: ${oneLine(e.message)}\n`);
+    if (isDebug(ctx)) ctx.stderr.write(`${stackOf(e)}\n`);
+    return EXIT_USAGE;
+  }
+  const message = e instanceof Error ? `${e.name === 'Error' ? '' : `${e.name}: `}${e.message}` : String(e);
+  if (isDebug(ctx)) {
+    ctx.stderr.write(`${PROGRAM_NAME}: internal error: ${message}\n${stackOf(e)}\n`);
+  } else {
+    ctx.stderr.write(
+      `${PROGRAM_NAME}: internal error: ${oneLine(message)} (this is a bug in titanize; set TITANIZE_DEBUG=1 to see the stack trace)\n`,
+    );
+  }
+  return EXIT_INTERNAL;
+}
