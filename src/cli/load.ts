@@ -1,5 +1,4 @@
 /** Loading the user's model for a command, with every failure phrased as a user error. */
-import * as fs from 'node:fs';
 import { IrError, type LoadOptions, type Model, UserInputError, loadModel } from '../ir/index.js';
 
 /**
@@ -10,14 +9,6 @@ import { IrError, type LoadOptions, type Model, UserInputError, loadModel } from
  * is kept as `cause`, shown with TITANIZE_DEBUG=1).
  */
 export function loadModelForCli(file: string, options: LoadOptions = {}): Model {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserInputError(code === 'ENOENT' ? `${file}: no such file` : `${file}: cannot read (${code ?? String(e)})`);
-  }
-  if (st.isDirectory()) throw new UserInputError(`${file} is a folder, not an ONNX file`);
   try {
     return loadModel(file, options);
   } catch (e) {

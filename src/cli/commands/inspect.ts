@@ -40,8 +40,8 @@ export function addInspectCommand(program: Command, ctx: CliContext, sections: r
     .command('inspect')
     .summary('summarize an ONNX model (inputs, ops, parameters, external data)')
     .description(
-      'Summarize an ONNX model: IR version, producer, opsets, graph inputs and outputs, node counts\n' +
-        'per op type, initializers and parameter count, external data files, functions, metadata.\n' +
+      'Summarize an ONNX model: IR version, producer, opsets, graph inputs and outputs, node counts ' +
+        'per op type, initializers and parameter count, external data files, functions, metadata. ' +
         'Weights are never read (external data files are only stat-ed), so this is fast on large models.',
     )
     .argument('<model>', 'path to the .onnx file')
@@ -54,7 +54,7 @@ export function addInspectCommand(program: Command, ctx: CliContext, sections: r
   );
   cmd.action(async (file: string, opts: InspectOptions) => {
     const model = loadModelForCli(file);
-    const report: ExtendedInspectReport = inspectReport(model, file, { fileSize: fs.statSync(file).size });
+    const report = inspectReport(model, file, { fileSize: fs.statSync(file).size }) as ExtendedInspectReport;
     const extra: string[] = [];
     for (const s of sections) {
       if (!opts[s.name]) continue;

@@ -1,7 +1,8 @@
 /**
  * Chunked (parallel, WY/UT) form of the ai.tptt LiZA operator — the prototype
  * of the ONNX function body. Same semantics as liza.ts (see the definition
- * there); everything is float64 and written with the dense helpers of
+ * there); float64 by default (options.precision = 'float32' rounds every
+ * intermediate to fp32 to emulate an fp32 graph), written with the helpers of
  * matrix.ts, each of which is one ONNX op (MatMul, Mul, Add, Sub, Exp, Slice,
  * Concat, Reshape, ReduceSum/Mean, Min). There is no per-token loop inside a
  * chunk; chunks are processed sequentially (an ONNX Loop / Scan over chunks).
@@ -29,6 +30,10 @@
  * i.e. in rows:  (I + A) U' = diag(beta) (V - K S_0),
  *   A = tril(diag(beta) K K^T, -1)      (A[i][j] = beta_i k_i.k_j, j < i)
  *   T = (I + A)^-1 = (I - A)(I + A^2)(I + A^4)...   (A nilpotent; MatMul only)
+ *       or, with options.inverse = 'blocked', by blockwise doubling (also
+ *       MatMul only). Same result in float64 (~1e-13), but in fp32 the Neumann
+ *       product loses up to ~1e-3 relative at C = 64 on product-rule sequences
+ *       (intermediate A^(2^j) entries are >> |T|), the blocked one ~5e-7.
  *   W = T diag(beta) K,  U = T diag(beta) V,  U' = U - W S_0
  *   O = Q S_0 + tril(Q K^T) U'          (tril including the diagonal)
  *   S_C = S_0 + K^T U'

@@ -1,0 +1,98 @@
+/**
+ * The `titanize` program.
+ *
+ *   titanize <command> [options]      see `titanize --help`
+ *
+ * `main(argv)` runs one invocation and resolves to the exit status; it never calls
+ * process.exit and writes only to the streams it is given, so tests run it in-process.
+ * Commands live in src/cli/commands/ (one file each) and are listed in commands/index.ts.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { COMMANDS, type CommandRegistrar } from './commands/index.js';
+import { type CliContext, EXIT_OK, type OutStream } from './context.js';
+import { PROGRAM_NAME, reportError } from './errors.js';
+
+export type { CliContext, OutStream } from './context.js';
+export type { CommandRegistrar } from './commands/index.js';
+
+export interface MainIO {
+  stdout?: OutStream;
+  stderr?: OutStream;
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+let cachedVersion: string | undefined;
+
+/** The version in titanize's package.json (found by walking up from this file: works from src/ and dist/). */
+export function titanizeVersion(): string {
+  if (cachedVersion !== undefined) return cachedVersion;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = path.join(dir, 'package.json');
+    try {
+      const pkg = JSON.parse(fs.readFileSync(candidate, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'titanize' && pkg.version) return (cachedVersion = pkg.version);
+    } catch {
+      // not here: keep walking up
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  return (cachedVersion = '0.0.0-unknown');
+}
+
+/** Builds a fresh program (nothing is shared between invocations). */
+export function createProgram(ctx: CliContext, commands: readonly CommandRegistrar[] = COMMANDS): Command {
+  const program = new Command(PROGRAM_NAME);
+  program
+    .description(
+      'Compile pretrained ONNX Transformers into TPTT/Titans models: softmax attention plus a ' +
+        'linear-attention memory (LiZA) mixed in by a gate (MaG).',
+    )
+    .usage('<command> [options]')
+    .version(titanizeVersion(), '-V, --version', 'print the titanize version and exit')
+    .helpOption('-h, --help', 'show help for a command')
+    .helpCommand('help [command]', 'show help for a command')
+    .exitOverride()
+    .showSuggestionAfterError(true)
+    .configureOutput({
+      writeOut: (s) => void ctx.stdout.write(s),
+      writeErr: (s) => void ctx.stderr.write(s),
+      // errors are printed by reportError (one line, our prefix)
+      outputError: () => {},
+      getOutHelpWidth: () => (ctx.stdout.isTTY && ctx.stdout.columns ? ctx.stdout.columns : 80),
+      getErrHelpWidth: () => (ctx.stderr.isTTY && ctx.stderr.columns ? ctx.stderr.columns : 80),
+      getOutHasColors: () => false,
+      getErrHasColors: () => false,
+    })
+    .addHelpText(
+      'after',
+      '\nRun `titanize <command> --help` for the options of a command.\n' +
+        'Exit status: 0 ok, 2 bad input or usage, 1 internal error (set TITANIZE_DEBUG=1 for a stack trace).',
+    );
+  for (const add of commands) add(program, ctx);
+  return program;
+}
+
+/**
+ * Runs `titanize` with `argv` in process.argv form (node, script, ...arguments) and
+ * resolves to the exit status: 0 success, 2 user error, 1 internal error.
+ */
+export async function main(argv: string[], io: MainIO = {}): Promise<number> {
+  const ctx: CliContext = {
+    stdout: io.stdout ?? process.stdout,
+    stderr: io.stderr ?? process.stderr,
+    env: io.env ?? process.env,
+  };
+  try {
+    const program = createProgram(ctx);
+    await program.parseAsync(argv, { from: 'node' });
+    return EXIT_OK;
+  } catch (e) {
+    return reportError(e, ctx);
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * Execution-provider choice. onnxruntime-node throws when a requested provider cannot be
+ * loaded (it does not fall back, even for ['cuda', 'cpu']), and its messages name shared
+ * libraries rather than what the user should do. This module turns that into a clear
+ * error, or into an explicit fallback to the CPU when the user asked for one.
+ */
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { UserInputError } from '../ir/errors.js';
+
+export type ExecutionProviderName = 'cpu' | 'cuda' | 'webgpu';
+export const EXECUTION_PROVIDERS: readonly ExecutionProviderName[] = ['cpu', 'cuda', 'webgpu'];
+
+export interface SessionOptions {
+  ep?: ExecutionProviderName;
+  /** Use the CPU when the requested provider is unavailable (reported through `onFallback`). */
+  fallback?: boolean;
+  onFallback?: (message: string) => void;
+  /** Extra onnxruntime session options (graph optimization level, threads, ...). */
+  ort?: ort.InferenceSession.SessionOptions;
+}
+
+export class ExecutionProviderError extends UserInputError {}
+
+/** Folder holding onnxruntime-node's native libraries. */
+function ortBinaryDir(): string | undefined {
+  try {
+    const req = createRequire(import.meta.url);
+    const pkg = path.dirname(req.resolve('onnxruntime-node/package.json'));
+    return path.join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why `ep` cannot work here, found without creating a session; undefined if it may work. */
+export function providerProblem(ep: ExecutionProviderName): string | undefined {
+  if (ep === 'cpu') return undefined;
+  if (ep === 'cuda') {
+    const dir = ortBinaryDir();
+    if (dir && !fs.existsSync(path.join(dir, 'libonnxruntime_providers_cuda.so')) && process.platform === 'linux') {
+      return (
+        'the CUDA execution provider is not installed (onnxruntime-node ships it as a separate download, ' +
+        'skipped by this project\'s .npmrc); run `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node --foreground-scripts` ' +
+        'on a machine with CUDA 12 and access to NuGet, or use --ep cpu'
+      );
+    }
+  }
+  return undefined;
+}
+
+/** Rewrites onnxruntime's provider errors into what is missing. */
+export function explainProviderFailure(ep: ExecutionProviderName, error: unknown): string {
+  const msg = String((error as Error)?.message ?? error);
+  if (ep === 'webgpu' && /adapter|vulkan/i.test(msg)) {
+    return 'no WebGPU adapter is available (onnxruntime-node\'s WebGPU provider needs Vulkan: libvulkan.so.1 and a GPU driver); use --ep cpu';
+  }
+  if (ep === 'cuda' && /shared library|libcu|cuda/i.test(msg)) {
+    return `the CUDA execution provider could not be loaded (${firstLine(msg)}); check the CUDA 12 / cuDNN 9 libraries, or use --ep cpu`;
+  }
+  return `execution provider '${ep}' failed: ${firstLine(msg)}`;
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0]!.slice(0, 300);
+}
+
+/**
+ * Creates an inference session on the requested provider, or fails with a message saying
+ * what is missing; with `fallback`, uses the CPU instead and reports why.
+ */
+export async function createSession(model: string | Uint8Array, options: SessionOptions = {}): Promise<{ session: ort.InferenceSession; ep: ExecutionProviderName }> {
+  const ep = options.ep ?? 'cpu';
+  const base: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3, ...options.ort };
+  const problem = providerProblem(ep);
+  let failure: string | undefined = problem;
+  if (!failure) {
+    try {
+      const session = await create(model, { ...base, executionProviders: [ep] });
+      return { session, ep };
+    } catch (e) {
+      if (ep === 'cpu') throw e;
+      failure = explainProviderFailure(ep, e);
+    }
+  }
+  if (!options.fallback) throw new ExecutionProviderError(`${failure} (or pass --ep-fallback to run on the CPU instead)`);
+  options.onFallback?.(`${failure}; falling back to the CPU`);
+  const session = await create(model, { ...base, executionProviders: ['cpu'] });
+  return { session, ep: 'cpu' };
+}
+
+function create(model: string | Uint8Array, opts: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
+}
