@@ -88,7 +88,33 @@ export const attr = {
   int: (v: Int64): AttributeValue => ({ type: AttributeType.INT, value: v }),
   ints: (v: Int64[]): AttributeValue => ({ type: AttributeType.INTS, value: v }),
   string: (v: string): AttributeValue => ({ type: AttributeType.STRING, value: stringToBytes(v) }),
+  /**
+   * Inside a function body: the attribute takes the value of the caller's attribute
+   * `refName` (AttributeProto.ref_attr_name); `type` is the attribute's type.
+   */
+  ref: (type: AttributeType, refName: string): AttributeValue & { refAttrName: string } =>
+    ({ type, value: placeholder(type), refAttrName: refName }) as AttributeValue & { refAttrName: string },
 };
+
+function placeholder(type: AttributeType): unknown {
+  switch (type) {
+    case AttributeType.FLOAT:
+    case AttributeType.INT:
+      return 0;
+    case AttributeType.STRING:
+      return new Uint8Array(0);
+    case AttributeType.FLOATS:
+    case AttributeType.INTS:
+    case AttributeType.STRINGS:
+    case AttributeType.TENSORS:
+    case AttributeType.GRAPHS:
+    case AttributeType.SPARSE_TENSORS:
+    case AttributeType.TYPE_PROTOS:
+      return [];
+    default:
+      return undefined;
+  }
+}
 
 function isAttributeValue(v: unknown): v is AttributeValue {
   return typeof v === 'object' && v !== null && 'type' in v && 'value' in v && !(v instanceof Tensor);

@@ -76,6 +76,24 @@ export function checkInside(location: string, baseDir: string, tensorName: strin
   }
 }
 
+/**
+ * The external_data entries to write: the file's entries in their order, with location,
+ * offset and length taken from the reference's fields (so editing those fields is enough).
+ */
+export function refEntries(ref: ExternalDataRef): StringStringEntry[] {
+  const out = ref.entries.map((e) => {
+    if (e.key === 'location') return { key: e.key, value: ref.location };
+    if (e.key === 'offset') return { key: e.key, value: String(ref.offset) };
+    if (e.key === 'length') return { key: e.key, value: ref.length === undefined ? e.value : String(ref.length) };
+    return { ...e };
+  });
+  const has = (k: string): boolean => out.some((e) => e.key === k);
+  if (!has('location')) out.unshift({ key: 'location', value: ref.location });
+  if (!has('offset') && ref.offset !== 0) out.push({ key: 'offset', value: String(ref.offset) });
+  if (!has('length') && ref.length !== undefined) out.push({ key: 'length', value: String(ref.length) });
+  return out;
+}
+
 export function externalPath(ref: ExternalDataRef): string {
   return path.resolve(ref.baseDir, ref.location);
 }

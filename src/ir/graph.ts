@@ -275,20 +275,8 @@ export class Graph {
   }
 
   private nameSet(): Set<string> {
-    if (this._names) return this._names;
-    const names = new Set<string>();
-    const visit = (g: Graph): void => {
-      for (const v of g._inputs) names.add(v.name);
-      for (const k of g._initializers.keys()) names.add(k);
-      for (const n of g) {
-        if (n.name) names.add(n.name);
-        for (const o of n.outputs) names.add(o.name);
-        for (const s of n.subgraphs()) visit(s);
-      }
-    };
-    visit(this);
-    this._names = names;
-    return names;
+    if (!this._names) this._names = this.collectNames();
+    return this._names;
   }
 
   toString(): string {
@@ -309,7 +297,28 @@ export class Graph {
     this.registerName(n.name);
     // A node removed earlier lost its input uses; take them back.
     if (n.inputs.some((v) => v && !v._uses.some((u) => u.node === n))) n._attachInputs();
-    for (const s of n.subgraphs()) s.parentNode = n;
+    for (const s of n.subgraphs()) {
+      s.parentNode = n;
+      // names used inside a subgraph built on its own are now taken in this scope too
+      const names = this.root._names;
+      if (names) for (const x of s.collectNames()) names.add(x);
+    }
+  }
+
+  /** Every value and node name defined in this graph and its subgraphs. @internal */
+  collectNames(): Set<string> {
+    const names = new Set<string>();
+    const visit = (g: Graph): void => {
+      for (const v of g._inputs) names.add(v.name);
+      for (const k of g._initializers.keys()) names.add(k);
+      for (const n of g) {
+        if (n.name) names.add(n.name);
+        for (const o of n.outputs) names.add(o.name);
+        for (const s of n.subgraphs()) visit(s);
+      }
+    };
+    visit(this);
+    return names;
   }
 
   private linkOnly(n: Node, prev: Node | null, next: Node | null): void {

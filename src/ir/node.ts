@@ -139,6 +139,7 @@ export class Node {
     const a = toAttribute(name, v);
     for (const g of attributeGraphs(a)) g.parentNode = this;
     this.attributes.set(name, a);
+    if (this.graph) for (const g of attributeGraphs(a)) for (const x of g.collectNames()) this.graph.registerName(x);
   }
 
   attribute(name: string): Attribute | undefined {

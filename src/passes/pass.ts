@@ -19,9 +19,7 @@
  * The manager checks these claims after each run and fails with a PassError if a pass
  * breaks them.
  */
-import { TitanizeError } from '../ir/errors.js';
-import type { Model } from '../ir/model.js';
-import { VerificationError, verifyModel } from '../ir/index.js';
+import { type Model, TitanizeError, VerificationError, verifyModel } from '../ir/index.js';
 
 export interface PassResult {
   model: Model;

@@ -247,7 +247,7 @@ describe('bad input: exit 2 and one line on stderr', () => {
     const model = loadModel(file);
     const t = model.graph.initializers.get('w')!.initializer!;
     if (t.storage.kind !== 'external') throw new Error('expected an external tensor');
-    t.storage.ref.entries.find((e) => e.key === 'location')!.value = '../../etc/passwd';
+    t.storage.ref.location = '../../etc/passwd';
     fs.writeFileSync(file, encodeModel(model));
     expectUserError(await run(['inspect', file]), /escapes the model folder/);
   });
@@ -258,7 +258,7 @@ describe('bad input: exit 2 and one line on stderr', () => {
     const model = loadModel(file);
     const t = model.graph.initializers.get('w')!.initializer!;
     if (t.storage.kind !== 'external') throw new Error('expected an external tensor');
-    t.storage.ref.entries.find((e) => e.key === 'location')!.value = path.join(dir, 'w.bin');
+    t.storage.ref.location = path.join(dir, 'w.bin');
     fs.writeFileSync(file, encodeModel(model));
     expectUserError(await run(['inspect', file]), /absolute/);
   });

@@ -218,3 +218,21 @@ describe('builder', () => {
     verifyModel(model);
   });
 });
+
+describe('names across subgraphs', () => {
+  it('names used in a subgraph built on its own are reserved once it is attached', () => {
+    const model = new Model();
+    const g = model.graph;
+    const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, [2])));
+    const cond = g.addInput(new Value('cond', tensorType(DataType.BOOL, [])));
+    new Builder(g).op('Neg', [x]); // forces the root name set to exist
+    const thenG = new Graph('then');
+    thenG.setOutputs([new Builder(thenG).op('Sigmoid', [x])]);
+    const elseG = new Graph('else');
+    elseG.setOutputs([new Builder(elseG).op('Relu', [x])]);
+    g.node({ opType: 'If', inputs: [cond], outputs: ['y'], attributes: { then_branch: thenG, else_branch: elseG } });
+    const fresh = new Builder(g).op('Sigmoid', [x]);
+    expect(fresh.name).not.toBe(thenG.outputs[0]!.name);
+    expect(collectProblems(model)).toEqual([]);
+  });
+});

@@ -224,7 +224,7 @@ describe('external data', () => {
       const m = loadModel(file);
       const t = m.graph.initializers.get('w')!.initializer!;
       if (t.storage.kind !== 'external') throw new Error('expected external');
-      t.storage.ref.entries = t.storage.ref.entries.map((e) => (e.key === 'location' ? { key: 'location', value: bad } : e));
+      t.storage.ref.location = bad;
       const badFile = path.join(dir, 'bad.onnx');
       fs.writeFileSync(badFile, encodeModel(m));
       expect(() => loadModel(badFile)).toThrow(ExternalDataError);
@@ -235,7 +235,7 @@ describe('external data', () => {
     const m = loadModel(file);
     const t = m.graph.initializers.get('w')!.initializer!;
     if (t.storage.kind !== 'external') throw new Error('expected external');
-    t.storage.ref.entries = t.storage.ref.entries.map((e) => (e.key === 'location' ? { key: 'location', value: 'link/passwd' } : e));
+    t.storage.ref.location = 'link/passwd';
     const linkFile = path.join(dir, 'link.onnx');
     fs.writeFileSync(linkFile, encodeModel(m));
     expect(() => loadModel(linkFile)).toThrow(/resolves outside the model folder/);

@@ -5,8 +5,8 @@
  */
 import { onnx } from './generated/onnx_pb.js';
 import { type Attribute, AttributeType, type OpaqueProto } from '../attribute.js';
-import { DataType, isKnownDataType } from '../dtype.js';
-import { SerdeError } from '../errors.js';
+import { DataType, byteSize, dataTypeName, isKnownDataType } from '../dtype.js';
+import { SerdeError, UserInputError } from '../errors.js';
 import { parseExternalData } from '../external_data.js';
 import { IRFunction } from '../function.js';
 import { Graph } from '../graph.js';
@@ -38,7 +38,13 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Mod
   if (!proto.graph && !Object.prototype.hasOwnProperty.call(proto, 'irVersion')) {
     throw new SerdeError(`${source} is not an ONNX model (no graph and no ir_version)`);
   }
-  return new Decoder(options.baseDir ?? process.cwd(), source).model(proto);
+  try {
+    return new Decoder(options.baseDir ?? process.cwd(), source).model(proto);
+  } catch (e) {
+    if (e instanceof UserInputError) throw e;
+    // malformed content (a dimension beyond 2^53, duplicate names, ...) is bad input too
+    throw new SerdeError(`${source} is not a valid ONNX model: ${(e as Error).message}`, { cause: e });
+  }
 }
 
 type Scope = Map<string, Value>;
@@ -212,7 +218,17 @@ class Decoder {
       throw new SerdeError(`${this.source}: tensor '${name}' has unknown data type ${p.dataType}`);
     }
     const dims = p.dims.map((d) => fromLongNumber(d as never, `tensor '${name}' dimension`));
-    const t = new Tensor({ name, dataType: p.dataType as DataType, dims, storage: this.storage(p, name) });
+    if (dims.some((d) => d < 0)) throw new SerdeError(`${this.source}: tensor '${name}' has a negative dimension [${dims.join(', ')}]`);
+    const storage = this.storage(p, name);
+    if (storage.kind === 'raw' && p.dataType !== DataType.STRING) {
+      const want = byteSize(p.dataType as DataType, dims.reduce((a, x) => a * x, 1));
+      if (storage.bytes.byteLength !== want) {
+        throw new SerdeError(
+          `${this.source}: tensor '${name}' has ${storage.bytes.byteLength} bytes of raw data, but ${dataTypeName(p.dataType)}[${dims.join(', ')}] needs ${want}`,
+        );
+      }
+    }
+    const t = new Tensor({ name, dataType: p.dataType as DataType, dims, storage });
     recordDefaults(t, p, ['name', 'dataType', 'docString', 'dataLocation']);
     t.docString = p.docString;
     t.metadataProps = entries(p.metadataProps);

@@ -16,6 +16,7 @@ import type { TypeInfo } from '../types.js';
 import type { Value } from '../value.js';
 import { noTypeValues, opsetPresence } from './decode.js';
 import { toLong } from './long.js';
+import { refEntries } from '../external_data.js';
 import { wasPresent } from './presence.js';
 
 /** Decides how a tensor's data is written. Return entries to write it as external data. */
@@ -208,7 +209,7 @@ class Encoder {
         o.stringData = s.values;
         break;
       case 'external':
-        o.externalData = entries(s.ref.entries);
+        o.externalData = entries(refEntries(s.ref));
         o.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
         return o;
       case 'empty':

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ExternalDataError, SerdeError, UserInputError } from '../errors.js';
-import { copyExternal, externalPath } from '../external_data.js';
+import { copyExternal, externalPath, refEntries } from '../external_data.js';
 import type { StringStringEntry } from '../metadata.js';
 import type { Model } from '../model.js';
 import type { Tensor } from '../tensor.js';
@@ -102,10 +102,8 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
   try {
     let dataFd: number | undefined;
     let dataPos = 0;
-    let dataLocation: string | undefined;
     const openData = (location: string): number => {
       if (dataFd === undefined) {
-        dataLocation = location;
         const target = path.join(outDir, location);
         if (model.baseDir && isSourceDataFile(model, target)) {
           throw new UserInputError(`refusing to overwrite '${location}': the model being saved reads its weights from it`);
@@ -158,7 +156,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       }
       if (mode === 'keep') {
         if (t.storage.kind !== 'external') return undefined;
-        if (sameDir) return t.storage.ref.entries;
+        if (sameDir) return refEntries(t.storage.ref);
         return appendData(t, defaultLocation);
       }
       const threshold = mode.threshold ?? 1024;
@@ -171,7 +169,6 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       fs.fsyncSync(dataFd);
       fs.closeSync(dataFd);
     }
-    void dataLocation;
     const tmp = `${path.resolve(file)}.${process.pid}.tmp`;
     tmpFiles.push(tmp);
     fs.writeFileSync(tmp, bytes);
