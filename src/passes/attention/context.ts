@@ -1,0 +1,276 @@
+/**
+ * Shared state and small graph helpers for attention discovery. Everything here walks
+ * graph edges (producers and use-lists), never the node order, so discovery gives the
+ * same answer on a graph whose nodes are shuffled.
+ */
+import { type Graph, type Model, type Node, type Value, describeNode } from '../../ir/index.js';
+import { constantTensor, constantValues } from '../util/constants.js';
+
+/** Thrown by the analysis helpers to reject a candidate; caught by discovery and reported. */
+export class Rejection extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+export function reject(reason: string): never {
+  throw new Rejection(reason);
+}
+
+export class DiscoveryContext {
+  readonly graph: Graph;
+  /** Default-domain opset version (17 when the model does not say). */
+  readonly opset: number;
+  private depths: Map<Node, number> | null = null;
+  /** Cache for mask analyses (shared masks are analysed once). */
+  readonly maskCache = new Map<Value, unknown>();
+
+  constructor(readonly model: Model) {
+    this.graph = model.graph;
+    this.opset = model.opsetVersion('') ?? 17;
+  }
+
+  /** Longest path (in nodes) from the graph inputs to `n`; independent of node order. */
+  depth(n: Node): number {
+    if (!this.depths) this.depths = computeDepths(this.graph);
+    return this.depths.get(n) ?? 0;
+  }
+}
+
+/** Depth of every node: 1 + the deepest producer of its inputs (iterative, order-independent). */
+export function computeDepths(graph: Graph): Map<Node, number> {
+  const depth = new Map<Node, number>();
+  const visiting = new Set<Node>();
+  for (const start of graph) {
+    if (depth.has(start)) continue;
+    const stack: Node[] = [start];
+    while (stack.length) {
+      const n = stack[stack.length - 1]!;
+      if (depth.has(n)) {
+        stack.pop();
+        continue;
+      }
+      let pending = false;
+      if (!visiting.has(n)) {
+        visiting.add(n);
+        for (const v of n.inputs) {
+          const p = v?.producer;
+          if (p && p.graph === graph && !depth.has(p) && !visiting.has(p)) {
+            stack.push(p);
+            pending = true;
+          }
+        }
+      }
+      if (pending) continue;
+      let d = 0;
+      for (const v of n.inputs) {
+        const p = v?.producer;
+        if (p && p.graph === graph) d = Math.max(d, depth.get(p) ?? 0);
+      }
+      depth.set(n, d + 1);
+      visiting.delete(n);
+      stack.pop();
+    }
+  }
+  return depth;
+}
+
+// ---- value helpers -----------------------------------------------------------------------
+
+export function isOp(n: Node | null | undefined, ...ops: string[]): n is Node {
+  return !!n && n.isOnnxDomain() && ops.includes(n.opType);
+}
+
+/** The producer of `v` when it is one of `ops` (default domain). */
+export function producerIs(v: Value | null | undefined, ...ops: string[]): Node | null {
+  const p = v?.producer;
+  return isOp(p, ...ops) ? p : null;
+}
+
+/** Follows `v` back through single-input ops of `ops` (through input 0). */
+export function stripBack(v: Value, ops: readonly string[], maxSteps = 16): Value {
+  let cur = v;
+  for (let i = 0; i < maxSteps; i++) {
+    const p = cur.producer;
+    if (!isOp(p, ...ops)) break;
+    const next = p.inputs[0];
+    if (!next) break;
+    cur = next;
+  }
+  return cur;
+}
+
+/** A graph input (not an initializer), possibly behind Cast/Identity. */
+export function graphInputBehind(v: Value | null | undefined): Value | null {
+  if (!v) return null;
+  const s = stripBack(v, ['Cast', 'Identity']);
+  return s.isGraphInput() && !s.initializer ? s : null;
+}
+
+/** The graph output a value is exported as (itself, or through an Identity consumer). */
+export function exportedAs(v: Value): Value | null {
+  if (v.isGraphOutput()) return v;
+  for (const c of v.consumers()) {
+    if (isOp(c, 'Identity') && c.output.isGraphOutput()) return c.output;
+  }
+  return null;
+}
+
+export function describeValue(v: Value): string {
+  if (v.producer) return `'${v.name}' (from ${describeNode(v.producer)})`;
+  if (v.initializer) return `initializer '${v.name}'`;
+  if (v.isGraphInput()) return `graph input '${v.name}'`;
+  return `'${v.name}'`;
+}
+
+export function nodeName(n: Node): string {
+  return n.name || describeNode(n);
+}
+
+/** An integer attribute, or `fallback` when absent. */
+export function intAttr(n: Node, name: string, fallback: number): number {
+  const a = n.attributes.get(name);
+  if (!a) return fallback;
+  try {
+    return n.getInt(name);
+  } catch {
+    return fallback;
+  }
+}
+
+export function intsAttr(n: Node, name: string): number[] | undefined {
+  if (!n.attributes.has(name)) return undefined;
+  try {
+    return n.getInts(name);
+  } catch {
+    return undefined;
+  }
+}
+
+export function floatAttr(n: Node, name: string): number | undefined {
+  if (!n.attributes.has(name)) return undefined;
+  try {
+    return n.getFloat(name);
+  } catch {
+    try {
+      return n.getInt(name);
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** Static rank of a value from its type, when known. */
+export function rankOf(v: Value | null | undefined): number | undefined {
+  const t = v?.type;
+  if (!t || (t.kind !== 'tensor' && t.kind !== 'sparse_tensor') || !t.shape) return undefined;
+  return t.shape.length;
+}
+
+/** Static dims of a value from its type (null for symbolic), when known. */
+export function dimsOf(v: Value | null | undefined): (number | null)[] | undefined {
+  const t = v?.type;
+  if (!t || (t.kind !== 'tensor' && t.kind !== 'sparse_tensor') || !t.shape) return undefined;
+  return t.shape.map((d) => (d.value !== undefined ? d.value : null));
+}
+
+/** The perm of a Transpose (default: reversed axes of rank `rank`). */
+export function transposePerm(t: Node): number[] | undefined {
+  return intsAttr(t, 'perm');
+}
+
+export function samePerm(p: number[] | undefined, want: number[]): boolean {
+  return !!p && p.length === want.length && p.every((x, i) => x === want[i]);
+}
+
+/** Axes of an Unsqueeze/Squeeze (input 1 since opset 13, attribute before). */
+export function axesOf(n: Node): number[] | undefined {
+  const fromInput = n.inputs[1] ? constantValues(n.inputs[1]) : undefined;
+  return fromInput ?? intsAttr(n, 'axes');
+}
+
+/**
+ * The values of a shape tensor such as a Reshape target, with null for the entries that
+ * are computed at run time. Understands constants, Concat of constants and Unsqueeze'd
+ * scalars, and the `Where(Equal(s, -1), ones, s)` / `Reshape(s, [-1])` wrappers torch
+ * puts around Expand shapes. Undefined when the length itself is unknown.
+ */
+export function shapeVector(v: Value | null | undefined, depth = 0): (number | null)[] | undefined {
+  if (!v || depth > 8) return undefined;
+  const c = constantValues(v, 64);
+  if (c) return c;
+  if (constantTensor(v)) return undefined;
+  const p = v.producer;
+  if (!p || !p.isOnnxDomain()) return undefined;
+  switch (p.opType) {
+    case 'Cast':
+    case 'Identity':
+      return shapeVector(p.inputs[0], depth + 1);
+    case 'Reshape': {
+      const t = constantValues(p.inputs[1], 4);
+      if (t && t.length === 1 && (t[0] === -1 || t[0]! > 0)) return shapeVector(p.inputs[0], depth + 1);
+      return undefined;
+    }
+    case 'Where': {
+      // torch: Where(Equal(s, -1 * ones), ones, s) picks s unless an entry is -1
+      const s = p.inputs[2];
+      return shapeVector(s, depth + 1);
+    }
+    case 'Concat': {
+      const out: (number | null)[] = [];
+      for (const piece of p.inputs) {
+        const vals = shapePiece(piece, depth + 1);
+        if (!vals) return undefined;
+        out.push(...vals);
+      }
+      return out;
+    }
+    case 'Unsqueeze': {
+      const axes = axesOf(p);
+      if (!axes || axes.length !== 1) return undefined;
+      const inner = constantValues(p.inputs[0], 1);
+      return [inner && inner.length === 1 ? inner[0]! : null];
+    }
+    default:
+      return undefined;
+  }
+}
+
+function shapePiece(v: Value | null, depth: number): (number | null)[] | undefined {
+  if (!v) return undefined;
+  const c = constantValues(v, 64);
+  if (c) return c;
+  const p = v.producer;
+  if (!p || !p.isOnnxDomain()) return undefined;
+  switch (p.opType) {
+    case 'Unsqueeze': {
+      const axes = axesOf(p);
+      if (!axes || axes.length !== 1) return undefined;
+      const inner = constantValues(p.inputs[0], 1);
+      return [inner && inner.length === 1 ? inner[0]! : null];
+    }
+    case 'Gather': {
+      const idx = constantTensor(p.inputs[1]);
+      if (!idx) return undefined;
+      if (idx.dims.length === 0) return undefined; // scalar gather is 0-D: not a Concat piece
+      return new Array<number | null>(idx.size).fill(null);
+    }
+    case 'Slice': {
+      const s = constantValues(p.inputs[1], 1);
+      const e = constantValues(p.inputs[2], 1);
+      if (s && e && s.length === 1 && e.length === 1 && s[0]! >= 0 && e[0]! >= s[0]! && e[0]! < 1e6) return new Array<number | null>(e[0]! - s[0]!).fill(null);
+      if (s && e && s.length === 1 && e.length === 1 && s[0]! < 0 && e[0]! < 0 && e[0]! >= s[0]!) return new Array<number | null>(e[0]! - s[0]!).fill(null);
+      return undefined;
+    }
+    case 'Cast':
+    case 'Identity':
+      return shapePiece(p.inputs[0], depth + 1);
+    default:
+      return shapeVector(v, depth);
+  }
+}
+
+/** A positive integer, or null for unknown / -1 / 0 entries. */
+export function known(x: number | null | undefined): number | null {
+  return x !== null && x !== undefined && Number.isFinite(x) && x > 0 ? x : null;
+}
