@@ -376,9 +376,9 @@ export class SuiteContext {
     this.result.data[key] = value;
   }
 
-  /** A fresh folder in os.tmpdir(), removed when the suite ends (also on failure or Ctrl-C). */
-  tmpDir(prefix = 'titanize-bench-'): string {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  /** A fresh folder in `base` (os.tmpdir()), removed when the suite ends (also on failure or Ctrl-C). */
+  tmpDir(prefix = 'titanize-bench-', base = os.tmpdir()): string {
+    const dir = fs.mkdtempSync(path.join(base, prefix));
     liveTmpDirs.add(dir);
     this.defer(() => {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -110,6 +110,18 @@ export function buildLadder(nodes: number): Model {
   return model;
 }
 
+/** A chain of `nodes` Add nodes, each adding a constant: one shared initializer, or one each. */
+export function buildFanout(nodes: number, shared: boolean): Model {
+  const model = new Model({ opsetImports: { '': 17 } });
+  const g = model.graph;
+  const b = new Builder(g);
+  let h = g.addInput(new Value('x', tensorType(DataType.FLOAT, [4])));
+  const one = b.initializer('one', Float32Array.of(1), []);
+  for (let i = 0; i < nodes; i++) h = b.op('Add', [h, shared ? one : b.initializer('c', Float32Array.of(1), [])]);
+  g.setOutputs([h]);
+  return model;
+}
+
 // ---- reference runners -----------------------------------------------------------------------
 
 interface PyCase {
@@ -278,7 +290,34 @@ suite('ir_serde', async (ctx) => {
   memRef.result = undefined as unknown as ReturnType<typeof RefModelProto.decode>;
   gc();
 
-  // 2. the fixtures
+  // 2. high fan-out: one value read by every node vs one private constant per node
+  const fanNodes = ctx.quick ? 10_000 : 40_000;
+  const fanRows: Row[] = [];
+  const fan: Record<string, { build: number; decode: number }> = {};
+  for (const shared of [false, true]) {
+    const label = shared ? 'one shared initializer' : 'one initializer per node';
+    const b = timed(() => buildFanout(fanNodes, shared));
+    const bytesFan = encodeModel(b.result);
+    b.result = undefined as unknown as Model;
+    const d = time(() => decodeModel(bytesFan), { runs: ctx.quick ? 1 : 3, warmup: 1, gc: true });
+    fan[label] = { build: b.ms, decode: d.median };
+  }
+  const priv = fan['one initializer per node']!;
+  const shr = fan['one shared initializer']!;
+  for (const [label, t] of Object.entries(fan)) {
+    fanRows.push({
+      graph: `${count(fanNodes).text} Add nodes, ${label}`,
+      'Builder': ms(t.build),
+      decode: ms(t.decode),
+      'Builder / private': ratio(t.build, priv.build),
+      'decode / private': ratio(t.decode, priv.decode),
+    });
+  }
+  ctx.table('fan-out: a value read by every node (should cost the same as private constants)', fanRows);
+  ctx.record('fanout', { nodes: fanNodes, private: priv, shared: shr });
+  gc();
+
+  // 3. the fixtures
   const fixtureDir = path.join(repoRoot, 'test', 'fixtures');
   const fixtures = fs.existsSync(fixtureDir)
     ? fs.readdirSync(fixtureDir).filter((f) => f.endsWith('.onnx')).sort()
@@ -334,7 +373,7 @@ const ALIGN = 4096;
 const PATTERN_BYTES = 4096;
 
 /** Weight layout of the decoder: names, dims and offsets in one data file. */
-function weightLayout(): { specs: WeightSpec[]; total: number } {
+export function weightLayout(): { specs: WeightSpec[]; total: number } {
   const { layers, hidden: H, intermediate: I, vocab: V } = EXT;
   const specs: WeightSpec[] = [];
   let offset = 0;
@@ -367,7 +406,7 @@ function patternFor(index: number): Buffer {
 }
 
 /** Writes the data file: sparse (ftruncate) plus a pattern at the start of each tensor. */
-function writeWeights(file: string, specs: WeightSpec[], total: number): void {
+export function writeWeights(file: string, specs: WeightSpec[], total: number): void {
   const fd = fs.openSync(file, 'w');
   try {
     fs.ftruncateSync(fd, total);
@@ -382,7 +421,7 @@ function writeWeights(file: string, specs: WeightSpec[], total: number): void {
 }
 
 /** A llama-like decoder graph whose weights are external references into `location`. */
-function buildDecoder(dir: string, location: string, specs: WeightSpec[]): Model {
+export function buildDecoder(dir: string, location: string, specs: WeightSpec[]): Model {
   const { layers, hidden: H, heads } = EXT;
   const model = new Model({ opsetImports: { '': 17 } });
   model.producerName = 'titanize-bench';
@@ -531,12 +570,15 @@ suite(
     const location = 'weights.bin';
     const dataFile = path.join(dir, location);
     const t0 = timed(() => writeWeights(dataFile, specs, total));
-    const model = buildDecoder(dir, location, specs);
     const modelFile = path.join(dir, 'model.onnx');
-    saveModel(model, modelFile);
+    const graphNodes = ((): number => {
+      const model = buildDecoder(dir, location, specs);
+      saveModel(model, modelFile); // same folder as the data file: the references are kept
+      return model.graph.size;
+    })();
     const graphBytes = fs.statSync(modelFile).size;
     ctx.note(
-      `decoder: ${EXT.layers} layers, hidden ${EXT.hidden}, ${count(model.graph.size).text} nodes, ` +
+      `decoder: ${EXT.layers} layers, hidden ${EXT.hidden}, ${count(graphNodes).text} nodes, ` +
         `${count(specs.length).text} external tensors, weights ${bytes(total).text} (${count(total).text} B; ` +
         `last offset ${count(specs[specs.length - 1]!.offset).text}), .onnx ${bytes(graphBytes).text}; ` +
         `sparse data file written in ${ms(t0.ms).text}`,
@@ -544,8 +586,8 @@ suite(
     ctx.record('external', { layers: EXT.layers, hidden: EXT.hidden, tensors: specs.length, weightBytes: total, graphBytes });
     if (total <= 2 ** 31) throw new Error(`the weights (${total} B) should exceed 2 GB`);
 
-    // loadModel: timing, then memory with the file-open watch on
-    const load = time(() => loadModel(modelFile), { runs: 5, warmup: 1, gc: true });
+    // Memory first (before repeated runs have grown the heap), with the file-open watch on.
+    gc();
     let watch = watchOpens(dataFile);
     const memLoad = await measureMemory(() => loadModel(modelFile));
     const loadOpens = watch.count();
@@ -557,7 +599,6 @@ suite(
     // saveModel, same folder, keep mode: references kept, no weight read, no new data file
     const sameOut = path.join(dir, 'out.onnx');
     const before = new Set(fs.readdirSync(dir));
-    const saveSame = time(() => saveModel(loaded, sameOut), { runs: 5, warmup: 1, gc: true });
     watch = watchOpens(dataFile);
     const memSame = await measureMemory(() => saveModel(loaded, sameOut));
     const sameOpens = watch.count();
@@ -568,119 +609,119 @@ suite(
     const firstRef = reloaded.graph.initializers.get('embed_tokens.weight')!.initializer!.storage;
     const refsKept = firstRef.kind === 'external' && firstRef.ref.location === location;
 
-    // saveModel to another folder: streams the weights into <out>.data
+    // saveModel to another folder streams the weights into <out>.data: memory and opens
     const otherOut = path.join(other, 'model.onnx');
     const otherData = `${otherOut}.data`;
-    const copyRuns = 2;
-    const streamSamples: number[] = [];
-    let memOther: Awaited<ReturnType<typeof measureMemory<void>>> | undefined;
-    let otherOpens = 0;
-    for (let i = 0; i < copyRuns; i++) {
-      fs.rmSync(otherOut, { force: true });
-      fs.rmSync(otherData, { force: true });
-      if (i === 0) {
-        watch = watchOpens(dataFile);
-        memOther = await measureMemory(() => saveModel(loaded, otherOut));
-        otherOpens = watch.count();
-        watch.stop();
-        streamSamples.push(memOther.ms);
-      } else {
-        gc();
-        streamSamples.push(timed(() => saveModel(loaded, otherOut)).ms);
-      }
-    }
+    watch = watchOpens(dataFile);
+    const memOther = await measureMemory(() => saveModel(loaded, otherOut));
+    const otherOpens = watch.count();
+    watch.stop();
     const streamed = fs.statSync(otherData).size;
-    // spot-check the copy: the pattern of a tensor beyond 2 GB is at its new offset
+    // spot-check the copy: the pattern of tensors (one beyond 2 GB) is at their new offsets
     const copyOk = checkCopiedPattern(otherOut, specs);
     fs.rmSync(otherOut, { force: true });
     fs.rmSync(otherData, { force: true });
 
-    // references: fs.copyFileSync (+ fsync, as saveModel fsyncs), and a plain chunked copy
-    const copyTarget = path.join(other, 'copy.bin');
-    const copySamples: number[] = [];
-    const copySyncSamples: number[] = [];
-    const chunkSamples: number[] = [];
-    for (let i = 0; i < copyRuns; i++) {
-      fs.rmSync(copyTarget, { force: true });
-      gc();
-      const c0 = performance.now();
-      fs.copyFileSync(dataFile, copyTarget);
-      const c1 = performance.now();
-      fsyncFile(copyTarget);
-      const c2 = performance.now();
-      copySamples.push(c1 - c0);
-      copySyncSamples.push(c2 - c0);
-      fs.rmSync(copyTarget, { force: true });
-      chunkSamples.push(timed(() => chunkCopy(dataFile, copyTarget)).ms);
-      fs.rmSync(copyTarget, { force: true });
-    }
-    const stream = summarize(streamSamples);
-    const copy = summarize(copySamples);
-    const copySync = summarize(copySyncSamples);
-    const chunk = summarize(chunkSamples);
-
-    ctx.table(`external data: ${bytes(total).text} of weights, ${bytes(graphBytes).text} graph (median of 5)`, [
+    // timings
+    const load = time(() => loadModel(modelFile), { runs: 5, warmup: 1, gc: true });
+    const saveSame = time(() => saveModel(loaded, sameOut), { runs: 5, warmup: 1, gc: true });
+    ctx.table(`external data: ${bytes(total).text} of weights, ${bytes(graphBytes).text} graph`, [
       {
         op: 'loadModel',
-        time: ms(load.median),
+        'time (median of 5)': ms(load.median),
         'peak RSS increase': bytes(memLoad.peakRssIncrease),
         'peak RSS / weights': ratio(memLoad.peakRssIncrease, total),
-        'retained / weights': ratio(memLoad.retainedIncrease, total),
-        'data file opens': loadOpens,
+        'retained heap / weights': ratio(memLoad.retainedIncrease, total),
+        'weights file opens': loadOpens,
       },
       {
         op: 'saveModel same folder (keep)',
-        time: ms(saveSame.median),
+        'time (median of 5)': ms(saveSame.median),
         'peak RSS increase': bytes(memSame.peakRssIncrease),
         'peak RSS / weights': ratio(memSame.peakRssIncrease, total),
-        'retained / weights': ratio(Math.max(0, memSame.retainedIncrease), total),
-        'data file opens': sameOpens,
+        'retained heap / weights': ratio(Math.max(0, memSame.retainedIncrease), total),
+        'weights file opens': sameOpens,
       },
       {
-        op: 'saveModel other folder (stream)',
-        time: ms(stream.median),
-        'peak RSS increase': memOther ? bytes(memOther.peakRssIncrease) : null,
-        'peak RSS / weights': memOther ? ratio(memOther.peakRssIncrease, total) : null,
-        'retained / weights': memOther ? ratio(Math.max(0, memOther.retainedIncrease), total) : null,
-        'data file opens': otherOpens,
+        op: 'saveModel other folder (streams)',
+        'time (median of 5)': null,
+        'peak RSS increase': bytes(memOther.peakRssIncrease),
+        'peak RSS / weights': ratio(memOther.peakRssIncrease, total),
+        'retained heap / weights': ratio(Math.max(0, memOther.retainedIncrease), total),
+        'weights file opens': otherOpens,
       },
     ]);
-    ctx.note(`loadModel time relative to the .onnx size read: peak RSS / graph bytes = ${ratio(memLoad.peakRssIncrease, graphBytes).text}`);
+    ctx.note(
+      `loadModel: retained heap ${bytes(memLoad.retainedIncrease).text} = ${ratio(memLoad.retainedIncrease, graphBytes).text} the .onnx size; ` +
+        `peak RSS is sampled every 2 ms by a worker thread (an increase of 0 means the call fit in memory the process already held)`,
+    );
     ctx.note(
       `same-folder save: created only out.onnx: ${sameOk ? 'yes' : `NO (${added.join(', ')})`}; ` +
         `references kept: ${refsKept ? 'yes' : 'NO'}; weights file opened ${sameOpens} times`,
     );
-    ctx.table(`streaming ${bytes(total).text} to another folder vs copying the data file (median of ${copyRuns})`, [
-      {
-        method: 'saveModel(other folder), incl. fsync',
-        time: ms(stream.median),
-        throughput: throughput(streamed, stream.median),
-        'saveModel/this': ratio(stream.median, stream.median),
-      },
-      {
-        method: 'fs.copyFileSync + fsync',
-        time: ms(copySync.median),
-        throughput: throughput(total, copySync.median),
-        'saveModel/this': ratio(stream.median, copySync.median),
-      },
-      {
-        method: 'fs.copyFileSync (no fsync)',
-        time: ms(copy.median),
-        throughput: throughput(total, copy.median),
-        'saveModel/this': ratio(stream.median, copy.median),
-      },
-      {
-        method: 'read/write loop 16 MiB + fsync',
-        time: ms(chunk.median),
-        throughput: throughput(total, chunk.median),
-        'saveModel/this': ratio(stream.median, chunk.median),
-      },
-    ]);
-    ctx.note(`streamed data file: ${count(streamed).text} B (source ${count(total).text} B); pattern spot-check: ${copyOk ? 'ok' : 'FAILED'}`);
+    ctx.note(`streamed data file: ${count(streamed).text} B (source ${count(total).text} B with 4 KiB alignment); pattern spot-check: ${copyOk ? 'ok' : 'FAILED'}`);
+
+    // streaming throughput vs copying the data file, interleaved runs on each target folder
+    const targets: { label: string; dir: string }[] = [{ label: `disk (${os.tmpdir()})`, dir: other }];
+    const shm = '/dev/shm';
+    if (fs.existsSync(shm) && freeBytes(shm) > 2 * total + 2 ** 30) {
+      targets.push({ label: 'tmpfs (/dev/shm)', dir: ctx.tmpDir('titanize-bench-ext-shm-', shm) });
+    } else {
+      ctx.skip(`tmpfs comparison: /dev/shm missing or with less than ${bytes(2 * total + 2 ** 30).text} free`);
+    }
+    const copyRuns = 3;
+    const streamRows: Row[] = [];
+    const streamData: Record<string, unknown> = {};
+    for (const target of targets) {
+      const out = path.join(target.dir, 'model.onnx');
+      const copyTarget = path.join(target.dir, 'copy.bin');
+      const clean = (): void => {
+        for (const f of [out, `${out}.data`, copyTarget]) fs.rmSync(f, { force: true });
+      };
+      const samples = { save: [] as number[], copy: [] as number[], copyNoSync: [] as number[], loop: [] as number[] };
+      for (let i = 0; i < copyRuns; i++) {
+        clean();
+        gc();
+        samples.save.push(timed(() => saveModel(loaded, out)).ms);
+        clean();
+        gc();
+        const c0 = performance.now();
+        fs.copyFileSync(dataFile, copyTarget);
+        const c1 = performance.now();
+        fsyncFile(copyTarget);
+        samples.copyNoSync.push(c1 - c0);
+        samples.copy.push(performance.now() - c0);
+        clean();
+        gc();
+        samples.loop.push(timed(() => chunkCopy(dataFile, copyTarget)).ms);
+        clean();
+      }
+      const save = summarize(samples.save).median;
+      const copy = summarize(samples.copy).median;
+      const copyNoSync = summarize(samples.copyNoSync).median;
+      const loop = summarize(samples.loop).median;
+      streamData[target.label] = samples;
+      const row = (method: string, t: number, n: number): Row => ({
+        target: target.label,
+        method,
+        time: ms(t),
+        throughput: throughput(n, t),
+        'saveModel / this': ratio(save, t),
+      });
+      streamRows.push(
+        row('saveModel(other folder) [fsyncs]', save, streamed),
+        row('fs.copyFileSync + fsync', copy, total),
+        row('fs.copyFileSync (no fsync)', copyNoSync, total),
+        row('read/write loop 16 MiB + fsync', loop, total),
+      );
+    }
+    ctx.table(`streaming ${bytes(total).text} of weights vs copying the data file (median of ${copyRuns}, interleaved)`, streamRows);
+    ctx.note('disk timings on a shared VM disk vary run to run; the tmpfs rows isolate the CPU cost of the copy');
+    ctx.record('externalStreaming', streamData);
     ctx.record('externalMemory', {
       load: { peakRss: memLoad.peakRssIncrease, retained: memLoad.retainedIncrease, samples: memLoad.samples },
       saveSame: { peakRss: memSame.peakRssIncrease, samples: memSame.samples },
-      saveOther: memOther ? { peakRss: memOther.peakRssIncrease, samples: memOther.samples } : null,
+      saveOther: { peakRss: memOther.peakRssIncrease, samples: memOther.samples },
     });
     const problems: string[] = [];
     if (loadOpens !== 0) problems.push(`loadModel opened the weights file ${loadOpens} times`);
@@ -689,6 +730,7 @@ suite(
     if (!refsKept) problems.push('saveModel (same folder) did not keep the references');
     if (memLoad.peakRssIncrease > total / 10) problems.push('loadModel peak RSS is more than 10% of the weights');
     if (memSame.peakRssIncrease > total / 10) problems.push('saveModel (same folder) peak RSS is more than 10% of the weights');
+    if (memOther.peakRssIncrease > total / 10) problems.push('saveModel (other folder) peak RSS is more than 10% of the weights');
     if (!copyOk) problems.push('the streamed copy does not hold the source bytes at the new offsets');
     if (problems.length) throw new Error(problems.join('; '));
   },

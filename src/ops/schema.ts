@@ -196,7 +196,7 @@ export function resolveLizaAttributes(attrs: LizaOpAttributes): LizaOpConfig {
     bad(`order ${order} > 1 needs a *_product rule (delta_product or gated_delta_product), got '${rule}'`);
   }
   const chunkSize = positiveInt('chunk_size', attrs.chunk_size ?? DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE);
-  const causalRaw = attrs.causal ?? true;
+  const causalRaw: unknown = attrs.causal ?? true;
   if (typeof causalRaw !== 'boolean' && causalRaw !== 0 && causalRaw !== 1) {
     bad(`causal must be true/false (or 1/0), got ${String(causalRaw)}`);
   }

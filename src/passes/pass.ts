@@ -206,3 +206,36 @@ function checkPassShape(p: Pass): void {
 function messageOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+// ---- registry ----------------------------------------------------------------------------------
+
+const registry = new Map<string, Pass>();
+
+/**
+ * Registers a pass under its name so that tools (and pipelines given by name) can find
+ * it: `registerPass(myPass)` from user code, then `getPass('my-pass')`. Refuses a second
+ * pass with the same name unless `replace` is set.
+ */
+export function registerPass(pass: Pass, options: { replace?: boolean } = {}): void {
+  checkPassShape(pass);
+  if (registry.has(pass.name) && !options.replace) {
+    throw new TypeError(`a pass named '${pass.name}' is already registered; pick another name or pass { replace: true }`);
+  }
+  registry.set(pass.name, pass);
+}
+
+/** The registered pass named `name`; throws with the known names when there is none. */
+export function getPass(name: string): Pass {
+  const p = registry.get(name);
+  if (!p) throw new TypeError(`no pass is registered as '${name}' (registered: ${[...registry.keys()].sort().join(', ') || 'none'})`);
+  return p;
+}
+
+export function registeredPassNames(): string[] {
+  return [...registry.keys()].sort();
+}
+
+/** Removes a registered pass (mostly for tests). */
+export function unregisterPass(name: string): boolean {
+  return registry.delete(name);
+}

@@ -10,6 +10,7 @@ import {
   inspectReport,
 } from '../report/inspect_report.js';
 import { renderInspectText } from '../report/inspect_text.js';
+import { type AttentionReport, attentionReport, discoverAttention, renderAttention } from '../../passes/attention/index.js';
 
 /**
  * HOOK(inspect --attention): optional report sections, each behind its own flag.
@@ -17,7 +18,15 @@ import { renderInspectText } from '../report/inspect_text.js';
  *   { name: 'attention', description: 'list the attention blocks found', jsonDoc: ..., compute, render }
  * which gives `inspect --attention`, `report.attention` in --json, and text after the base report.
  */
-export const INSPECT_SECTIONS: InspectSection<any>[] = [];
+export const INSPECT_SECTIONS: InspectSection<any>[] = [
+  {
+    name: 'attention',
+    description: 'list the attention sites found (one line each) and why every other Softmax is not attention',
+    jsonDoc: '{ sites, rejected, shared }: attention sites (layer, form, heads, head dim, scale, mask, past/present, projections) and rejected candidates with reasons',
+    compute: (model) => attentionReport(discoverAttention(model)),
+    render: (report: AttentionReport) => renderAttention(report),
+  },
+];
 
 export interface InspectOptions {
   json?: boolean;

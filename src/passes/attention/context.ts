@@ -77,14 +77,14 @@ export function computeDepths(graph: Graph): Map<Node, number> {
 
 // ---- value helpers -----------------------------------------------------------------------
 
-export function isOp(n: Node | null | undefined, ...ops: string[]): n is Node {
+export function isOp(n: Node | null | undefined, ...ops: string[]): boolean {
   return !!n && n.isOnnxDomain() && ops.includes(n.opType);
 }
 
 /** The producer of `v` when it is one of `ops` (default domain). */
 export function producerIs(v: Value | null | undefined, ...ops: string[]): Node | null {
   const p = v?.producer;
-  return isOp(p, ...ops) ? p : null;
+  return p && isOp(p, ...ops) ? p : null;
 }
 
 /** Follows `v` back through single-input ops of `ops` (through input 0). */
@@ -92,7 +92,7 @@ export function stripBack(v: Value, ops: readonly string[], maxSteps = 16): Valu
   let cur = v;
   for (let i = 0; i < maxSteps; i++) {
     const p = cur.producer;
-    if (!isOp(p, ...ops)) break;
+    if (!p || !isOp(p, ...ops)) break;
     const next = p.inputs[0];
     if (!next) break;
     cur = next;

@@ -125,6 +125,12 @@ export interface AttentionSite {
   outputProjection: Projection;
   /** Sliding-window size when the op declares one (GroupQueryAttention local_window_size), else null. */
   window: number | null;
+  /**
+   * Normalizations on the q / k paths between the projection and the attention (Qwen3's
+   * per-head q_norm / k_norm, OLMo2's norm of the projection output): their node names,
+   * or null when there are none.
+   */
+  qkNorm: { q: string[]; k: string[] } | null;
   /** IR objects behind the names (not serialized by the report). */
   refs: SiteRefs;
 }

@@ -255,6 +255,14 @@ function rewrite(graph: Graph, rule: Rule<any>, match: Match<any>): AppliedRewri
       }
     }
   }
+  // Constant nodes that only fed the erased nodes (matched by op.const) go too
+  for (const p of producers) {
+    if (p.graph === graph && p.opType === 'Constant' && p.outputs.every((o) => o.numUses === 0 && !o.isGraphOutput())) {
+      graph.remove(p);
+      erased.push(p);
+      erasedNames.push(p.name);
+    }
+  }
   return { root: rootName, created: [...b.created], erased, erasedNames, replacements, producers: [...producers].filter((p) => p.graph === graph), replaced };
 }
 

@@ -23,6 +23,7 @@ import {
   type PatternValue,
   VarPattern,
   attrToJs,
+  opKey,
 } from './pattern.js';
 
 /** The result of a successful match: what each variable and named node was bound to. */
@@ -122,6 +123,8 @@ class State {
   readonly stack: Node[] = [];
   best: MatchFailure | null = null;
   bestScore = -1;
+  /** Deepest failure score seen inside the alternatives being tried (see OrPattern). */
+  probe = -1;
   result: Match | null = null;
 
   constructor(
@@ -133,6 +136,7 @@ class State {
   fail(reason: () => string, refused = false): false {
     if (!this.trace) return false;
     const score = this.stack.length + (refused ? 0.5 : 0);
+    if (score > this.probe) this.probe = score;
     if (score > this.bestScore) {
       this.bestScore = score;
       this.best = { reason: reason(), nodesMatched: this.stack.length, matchedNodes: [...this.stack], refused };
@@ -187,25 +191,54 @@ function describeValue(v: Value): string {
   return `'${v.name}'`;
 }
 
-function matchValue(p: PatternValue, v: Value | null, s: State, k: K): boolean {
+/** Where a value is read (for messages): input `index` of `node`. */
+interface Site {
+  node: Node;
+  index: number;
+}
+
+function at(site: Site | undefined): string {
+  return site ? `input ${site.index} of ${describeNode(site.node)}: ` : '';
+}
+
+function matchValue(p: PatternValue, v: Value | null, s: State, k: K, site?: Site): boolean {
   if (p instanceof AnyPattern) return k();
   if (p instanceof OrPattern) {
+    const depth = s.stack.length;
+    const saved = s.probe;
+    s.probe = -1;
     for (let i = 0; i < p.alternatives.length; i++) {
       if (p.name) s.choices.set(p.name, i);
-      if (matchValue(p.alternatives[i]!, v, s, k)) return true;
+      if (matchValue(p.alternatives[i]!, v, s, k, site)) {
+        s.probe = Math.max(saved, s.probe);
+        return true;
+      }
     }
     if (p.name) s.choices.delete(p.name);
+    const reached = s.probe;
+    s.probe = Math.max(saved, reached);
+    // no alternative got past this value: say what was expected here, all alternatives at once
+    if (s.trace && v && reached <= depth && depth >= s.bestScore) {
+      const expected = [...new Set(leadingOps(p))];
+      s.bestScore = depth;
+      s.best = {
+        reason: `${at(site)}${describeValue(v)} is none of the alternatives (expected the output of ${expected.join(', ')})`,
+        nodesMatched: depth,
+        matchedNodes: [...s.stack],
+        refused: false,
+      };
+    }
     return false;
   }
-  if (!v) return s.fail(() => `an absent (optional) input where ${patternText(p)} was expected`);
+  if (!v) return s.fail(() => `${at(site)}an absent (optional) input where ${patternText(p)} was expected`);
   if (p instanceof VarPattern) {
     const bound = s.vars.get(p.name);
     if (bound) {
-      return bound === v ? k() : s.fail(() => `'${p.name}' is bound to '${bound.name}' but ${describeValue(v)} is found in its place`);
+      return bound === v ? k() : s.fail(() => `${at(site)}'${p.name}' is bound to '${bound.name}' but ${describeValue(v)} is found in its place`);
     }
     if (p.check) {
       const r = p.check(v);
-      if (r !== true) return s.fail(() => (typeof r === 'string' ? r : `${describeValue(v)} does not satisfy the check on '${p.name}'`));
+      if (r !== true) return s.fail(() => at(site) + (typeof r === 'string' ? r : `${describeValue(v)} does not satisfy the check on '${p.name}'`));
     }
     s.vars.set(p.name, v);
     if (k()) return true;
@@ -214,17 +247,17 @@ function matchValue(p: PatternValue, v: Value | null, s: State, k: K): boolean {
   }
   if (p instanceof ConstPattern) {
     const t = constantTensor(v);
-    if (!t) return s.fail(() => `${describeValue(v)} is not a constant${p.name ? ` (expected constant '${p.name}')` : ''}`);
+    if (!t) return s.fail(() => `${at(site)}${describeValue(v)} is not a constant${p.name ? ` (expected constant '${p.name}')` : ''}`);
     let values: number[] | undefined;
     if (p.expect !== undefined) {
       values = tensorNumbers(t);
-      if (!values) return s.fail(() => `constant ${describeValue(v)} is too large or not numeric`);
+      if (!values) return s.fail(() => `${at(site)}constant ${describeValue(v)} is too large or not numeric`);
       const r = checkConst(p.expect, values, t);
-      if (r !== true) return s.fail(() => `constant ${describeValue(v)} = ${fmtNumbers(values!)}: ${r}`);
+      if (r !== true) return s.fail(() => `${at(site)}constant ${describeValue(v)} = ${fmtNumbers(values!)}: ${r}`);
     }
     if (p.name) {
       const bound = s.vars.get(p.name);
-      if (bound && bound !== v) return s.fail(() => `'${p.name}' is bound to '${bound.name}' but ${describeValue(v)} is found in its place`);
+      if (bound && bound !== v) return s.fail(() => `${at(site)}'${p.name}' is bound to '${bound.name}' but ${describeValue(v)} is found in its place`);
       if (bound) return k();
       s.vars.set(p.name, v);
       const nums = values ?? tensorNumbers(t, 4096);
@@ -238,9 +271,9 @@ function matchValue(p: PatternValue, v: Value | null, s: State, k: K): boolean {
   }
   if (p instanceof OutputPattern) {
     const prod = v.producer;
-    if (!prod) return s.fail(() => `${describeValue(v)} is not produced by a node; expected the output of ${p.node}`);
+    if (!prod) return s.fail(() => `${at(site)}${describeValue(v)} is not produced by a node; expected the output of ${p.node}`);
     if (v.producerIndex !== p.index) {
-      return s.fail(() => `${describeValue(v)} is output ${v.producerIndex}, expected output ${p.index} of ${p.node}`);
+      return s.fail(() => `${at(site)}${describeValue(v)} is output ${v.producerIndex}, expected output ${p.index} of ${p.node}`);
     }
     return matchNode(p.node, prod, s, k);
   }
@@ -283,7 +316,7 @@ function matchNode(np: NodePattern, n: Node, s: State, k: K): boolean {
   for (const order of orders) {
     const step = (i: number): boolean => {
       if (i === np_n) return k();
-      return matchValue(np.inputs[i]!, n.inputs[order[i]!] ?? null, s, () => step(i + 1));
+      return matchValue(np.inputs[i]!, n.inputs[order[i]!] ?? null, s, () => step(i + 1), { node: n, index: order[i]! });
     };
     if (step(0)) return true;
   }
@@ -341,6 +374,13 @@ function fmtAttr(v: unknown): string {
   if (Array.isArray(v)) return `[${v.join(', ')}]`;
   if (typeof v === 'string') return `'${v}'`;
   return String(v);
+}
+
+function leadingOps(p: PatternValue): string[] {
+  if (p instanceof OutputPattern) return [opKey(p.node.opType, p.node.domain)];
+  if (p instanceof OrPattern) return p.alternatives.flatMap(leadingOps);
+  if (p instanceof ConstPattern) return ['a constant'];
+  return ['any value'];
 }
 
 function patternText(p: PatternValue): string {

@@ -1,0 +1,121 @@
+/**
+ * Attention discovery: finds every attention site of a model and says, for every
+ * Softmax (and fused attention node) that is not one, why.
+ *
+ *   const { sites, rejected, shared } = discoverAttention(model);
+ *
+ * Candidates are every Softmax (F1 decomposed, F3 fused q/k/v projection, F4
+ * bidirectional), every com.microsoft GroupQueryAttention / MultiHeadAttention /
+ * Attention (F2) and every ONNX Attention (F5) of the main graph. Each is analysed by
+ * walking the data flow from it; the result does not depend on the order of nodes in
+ * the file. Sites are numbered (layer) in data-flow order: by the depth of their Q·Kᵀ
+ * MatMul (or fused node) from the graph inputs, ties broken by node name.
+ */
+import type { Model, Node } from '../../ir/index.js';
+import type { Pass } from '../pass.js';
+import { DiscoveryContext, Rejection, nodeName, reject } from './context.js';
+import { type SiteDraft, analyzeSoftmax } from './f1_decomposed.js';
+import { CONTRIB_OPS, analyzeContrib } from './f2_contrib.js';
+import { analyzeOnnxAttention } from './f5_onnx_attention.js';
+import type { AttentionDiscovery, AttentionForm, AttentionSite, RejectedSoftmax, SharedSubgraph } from './site.js';
+
+export interface DiscoverOptions {
+  /** Only these forms (default: all). */
+  forms?: AttentionForm[];
+}
+
+type Candidate = { node: Node; kind: 'softmax' | 'contrib' | 'onnx' };
+
+function candidates(model: Model): Candidate[] {
+  const out: Candidate[] = [];
+  for (const n of model.graph) {
+    if (n.opType === 'Softmax' && n.isOnnxDomain()) out.push({ node: n, kind: 'softmax' });
+    else if (n.domain === 'com.microsoft' && CONTRIB_OPS.includes(n.opType)) out.push({ node: n, kind: 'contrib' });
+    else if (n.opType === 'Attention' && n.isOnnxDomain()) out.push({ node: n, kind: 'onnx' });
+  }
+  return out;
+}
+
+function formOf(kind: Candidate['kind']): AttentionForm {
+  return kind === 'softmax' ? 'F1' : kind === 'contrib' ? 'F2' : 'F5';
+}
+
+/** Keys and queries must be projected from the same hidden state (cross-attention is not converted). */
+function checkSelfAttention(d: SiteDraft, c: Candidate): void {
+  const { q, k } = d.site;
+  if (q.input && k.input && q.input !== k.input) {
+    const what = c.kind === 'softmax' ? 'Softmax' : c.node.opType;
+    reject(
+      `${what} '${nodeName(c.node)}' is cross-attention: queries are projected from '${q.input}' but keys from '${k.input}'; only self-attention is converted`,
+    );
+  }
+}
+
+export function discoverAttention(model: Model, options: DiscoverOptions = {}): AttentionDiscovery {
+  const ctx = new DiscoveryContext(model);
+  const drafts: SiteDraft[] = [];
+  const rejected: (RejectedSoftmax & { depth: number })[] = [];
+  for (const c of candidates(model)) {
+    try {
+      const d = c.kind === 'softmax' ? analyzeSoftmax(ctx, c.node) : c.kind === 'contrib' ? analyzeContrib(ctx, c.node) : analyzeOnnxAttention(ctx, c.node);
+      checkSelfAttention(d, c);
+      if (options.forms && !options.forms.includes(d.site.form)) continue;
+      drafts.push(d);
+    } catch (e) {
+      if (!(e instanceof Rejection)) throw e;
+      rejected.push({
+        node: nodeName(c.node),
+        opType: c.node.opType,
+        domain: c.node.domain,
+        form: formOf(c.kind),
+        reason: e.reason,
+        depth: ctx.depth(c.node),
+      });
+    }
+  }
+  const order = (a: { depth: number; name: string }, b: { depth: number; name: string }): number =>
+    a.depth - b.depth || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const keyed = drafts.map((d) => ({ d, depth: ctx.depth(d.anchor), name: nodeName(d.anchor) }));
+  keyed.sort(order);
+  const sites: AttentionSite[] = keyed.map(({ d }, layer) => ({ layer, ...d.site }));
+
+  // shared mask and rotary subgraphs
+  const shared: SharedSubgraph[] = [];
+  const group = (kind: SharedSubgraph['kind'], key: (s: AttentionSite) => string | null, set: (s: AttentionSite, n: number) => void): void => {
+    const by = new Map<string, AttentionSite[]>();
+    for (const s of sites) {
+      const k = key(s);
+      if (!k) continue;
+      const list = by.get(k) ?? [];
+      list.push(s);
+      by.set(k, list);
+    }
+    for (const [source, list] of by) {
+      for (const s of list) set(s, list.length);
+      if (list.length > 1) shared.push({ kind, source, layers: list.map((s) => s.layer) });
+    }
+  };
+  group('mask', (s) => s.mask.source, (s, n) => (s.mask.shared = n));
+  group('rotary', (s) => s.rotary?.cosSource ?? null, (s, n) => {
+    if (s.rotary) s.rotary.shared = n;
+  });
+
+  rejected.sort((a, b) => order({ depth: a.depth, name: a.node }, { depth: b.depth, name: b.node }));
+  return { sites, rejected: rejected.map(({ depth: _depth, ...r }) => r), shared };
+}
+
+/**
+ * Discovery as an analysis pass (it never changes the model): `onResult` receives the
+ * sites, e.g. to check that a pipeline keeps every attention layer.
+ */
+export function discoverAttentionPass(onResult: (result: AttentionDiscovery, model: Model) => void, options: DiscoverOptions = {}): Pass {
+  return {
+    name: 'discover-attention',
+    inPlace: true,
+    changesInput: false,
+    run(model) {
+      onResult(discoverAttention(model, options), model);
+      return { model, modified: false };
+    },
+  };
+}

@@ -1,0 +1,277 @@
+/**
+ * F1 (decomposed decoder exports), F3 (fused q/k/v projection, see f3_fused_qkv.ts) and
+ * F4 (bidirectional encoders): attention written with standard ops.
+ *
+ *   q/k/v MatMul [+ bias] → Reshape → Transpose → rotary → [Concat past] → [repeat_kv]
+ *   → MatMul(Q, Kᵀ) → scale → mask → [Cast] → Softmax → [Cast] [Where(IsNaN)] [Dropout]
+ *   → MatMul(P, V) → Transpose → Reshape → output projection
+ *
+ * The local shape around the Softmax is a declarative pattern (SOFTMAX_CORE); the
+ * longer paths (Q, K, V back to their projections, the output forward to the output
+ * projection) are walks with a stated reason for every way they can fail.
+ */
+import { type Node, type Value, describeNode } from '../../ir/index.js';
+import { matchPattern } from '../pattern/matcher.js';
+import { type PatternValue, pattern } from '../pattern/pattern.js';
+import { scalarValue } from '../util/constants.js';
+import {
+  type DiscoveryContext,
+  describeValue,
+  isOp,
+  nodeName,
+  rankOf,
+  reject,
+} from './context.js';
+import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
+import { type HeadPath, type RotaryDraft, attentionOutput, isComputedScale, rotarySource, walkHeads, walkKeys } from './heads.js';
+import { maskInfo } from './mask.js';
+import type { AttentionSite, KvNames, RotaryInfo } from './site.js';
+
+/** Softmax over the last axis (opset < 13 defaults to axis 1, which is the last axis only for 2-D inputs). */
+function lastAxisOnly(axis: unknown, node: Node): boolean | string {
+  const opset = node.graph?.root.model?.opsetVersion('') ?? 17;
+  const a = typeof axis === 'number' ? axis : opset >= 13 ? -1 : 1;
+  const rank = rankOf(node.inputs[0]) ?? 4;
+  if (a === -1 || a === rank - 1) return true;
+  return `it normalizes over axis ${a}${axis === undefined ? ' (the default)' : ''}, not the last (key) axis of its rank-${rank} input`;
+}
+
+/**
+ * The scores feeding a Softmax: MatMul(Q, Kᵀ) → [Div | Mul scale] → [Cast] → mask
+ * (Add in either operand order, Where, or both in either order, with optional Casts)
+ * → [Cast] → Softmax over the last axis.
+ */
+export const SOFTMAX_CORE = pattern((op) => {
+  const qk = op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' });
+  const scaled = op.or(op.Div(qk, op.var('scale'), { as: 'scale_op' }), op.Mul(qk, op.var('scale'), { commute: true, as: 'scale_op' }), qk);
+  const c0 = op.optional(op.Cast(scaled, { as: 'cast_in' }));
+  const where = (x: PatternValue) =>
+    op.or(
+      op.Where(op.var('cond'), x, op.var('fill'), { as: 'where' }),
+      op.Where(op.var('cond'), op.var('fill'), x, { as: 'where' }),
+    );
+  const add = (x: PatternValue) => op.Add(x, op.var('mask'), { commute: true, as: 'mask_add' });
+  const masked = op.or(
+    add(op.optional(op.Cast(where(c0)))),
+    where(op.optional(op.Cast(add(c0)))),
+    add(c0),
+    where(c0),
+    c0,
+  );
+  return op.Softmax(op.optional(op.Cast(masked, { as: 'cast_pre' })), { attrs: { axis: lastAxisOnly }, as: 'softmax' });
+});
+
+/** Ops allowed between the Softmax and MatMul(P, V). */
+function findPV(sm: Node, where: string): { pv: Node; nodes: Node[] } {
+  let p = sm.output;
+  const nodes: Node[] = [];
+  for (let step = 0; step < 6; step++) {
+    const users = p.consumers();
+    const mm = users.find((c) => isOp(c, 'MatMul') && c.inputs[0] === p);
+    if (mm) return { pv: mm, nodes };
+    const right = users.find((c) => isOp(c, 'MatMul') && c.inputs[1] === p);
+    if (right) return reject(`${where}: ${describeNode(right)} uses the probabilities as its right operand; expected MatMul(P, V)`);
+    const next = users.find(
+      (c) =>
+        (isOp(c, 'Cast', 'Identity', 'Dropout') && c.inputs[0] === p) ||
+        (isOp(c, 'Where') && c.inputs[2] === p && isOp(c.inputs[0]?.producer, 'IsNaN') && c.inputs[0]!.producer!.inputs[0] === p),
+    );
+    if (!next) {
+      const list = users.map((c) => describeNode(c)).join(', ') || 'nothing';
+      return reject(`${where}: its output does not reach a MatMul(P, V) (through Cast, Where(IsNaN), Dropout); '${p.name}' is read by ${list}`);
+    }
+    nodes.push(next);
+    p = next.outputs[0]!;
+  }
+  return reject(`${where}: no MatMul(P, V) within 6 steps after the Softmax`);
+}
+
+export interface SiteDraft {
+  site: Omit<AttentionSite, 'layer'>;
+  /** The node whose depth orders the sites (the Q·Kᵀ MatMul or the fused node). */
+  anchor: Node;
+  maskSource: Value | null;
+}
+
+export function projectionWidth(p: ProjectionDraft): number | null {
+  return p.width;
+}
+
+/** Heads of a decomposed site from the heads Reshapes, projection widths and repeat_kv. */
+export function deriveHeads(
+  q: HeadPath,
+  k: HeadPath,
+  v: HeadPath,
+  where: string,
+  options: { nativeGqa?: boolean; hq?: number | null; hkv?: number | null } = {},
+): { hq: number; hkv: number; d: number } {
+  const qw = q.projection.width;
+  const kw = k.projection.width;
+  let d = q.headDim ?? k.headDim ?? v.headDim ?? null;
+  let hq = q.heads ?? options.hq ?? null;
+  if (d === null && hq !== null && qw !== null && qw % hq === 0) d = qw / hq;
+  if (hq === null && d !== null && qw !== null && qw % d === 0) hq = qw / d;
+  if (hq === null || d === null) {
+    return reject(`${where}: cannot determine the number of query heads and the head size (the Q heads Reshape ${q.reshape ? describeNode(q.reshape) : ''} has no constant H and d, and the projection width is unknown)`);
+  }
+  if (k.headDim !== null && k.headDim !== d) return reject(`${where}: Q head size ${d} differs from K head size ${k.headDim}`);
+  if (v.headDim !== null && v.headDim !== d) return reject(`${where}: V head size ${v.headDim} differs from the Q/K head size ${d}; LiZA needs equal sizes`);
+  if (qw !== null && qw !== hq * d) return reject(`${where}: Q projection ${q.projection.info.node} has width ${qw}, but the heads Reshape says ${hq} × ${d}`);
+  let hkv = k.heads ?? options.hkv ?? (kw !== null && kw % d === 0 ? kw / d : null);
+  const hv = v.heads ?? (v.projection.width !== null && v.projection.width % d === 0 ? v.projection.width / d : null);
+  if (hkv === null) hkv = hv;
+  if (hkv === null) {
+    const f = k.repeat?.factor;
+    if (f) hkv = hq / f;
+    else if (!k.repeat) hkv = hq;
+  }
+  if (hkv === null) return reject(`${where}: cannot determine the number of key/value heads`);
+  if (kw !== null && kw !== hkv * d) return reject(`${where}: K projection ${k.projection.info.node} has width ${kw}, but the heads Reshape says ${hkv} × ${d}`);
+  if (hv !== null && hv !== hkv) return reject(`${where}: K has ${hkv} heads but V has ${hv}`);
+  if (hq !== hkv && options.nativeGqa) {
+    if (hq % hkv !== 0) return reject(`${where}: ${hq} query heads is not a multiple of ${hkv} key/value heads`);
+  } else if (hq !== hkv) {
+    if (!k.repeat || !v.repeat) {
+      return reject(`${where}: ${hq} query heads but ${hkv} key/value heads, and no repeat_kv (Unsqueeze → Expand → Reshape) on the ${!k.repeat ? 'K' : 'V'} path`);
+    }
+    if (hq % hkv !== 0) return reject(`${where}: ${hq} query heads is not a multiple of ${hkv} key/value heads`);
+    for (const r of [k.repeat, v.repeat]) {
+      if (r.factor !== null && r.factor * hkv !== hq) {
+        return reject(`${where}: repeat_kv ${describeNode(r.nodes[0]!)} repeats ${r.factor}×, but ${hq} / ${hkv} = ${hq / hkv}`);
+      }
+    }
+  } else if (k.repeat?.factor && k.repeat.factor !== 1) {
+    return reject(`${where}: repeat_kv ${describeNode(k.repeat.nodes[0]!)} repeats ${k.repeat.factor}×, but Q and K have the same number of heads (${hq})`);
+  }
+  return { hq, hkv, d };
+}
+
+export function rotaryInfo(q: RotaryDraft | null, k: RotaryDraft | null): { info: RotaryInfo; cos: Value | null; sin: Value | null } | null {
+  const r = q ?? k;
+  if (!r) return null;
+  const cos = rotarySource(r.cos);
+  const sin = rotarySource(r.sin);
+  return {
+    info: {
+      kind: r.kind,
+      cos: r.cos.name,
+      sin: r.sin.name,
+      cosSource: cos.name,
+      sinSource: sin.name,
+      interleaved: r.interleaved,
+      nodes: [...(q?.nodes ?? []), ...(k?.nodes ?? [])].map(nodeName),
+      shared: 1,
+    },
+    cos,
+    sin,
+  };
+}
+
+export function qkNorm(q: HeadPath, k: HeadPath): AttentionSite['qkNorm'] {
+  if (!q.norm && !k.norm) return null;
+  return { q: (q.norm ?? []).map(nodeName), k: (k.norm ?? []).map(nodeName) };
+}
+
+export function kvNames(key: Value | null, value: Value | null, what: string, where: string): KvNames | null {
+  if (!key && !value) return null;
+  if (!key || !value) return reject(`${where}: ${what} has a key (${key?.name ?? 'none'}) but no value (${value?.name ?? 'none'}), or the reverse`);
+  return { key: key.name, value: value.name };
+}
+
+/** Analyses one Softmax as a decomposed attention (F1 / F3 / F4). Throws Rejection with the reason. */
+export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
+  const where = `Softmax '${nodeName(sm)}'`;
+  // match without tracing first (the common case); trace only to explain a failure
+  let { match, failure } = matchPattern(SOFTMAX_CORE, sm, { trace: false });
+  if (!match) ({ match, failure } = matchPattern(SOFTMAX_CORE, sm, { trace: true }));
+  if (!match) {
+    const why = failure?.reason ?? 'no match';
+    if (failure && failure.nodesMatched === 0) return reject(`${where} is not attention: ${why}`);
+    return reject(`${where} is not attention: its input is not Q·Kᵀ scores (MatMul → [scale] → [mask] → [Cast] → Softmax): ${why}`);
+  }
+  const qk = match.node('qk');
+  const { pv } = findPV(sm, where);
+  const vIn = pv.inputs[1];
+  if (!vIn) return reject(`${where}: ${describeNode(pv)} has no V operand`);
+
+  const qPath = walkHeads(match.value('q'), 'Q', 'BHSd', where);
+  const kPath = walkKeys(match.value('kT'), where);
+  const vPath = walkHeads(vIn, 'V', 'BHSd', where);
+  const { output } = attentionOutput(pv, where);
+  const oproj = outputProjection(output, where);
+  const { hq, hkv, d } = deriveHeads(qPath, kPath, vPath, where);
+
+  // scale: the Div/Mul after Q·Kᵀ, and/or √scale factors on Q and K
+  let scale = 1;
+  let scaleSource: AttentionSite['scaleSource'] = 'none';
+  const scaleOp = match.maybeNode('scale_op');
+  if (scaleOp) {
+    const sv = match.value('scale');
+    const c = scalarValue(sv);
+    if (c !== undefined) {
+      scale = scaleOp.opType === 'Div' ? 1 / c : c;
+      scaleSource = 'constant';
+    } else if (isComputedScale(sv)) {
+      scale = 1 / Math.sqrt(d);
+      scaleSource = 'computed';
+    } else {
+      return reject(`${where}: the scale ${describeValue(sv)} of ${describeNode(scaleOp)} is neither a constant nor computed from shapes (√d)`);
+    }
+  }
+  for (const s of [qPath.scale, kPath.scale]) {
+    if (!s) continue;
+    if (s.factor !== null) scale *= s.factor;
+    else scale *= d ** -0.25;
+    if (scaleSource === 'none') scaleSource = s.computed ? 'computed' : 'split';
+  }
+
+  const past = kvNames(kPath.past, vPath.past, 'the KV cache input', where);
+  const present = past ? kvNames(kPath.present, vPath.present, 'the KV cache output', where) : null;
+  const mask = maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null }, null);
+  const rot = rotaryInfo(qPath.rotary, kPath.rotary);
+  const packed = qPath.projection.info.columns !== null;
+  const causal = mask.info.causal;
+  const site: Omit<AttentionSite, 'layer'> = {
+    form: packed ? 'F3' : causal ? 'F1' : 'F4',
+    nodes: { qk: nodeName(qk), softmax: nodeName(sm), pv: nodeName(pv), fused: null },
+    q: qPath.projection.info,
+    k: kPath.projection.info,
+    v: vPath.projection.info,
+    numHeads: hq,
+    numKvHeads: hkv,
+    headDim: d,
+    scale,
+    scaleSource,
+    causal,
+    mask: mask.info,
+    rotary: rot?.info ?? null,
+    past,
+    present,
+    output: output.name,
+    outputProjection: oproj.info,
+    window: null,
+    qkNorm: qkNorm(qPath, kPath),
+    refs: {
+      qk,
+      softmax: sm,
+      pv,
+      fused: null,
+      q: qPath.projection.value,
+      k: kPath.projection.value,
+      v: vPath.projection.value,
+      qInput: qPath.projection.input,
+      kInput: kPath.projection.input,
+      vInput: vPath.projection.input,
+      output,
+      outputProjection: oproj.node,
+      pastKey: kPath.past,
+      pastValue: vPath.past,
+      presentKey: kPath.present,
+      presentValue: vPath.present,
+      maskSource: mask.source,
+      cosSource: rot?.cos ?? null,
+      sinSource: rot?.sin ?? null,
+    },
+  };
+  return { site, anchor: qk, maskSource: mask.source };
+}

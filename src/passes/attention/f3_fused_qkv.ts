@@ -1,0 +1,265 @@
+/**
+ * Projections: from a [B,T,H·d] tensor back to the MatMul/Gemm (+ bias) that produced
+ * it, including the F3 case (GPT-2 style): one fused q/k/v projection (MatMul or Gemm,
+ * possibly between flattening Reshapes) carved into q, k and v by a Split (3 outputs)
+ * or by Slices on the last axis.
+ */
+import { type Node, type Value, describeNode } from '../../ir/index.js';
+import { constantTensor, constantValues } from '../util/constants.js';
+import {
+  describeValue,
+  intAttr,
+  intsAttr,
+  isOp,
+  nodeName,
+  producerIs,
+  reject,
+} from './context.js';
+import type { Projection } from './site.js';
+
+/** A projection with its IR objects. */
+export interface ProjectionDraft {
+  info: Projection;
+  /** The projection output (the tensor the site reads), null inside fused ops. */
+  value: Value | null;
+  input: Value | null;
+  node: Node;
+  /** Output width (H·d) when known from the weight shape or the split. */
+  width: number | null;
+}
+
+/** True when `v` is computed from initializers/constants only (no graph input reaches it). */
+export function isWeightLike(v: Value, budget = 32): boolean {
+  const seen = new Set<Value>();
+  const stack = [v];
+  while (stack.length) {
+    const x = stack.pop()!;
+    if (seen.has(x)) continue;
+    seen.add(x);
+    if (seen.size > budget) return false;
+    if (x.initializer) continue;
+    const p = x.producer;
+    if (!p) return false; // a graph input (that is not an initializer)
+    if (p.opType === 'Constant') continue;
+    if (p.opType === 'Shape' || p.opType === 'Size') return false;
+    for (const i of p.inputs) if (i) stack.push(i);
+  }
+  return true;
+}
+
+function weightShape(w: Value): number[] | null {
+  const t = constantTensor(w);
+  if (t) return t.dims.slice();
+  const ty = w.type;
+  if (ty && ty.kind === 'tensor' && ty.shape && ty.shape.every((d) => d.value !== undefined)) return ty.shape.map((d) => d.value!);
+  return null;
+}
+
+function baseProjection(node: Node, op: string): Projection {
+  return {
+    output: null,
+    input: null,
+    node: nodeName(node),
+    op,
+    weight: null,
+    weightIsInitializer: false,
+    weightShape: null,
+    transB: false,
+    bias: null,
+    biasNode: null,
+    columns: null,
+    packed: null,
+    split: null,
+  };
+}
+
+/**
+ * A plain projection ending at `v`: MatMul(x, W), MatMul + Add(bias) in either operand
+ * order, Gemm(x, W, C), or a Gemm between flattening Reshapes. Returns undefined when
+ * `v` is not such a projection (no rejection thrown).
+ */
+export function plainProjection(v: Value): ProjectionDraft | undefined {
+  let cur = v;
+  let biasNode: Node | null = null;
+  let bias: Value | null = null;
+  const add = producerIs(cur, 'Add');
+  if (add) {
+    const [a, b] = [add.inputs[0], add.inputs[1]];
+    const pick = (lin: Value | null | undefined, bb: Value | null | undefined): boolean => {
+      if (!lin || !bb) return false;
+      if (!isWeightLike(bb, 8)) return false;
+      if (!producerIs(lin, 'MatMul', 'Gemm') && !producerIs(lin, 'Reshape')) return false;
+      cur = lin;
+      bias = bb;
+      biasNode = add;
+      return true;
+    };
+    if (!pick(a, b) && !pick(b, a)) return undefined;
+  }
+  // GPT-2 Conv1D export: Reshape(Gemm(Reshape(x, [-1, in]), W, b), [B, T, out])
+  let outerReshape: Node | null = null;
+  const rs = producerIs(cur, 'Reshape');
+  if (rs && producerIs(rs.inputs[0], 'Gemm', 'MatMul')) {
+    outerReshape = rs;
+    cur = rs.inputs[0]!;
+  }
+  const mm = producerIs(cur, 'MatMul', 'Gemm');
+  if (!mm) return undefined;
+  const x = mm.inputs[0];
+  const w = mm.inputs[1];
+  if (!x || !w || !isWeightLike(w)) return undefined;
+  const info = baseProjection(mm, mm.opType);
+  let input: Value = x;
+  const inner = producerIs(x, 'Reshape');
+  if (outerReshape && inner && inner.inputs[0]) input = inner.inputs[0];
+  info.input = input.name;
+  info.weight = w.name;
+  info.weightIsInitializer = !!w.initializer;
+  info.weightShape = weightShape(w);
+  if (mm.opType === 'Gemm') {
+    info.transB = intAttr(mm, 'transB', 0) === 1;
+    if (intAttr(mm, 'transA', 0) === 1) return undefined;
+    const c = mm.inputs[2];
+    if (c) {
+      if (bias) return undefined; // Gemm bias and an Add bias: not a plain projection
+      bias = c;
+    }
+  }
+  info.bias = bias ? (bias as Value).name : null;
+  info.biasNode = biasNode ? nodeName(biasNode) : null;
+  info.output = v.name;
+  let width: number | null = null;
+  if (info.weightShape && info.weightShape.length === 2) width = info.transB ? info.weightShape[0]! : info.weightShape[1]!;
+  return { info, value: v, input, node: mm, width };
+}
+
+/**
+ * The projection behind a q/k/v tensor `v` ([B,T,H·d]): a plain projection, or one
+ * part of a fused projection cut by Split/Slice (F3). Rejects with a reason otherwise.
+ */
+export function resolveProjection(v: Value, role: string): ProjectionDraft {
+  const plain = plainProjection(v);
+  if (plain) return plain;
+  const p = v.producer;
+  if (!p) {
+    return reject(`${role} path reaches ${describeValue(v)} instead of a projection (MatMul/Gemm with a weight)`);
+  }
+  if (isOp(p, 'Split')) return splitPart(p, v, role);
+  if (isOp(p, 'Slice')) return slicePart(p, v, role);
+  if (isOp(p, 'MatMul', 'Gemm')) {
+    return reject(`${role} projection ${describeNode(p)} multiplies two activations ('${p.inputs[1]?.name}' is not a weight)`);
+  }
+  return reject(`${role} tensor ${describeValue(v)} is not the output of a projection (MatMul/Gemm [+ bias]) nor a Split/Slice of one`);
+}
+
+function fusedSource(x: Value | null | undefined, what: Node, role: string): ProjectionDraft {
+  if (!x) return reject(`${describeNode(what)} has no input`);
+  const fused = plainProjection(x);
+  if (!fused) return reject(`${role}: ${describeNode(what)} splits ${describeValue(x)}, which is not a fused q/k/v projection (MatMul/Gemm with a weight)`);
+  return fused;
+}
+
+function lastAxis(axis: number, v: Value | null | undefined): boolean {
+  if (axis === -1) return true;
+  const t = v?.type;
+  const rank = t && t.kind === 'tensor' && t.shape ? t.shape.length : undefined;
+  if (rank !== undefined) return axis === rank - 1;
+  return axis === 2; // [B, T, 3·H·d]: the exporters' layout
+}
+
+function splitPart(split: Node, v: Value, role: string): ProjectionDraft {
+  if (split.outputs.length !== 3) {
+    return reject(`${role}: ${describeNode(split)} has ${split.outputs.length} outputs; a fused q/k/v projection splits into 3`);
+  }
+  const axis = intAttr(split, 'axis', 0);
+  if (!lastAxis(axis, split.inputs[0])) return reject(`${role}: ${describeNode(split)} splits axis ${axis}, not the last (feature) axis of the fused projection`);
+  const fused = fusedSource(split.inputs[0], split, role);
+  let sizes = split.inputs[1] ? constantValues(split.inputs[1], 16) : intsAttr(split, 'split');
+  if (!sizes && fused.width !== null && fused.width % 3 === 0) sizes = [fused.width / 3, fused.width / 3, fused.width / 3];
+  if (!sizes || sizes.length !== 3) return reject(`${role}: ${describeNode(split)}: the split sizes are not constant`);
+  if (fused.width !== null && sizes.reduce((a, b) => a + b, 0) !== fused.width) {
+    return reject(`${role}: ${describeNode(split)}: split sizes [${sizes.join(', ')}] do not add up to the fused projection width ${fused.width}`);
+  }
+  const i = v.producerIndex;
+  const start = sizes.slice(0, i).reduce((a, b) => a + b, 0);
+  return carve(fused, split, v, [start, start + sizes[i]!]);
+}
+
+function slicePart(slice: Node, v: Value, role: string): ProjectionDraft {
+  const starts = constantValues(slice.inputs[1], 4);
+  const ends = constantValues(slice.inputs[2], 4);
+  const axes = slice.inputs[3] ? constantValues(slice.inputs[3], 4) : [0];
+  const steps = slice.inputs[4] ? constantValues(slice.inputs[4], 4) : [1];
+  if (!starts || !ends || !axes || starts.length !== 1 || ends.length !== 1 || axes.length !== 1) {
+    return reject(`${role}: ${describeNode(slice)} does not cut a constant column range of a fused projection`);
+  }
+  if (steps && steps[0] !== 1) return reject(`${describeNode(slice)} has step ${steps[0]}; a fused projection is cut with step 1`);
+  if (!lastAxis(axes[0]!, slice.inputs[0])) return reject(`${describeNode(slice)} slices axis ${axes[0]}, not the last (feature) axis`);
+  const fused = fusedSource(slice.inputs[0], slice, role);
+  let s = starts[0]!;
+  let e = ends[0]!;
+  if (fused.width !== null) {
+    if (s < 0) s += fused.width;
+    if (e < 0) e += fused.width;
+    e = Math.min(e, fused.width);
+  }
+  if (!(e > s) || s < 0) return reject(`${describeNode(slice)}: column range [${starts[0]}, ${ends[0]}) is empty or unknown`);
+  return carve(fused, slice, v, [s, e]);
+}
+
+function carve(fused: ProjectionDraft, cutter: Node, v: Value, columns: [number, number]): ProjectionDraft {
+  const info: Projection = { ...fused.info, output: v.name, columns, packed: fused.value?.name ?? null, split: nodeName(cutter) };
+  return { info, value: v, input: fused.input, node: fused.node, width: columns[1] - columns[0] };
+}
+
+/** A projection inside a fused op (com.microsoft.Attention: weights are an input of the op). */
+export function inOpProjection(op: Node, input: Value | null, weight: Value | null, bias: Value | null, columns: [number, number]): ProjectionDraft {
+  const info = baseProjection(op, op.opType);
+  info.input = input?.name ?? null;
+  info.weight = weight?.name ?? null;
+  info.weightIsInitializer = !!weight?.initializer;
+  info.weightShape = weight ? weightShape(weight) : null;
+  info.bias = bias?.name ?? null;
+  info.columns = columns;
+  info.split = nodeName(op);
+  return { info, value: null, input, node: op, width: columns[1] - columns[0] };
+}
+
+/**
+ * The output projection fed by `out` ([B,T,Hq·d]): MatMul(out, W) [+ bias], or a Gemm
+ * behind a flattening Reshape (GPT-2). Rejects when there is none.
+ */
+export function outputProjection(out: Value, where: string): ProjectionDraft {
+  const candidates: Value[] = [];
+  for (const c of out.consumers()) {
+    if (isOp(c, 'MatMul') && c.inputs[0] === out) candidates.push(c.output);
+    else if (isOp(c, 'Gemm') && c.inputs[0] === out) candidates.push(c.output);
+    else if (isOp(c, 'Reshape') && c.inputs[0] === out) {
+      for (const g of c.output.consumers()) if (isOp(g, 'Gemm', 'MatMul') && g.inputs[0] === c.output) candidates.push(g.output);
+    }
+  }
+  for (const lin of candidates) {
+    // extend to the bias Add / un-flattening Reshape when present
+    let end = lin;
+    for (const c of lin.consumers()) {
+      if (isOp(c, 'Add') && c.inputs.some((x) => x && x !== lin && isWeightLike(x, 8))) end = c.output;
+    }
+    if (end === lin) {
+      for (const c of lin.consumers()) if (isOp(c, 'Reshape') && producerIs(lin, 'Gemm')) end = c.output;
+    }
+    const proj = plainProjection(end) ?? plainProjection(lin);
+    if (proj) return proj;
+  }
+  const users = out.consumers().map((c) => describeNode(c)).join(', ') || 'nothing';
+  return reject(`${where}: the attention output '${out.name}' does not feed an output projection (MatMul/Gemm with a weight); it is read by ${users}`);
+}
+
+/**
+ * One of q/k/v inside a packed tensor that a fused op splits itself (GroupQueryAttention
+ * with packed QKV): no separate tensor exists, so `output` is null and `packed` +
+ * `columns` say where it is.
+ */
+export function packedPart(fused: ProjectionDraft, op: Node, columns: [number, number]): ProjectionDraft {
+  const info: Projection = { ...fused.info, output: null, columns, packed: fused.value?.name ?? null, split: nodeName(op) };
+  return { info, value: null, input: fused.input, node: fused.node, width: columns[1] - columns[0] };
+}

@@ -1,0 +1,175 @@
+/**
+ * F5: the ONNX Attention op (opset 23+), with 3-D inputs ([B, S, H·d], heads from the
+ * q_num_heads / kv_num_heads attributes, usually after RotaryEmbedding) or 4-D inputs
+ * ([B, H, S, d], heads from the Reshapes before them).
+ */
+import { type Node, type Value, describeNode } from '../../ir/index.js';
+import {
+  type DiscoveryContext,
+  describeValue,
+  exportedAs,
+  floatAttr,
+  graphInputBehind,
+  intAttr,
+  isOp,
+  nodeName,
+  rankOf,
+  reject,
+  shapeVector,
+  transposePerm,
+} from './context.js';
+import { type SiteDraft, deriveHeads, kvNames, qkNorm, rotaryInfo } from './f1_decomposed.js';
+import { type ProjectionDraft, outputProjection, resolveProjection } from './f3_fused_qkv.js';
+import { type RotaryDraft, attentionOutput, rotaryOp, walkHeads } from './heads.js';
+import { maskInfo } from './mask.js';
+import type { AttentionSite } from './site.js';
+
+const KNOWN = ['is_causal', 'kv_num_heads', 'q_num_heads', 'qk_matmul_output_mode', 'scale', 'softcap', 'softmax_precision'];
+
+/** Rank of an Attention input: from its type, else from what produces it. */
+function inputRank(v: Value): number | undefined {
+  const r = rankOf(v);
+  if (r !== undefined) return r;
+  const p = v.producer;
+  if (!p) return undefined;
+  if (isOp(p, 'Transpose')) return transposePerm(p)?.length;
+  if (isOp(p, 'Reshape')) return shapeVector(p.inputs[1])?.length;
+  if (p.opType === 'RotaryEmbedding') return p.inputs[0] ? inputRank(p.inputs[0]) : undefined;
+  if (isOp(p, 'Concat')) return p.inputs[1] ? inputRank(p.inputs[1]) : undefined;
+  if (isOp(p, 'MatMul', 'Gemm', 'Add')) return 3;
+  return undefined;
+}
+
+/** A 3-D q/k/v input: [RotaryEmbedding] ← projection. */
+function path3d(v: Value, role: string, where: string): { proj: ProjectionDraft; rotary: RotaryDraft | null } {
+  let cur = v;
+  let rotary: RotaryDraft | null = null;
+  const p = cur.producer;
+  if (p) {
+    const r = rotaryOp(p);
+    if (r) {
+      rotary = r;
+      if (!p.inputs[0]) return reject(`${describeNode(p)} has no input`);
+      cur = p.inputs[0];
+    }
+  }
+  return { proj: resolveProjection(cur, `${where}: ${role}`), rotary };
+}
+
+/** Analyses an ONNX Attention node (F5). Throws Rejection with the reason. */
+export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft {
+  const where = `Attention '${nodeName(n)}'`;
+  for (const name of n.attributes.keys()) {
+    if (!KNOWN.includes(name)) return reject(`${where}: unsupported attribute '${name}' (known: ${KNOWN.join(', ')})`);
+  }
+  const softcap = floatAttr(n, 'softcap') ?? 0;
+  if (softcap !== 0) return reject(`${where}: softcap=${softcap} is not supported (the linear-attention branch has no logit soft-capping)`);
+  const [Q, K, V] = n.inputs;
+  if (!Q || !K || !V) return reject(`${where}: Q, K and V are required`);
+  const qHeadsAttr = n.attributes.has('q_num_heads') ? intAttr(n, 'q_num_heads', 0) : null;
+  const kvHeadsAttr = n.attributes.has('kv_num_heads') ? intAttr(n, 'kv_num_heads', 0) : null;
+  const rank = inputRank(Q) ?? (qHeadsAttr !== null ? 3 : undefined);
+  if (rank === undefined) return reject(`${where}: cannot tell whether Q ${describeValue(Q)} is 3-D or 4-D`);
+
+  let q: ProjectionDraft;
+  let k: ProjectionDraft;
+  let v: ProjectionDraft;
+  let hq: number;
+  let hkv: number;
+  let d: number;
+  let rot: ReturnType<typeof rotaryInfo>;
+  let norms: AttentionSite['qkNorm'] = null;
+  let output: Value;
+  if (rank === 3) {
+    if (!(qHeadsAttr && qHeadsAttr > 0) || !(kvHeadsAttr && kvHeadsAttr > 0)) {
+      return reject(`${where} takes 3-D Q/K/V ([B, S, H·d]) but has no q_num_heads / kv_num_heads attributes; the number of heads cannot be known`);
+    }
+    hq = qHeadsAttr;
+    hkv = kvHeadsAttr;
+    if (hq % hkv !== 0) return reject(`${where}: q_num_heads ${hq} is not a multiple of kv_num_heads ${hkv}`);
+    const qp = path3d(Q, 'Q', where);
+    const kp = path3d(K, 'K', where);
+    const vp = path3d(V, 'V', where);
+    q = qp.proj;
+    k = kp.proj;
+    v = vp.proj;
+    if (q.width === null) return reject(`${where}: the width of the Q projection ${q.info.node} is unknown, so the head size is`);
+    if (q.width % hq !== 0) return reject(`${where}: Q width ${q.width} is not a multiple of q_num_heads ${hq}`);
+    d = q.width / hq;
+    for (const [p, what] of [
+      [k, 'K'],
+      [v, 'V'],
+    ] as const) {
+      if (p.width !== null && p.width !== hkv * d) return reject(`${where}: ${what} projection ${p.info.node} has width ${p.width}, expected ${hkv} × ${d}`);
+    }
+    rot = rotaryInfo(qp.rotary, kp.rotary);
+    output = n.outputs[0]!;
+  } else if (rank === 4) {
+    const qPath = walkHeads(Q, 'Q', 'BHSd', where);
+    const kPath = walkHeads(K, 'K', 'BHSd', where);
+    const vPath = walkHeads(V, 'V', 'BHSd', where);
+    ({ hq, hkv, d } = deriveHeads(qPath, kPath, vPath, where, { nativeGqa: true }));
+    q = qPath.projection;
+    k = kPath.projection;
+    v = vPath.projection;
+    rot = rotaryInfo(qPath.rotary, kPath.rotary);
+    norms = qkNorm(qPath, kPath);
+    output = attentionOutput(n, where).output;
+  } else {
+    return reject(`${where}: Q has rank ${rank}; expected 3 ([B, S, H·d]) or 4 ([B, H, S, d])`);
+  }
+
+  const oproj = outputProjection(output, where);
+  const s = floatAttr(n, 'scale');
+  const { scale, scaleSource } = s !== undefined && s !== 0 ? { scale: s, scaleSource: 'attribute' as const } : { scale: 1 / Math.sqrt(d), scaleSource: 'default' as const };
+  const isCausal = intAttr(n, 'is_causal', 0) === 1;
+  const mask = maskInfo(ctx, { input: n.inputs[3] ?? null }, isCausal ? 'attribute is_causal=1' : null);
+  const pastKey = graphInputBehind(n.inputs[4]);
+  const pastValue = graphInputBehind(n.inputs[5]);
+  const presentKey = n.outputs[1] && n.outputs[1].name ? exportedAs(n.outputs[1]) : null;
+  const presentValue = n.outputs[2] && n.outputs[2].name ? exportedAs(n.outputs[2]) : null;
+  const site: Omit<AttentionSite, 'layer'> = {
+    form: 'F5',
+    nodes: { qk: null, softmax: null, pv: null, fused: nodeName(n) },
+    q: q.info,
+    k: k.info,
+    v: v.info,
+    numHeads: hq,
+    numKvHeads: hkv,
+    headDim: d,
+    scale,
+    scaleSource,
+    causal: mask.info.causal,
+    mask: mask.info,
+    rotary: rot?.info ?? null,
+    past: kvNames(pastKey, pastValue, 'the KV cache input', where),
+    present: kvNames(presentKey, presentValue, 'the KV cache output', where),
+    output: output.name,
+    outputProjection: oproj.info,
+    window: null,
+    qkNorm: norms,
+    refs: {
+      qk: null,
+      softmax: null,
+      pv: null,
+      fused: n,
+      q: q.value,
+      k: k.value,
+      v: v.value,
+      qInput: q.input,
+      kInput: k.input,
+      vInput: v.input,
+      output,
+      outputProjection: oproj.node,
+      pastKey,
+      pastValue,
+      presentKey,
+      presentValue,
+      maskSource: mask.source,
+      cosSource: rot?.cos ?? null,
+      sinSource: rot?.sin ?? null,
+    },
+  };
+  return { site, anchor: n, maskSource: mask.source };
+}
+

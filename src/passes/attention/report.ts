@@ -1,0 +1,68 @@
+/**
+ * Rendering of a discovery result for `titanize inspect --attention`: a JSON-able object
+ * (the sites without their IR references) and text lines (one per site, one per
+ * rejected Softmax / fused node).
+ */
+import type { AttentionDiscovery, AttentionSite, Projection, RejectedSoftmax, SharedSubgraph } from './site.js';
+
+export type AttentionSiteReport = Omit<AttentionSite, 'refs'>;
+
+export interface AttentionReport {
+  sites: AttentionSiteReport[];
+  rejected: RejectedSoftmax[];
+  shared: SharedSubgraph[];
+}
+
+/** The discovery result as plain JSON-able data (IR references dropped). */
+export function attentionReport(result: AttentionDiscovery | AttentionReport): AttentionReport {
+  return {
+    sites: result.sites.map((s) => {
+      const { refs: _refs, ...rest } = s as AttentionSite;
+      return JSON.parse(JSON.stringify(rest)) as AttentionSiteReport;
+    }),
+    rejected: result.rejected.map((r) => ({ ...r })),
+    shared: result.shared.map((s) => ({ ...s, layers: [...s.layers] })),
+  };
+}
+
+function num(x: number): string {
+  return Number.isInteger(x) ? String(x) : String(Number(x.toPrecision(6)));
+}
+
+function proj(p: Projection): string {
+  const where = p.output ?? (p.packed ? `${p.packed}[${p.columns?.join(':')}]` : `(inside ${p.node})`);
+  const cols = p.output && p.columns ? ` cols ${p.columns[0]}:${p.columns[1]}` : '';
+  return `${where} (${p.op} ${p.weight ?? '?'}${cols}${p.bias ? ` + ${p.bias}` : ''})`;
+}
+
+/** One line per site; then one line per Softmax / fused node that is not attention, with the reason. */
+export function renderAttention(result: AttentionDiscovery | AttentionReport): string[] {
+  const lines: string[] = [];
+  const forms = [...new Set(result.sites.map((s) => s.form))].join(', ');
+  lines.push(
+    `Attention: ${result.sites.length} site${result.sites.length === 1 ? '' : 's'}${forms ? ` (${forms})` : ''}` +
+      (result.rejected.length ? `, ${result.rejected.length} candidate${result.rejected.length === 1 ? '' : 's'} not taken` : ''),
+  );
+  for (const s of result.sites) {
+    const parts = [
+      `  layer ${s.layer}: ${s.form} ${s.causal ? 'causal' : 'bidirectional'} Hq=${s.numHeads} Hkv=${s.numKvHeads} d=${s.headDim} scale=${num(s.scale)} (${s.scaleSource})`,
+      `q=${proj(s.q)}`,
+      `k=${proj(s.k)}`,
+      `v=${proj(s.v)}`,
+      `mask=${s.mask.kind}${s.mask.source ? ` ${s.mask.source}` : ''}${s.mask.shared > 1 ? ` (shared x${s.mask.shared})` : ''}${s.mask.causalEvidence ? ` [causal: ${s.mask.causalEvidence}]` : ''}${s.mask.inputs.length ? ` [from ${s.mask.inputs.join(', ')}]` : ''}`,
+    ];
+    if (s.rotary) parts.push(`rotary=${s.rotary.kind}${s.rotary.cosSource ? ` ${s.rotary.cosSource}` : ''}${s.rotary.shared > 1 ? ` (shared x${s.rotary.shared})` : ''}`);
+    if (s.past) parts.push(`past=${s.past.key}, ${s.past.value}`);
+    if (s.present) parts.push(`present=${s.present.key}, ${s.present.value}`);
+    if (s.window !== null) parts.push(`window=${s.window}`);
+    parts.push(`out=${s.output} -> ${s.outputProjection.node}`);
+    lines.push(parts.join(' | '));
+  }
+  for (const r of result.rejected) {
+    lines.push(`  not attention: ${r.node} (${r.domain && r.domain !== 'ai.onnx' ? `${r.domain}::` : ''}${r.opType}): ${r.reason}`);
+  }
+  for (const sh of result.shared) {
+    lines.push(`  shared ${sh.kind}: ${sh.source} used by layers ${sh.layers.join(', ')}`);
+  }
+  return lines;
+}

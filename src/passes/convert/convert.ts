@@ -1,0 +1,210 @@
+/**
+ * `convert`: every (selected) softmax attention becomes MaG(softmax, LiZA), with optional
+ * sliding window and LoRA adapters, then ai.tptt.LiZA is lowered for the chosen target
+ * and the graph is cleaned up. Runs as a list of passes through the PassManager, so a
+ * failure names the pass and those that ran before it.
+ */
+import {
+  type Model,
+  type Node,
+  UserInputError,
+  eliminateDeadCode,
+  getMetadata,
+  setMetadata,
+  toposort,
+} from '../../ir/index.js';
+import { TPTT_DOMAIN, lowerLizaToContrib, lowerLizaToOnnx27, type LoweringReport } from '../../ops/index.js';
+import { discoverAttention } from '../attention/discover.js';
+import type { AttentionDiscovery, AttentionSite } from '../attention/site.js';
+import { type Pass, PassError, runPasses } from '../pass.js';
+import { addLora, type LoraAdapter, type LoraTarget } from './lora.js';
+import { type ConvertOptions, type ResolvedConvertOptions, resolveConvertOptions } from './options.js';
+import { type ConvertedSite, TPTT_RULE, convertSite, valueIndex } from './tptt.js';
+import { applyWindow } from './window.js';
+
+/** Model metadata key that marks a converted model (its value: the options, as JSON). */
+export const CONVERTED_KEY = 'titanize.converted';
+
+export interface ConvertResult {
+  report: ConvertReport;
+  /** The rewritten sites with their IR values, for passes that continue from here. */
+  sites: ConvertedSite[];
+}
+
+export interface ConvertReport {
+  options: Omit<ResolvedConvertOptions, 'verify'>;
+  sites: Omit<ConvertedSite, 'presentState' | 'presentWindow' | 'lizaNode' | 'values'>[];
+  /** Sites found but left alone: not selected by --layers, or not convertible (with the reason). */
+  skipped: { layer: number; reason: string }[];
+  /** Softmax nodes that discovery did not take as attention. */
+  rejected: { node: string; reason: string }[];
+  windows: string[];
+  lora: { target: string; a: string; b: string; rank: number; scale: number }[];
+  /** New trainable/initial parameters: μ per layer and LoRA A/B elements. */
+  parametersAdded: number;
+  /** Node counts of the result by op (domain-qualified outside the default domain). */
+  opsUsed: Record<string, number>;
+  lowering: LoweringReport | null;
+  nodesBefore: number;
+  nodesAfter: number;
+  /** Passes that ran, in order. */
+  passes: string[];
+}
+
+/** Refuses models that titanize already converted (or that already use the ai.tptt domain). */
+export function checkNotConverted(model: Model): void {
+  const prev = getMetadata(model.metadataProps, CONVERTED_KEY);
+  if (prev !== undefined) {
+    throw new UserInputError(`this model was already converted by titanize (${prev}); convert the original export instead`);
+  }
+  if (model.opsetImports.has(TPTT_DOMAIN) || model.functions.some((f) => f.domain === TPTT_DOMAIN)) {
+    throw new UserInputError(`this model already uses the ${TPTT_DOMAIN} domain; convert the original export instead`);
+  }
+}
+
+/** Converts `model` in place and returns the report (what `titanize convert --json` prints). */
+export function convert(model: Model, options: ConvertOptions = {}): ConvertReport {
+  return convertModel(model, options).report;
+}
+
+/** Converts `model` in place; returns the report and the rewritten sites with their IR values. */
+export function convertModel(model: Model, options: ConvertOptions = {}): ConvertResult {
+  const opts = resolveConvertOptions(options);
+  checkNotConverted(model);
+  const nodesBefore = model.graph.size;
+  let discovery: AttentionDiscovery | undefined;
+  const converted: ConvertedSite[] = [];
+  const skipped: { layer: number; reason: string }[] = [];
+  const windows: string[] = [];
+  let adapters: LoraAdapter[] = [];
+  let lowering: LoweringReport | null = null;
+  let selected: AttentionSite[] = [];
+
+  const passes: Pass[] = [
+    {
+      name: 'discover-attention',
+      inPlace: true,
+      changesInput: false,
+      run(m) {
+        discovery = discoverAttention(m);
+        if (!discovery.sites.length) {
+          const why = discovery.rejected.map((r) => `${r.node}: ${r.reason}`).slice(0, 5).join('; ');
+          throw new UserInputError(`no softmax attention found${why ? ` (${why})` : ' (the model has no Softmax)'}`);
+        }
+        const have = new Set(discovery.sites.map((s) => s.layer));
+        for (const l of opts.layers ?? []) {
+          if (!have.has(l)) throw new UserInputError(`--layers: the model has no attention layer ${l} (layers: 0-${discovery.sites.length - 1})`);
+        }
+        selected = discovery.sites.filter((s) => !opts.layers || opts.layers.includes(s.layer));
+        for (const s of discovery.sites) if (!selected.includes(s)) skipped.push({ layer: s.layer, reason: 'not selected by --layers' });
+        return { model: m, modified: false };
+      },
+    },
+    {
+      name: 'tptt-memory',
+      inPlace: true,
+      run(m) {
+        toposort(m.graph);
+        const index = valueIndex(m.graph);
+        selected.forEach((site, i) => {
+          options.onProgress?.(i, selected.length, `layer ${site.layer}`);
+          if (opts.window !== undefined && opts.mu < 1) windows.push(`layer ${site.layer}: ${applyWindow(m, site, opts.window)}`);
+          converted.push(convertSite(m, site, opts, index));
+        });
+        options.onProgress?.(selected.length, selected.length, 'done');
+        return { model: m, modified: converted.length > 0 };
+      },
+    },
+  ];
+  if (opts.loraRank !== undefined) {
+    passes.push({
+      name: 'lora',
+      inPlace: true,
+      run(m) {
+        adapters = addLora(m, loraTargets(m, selected), { rank: opts.loraRank!, alpha: opts.loraAlpha, seed: opts.seed });
+        return { model: m, modified: adapters.length > 0 };
+      },
+    });
+  }
+  passes.push({
+    name: 'cleanup',
+    inPlace: true,
+    run(m) {
+      const removed = eliminateDeadCode(m.graph);
+      toposort(m.graph);
+      return { model: m, modified: removed > 0 };
+    },
+  });
+  if (opts.target !== 'portable') {
+    passes.push({
+      name: `lower-${opts.target}`,
+      inPlace: true,
+      run(m) {
+        lowering = opts.target === 'ort' ? lowerLizaToContrib(m) : lowerLizaToOnnx27(m);
+        return { model: m, modified: true };
+      },
+    });
+    passes.push({
+      name: 'cleanup-after-lowering',
+      inPlace: true,
+      run(m) {
+        const removed = eliminateDeadCode(m.graph);
+        toposort(m.graph);
+        return { model: m, modified: removed > 0 };
+      },
+    });
+  }
+  let result;
+  try {
+    result = runPasses(model, passes, { verify: opts.verify });
+  } catch (e) {
+    // a problem with the user's model or options is reported as such, not as a pass failure
+    if (e instanceof PassError && e.cause instanceof UserInputError) throw e.cause;
+    throw e;
+  }
+  const { verify: _v, ...reported } = opts;
+  setMetadata(model.metadataProps, CONVERTED_KEY, JSON.stringify(reported));
+  const report: ConvertReport = {
+    options: reported,
+    sites: converted.map(({ presentState: _s, presentWindow: _w, lizaNode: _n, values: _v, ...rest }) => rest),
+    skipped,
+    rejected: (discovery?.rejected ?? []).map((r) => ({ node: r.node, reason: r.reason })),
+    windows,
+    lora: adapters.map((a) => ({ target: a.target, a: a.a.name, b: a.b.name, rank: a.rank, scale: a.scale })),
+    parametersAdded: converted.filter((c) => c.mu).length + adapters.reduce((n, a) => n + a.rank * (a.in + a.out), 0),
+    opsUsed: opCounts(model),
+    lowering,
+    nodesBefore,
+    nodesAfter: model.graph.size,
+    passes: result.runs.map((r) => r.pass),
+  };
+  return { report, sites: converted };
+}
+
+/** The q, k, v and output projection nodes of the converted sites (a packed projection once). */
+function loraTargets(model: Model, sites: AttentionSite[]): LoraTarget[] {
+  const byName = new Map<string, Node>();
+  for (const n of model.graph) if (n.name) byName.set(n.name, n);
+  const seen = new Set<Node>();
+  const out: LoraTarget[] = [];
+  for (const s of sites) {
+    for (const [which, p] of [['q', s.q], ['k', s.k], ['v', s.v], ['o', s.outputProjection]] as const) {
+      const node = byName.get(p.node);
+      if (!node || seen.has(node) || !(node.is('MatMul') || node.is('Gemm')) || !p.weightIsInitializer) continue;
+      seen.add(node);
+      out.push({ node, name: `layers.${s.layer}.${p.packed ? 'qkv' : which}_proj` });
+    }
+  }
+  return out;
+}
+
+function opCounts(model: Model): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const n of model.graph) {
+    const k = n.isOnnxDomain() ? n.opType : `${n.domain}::${n.opType}`;
+    counts[k] = (counts[k] ?? 0) + 1;
+  }
+  return counts;
+}
+
+export { TPTT_RULE };

@@ -1,0 +1,148 @@
+/**
+ * The TPTT rewrite of one attention site: the linear-attention memory (ai.tptt.LiZA) reads
+ * the site's q/k/v projection outputs (before rotary), and ai.tptt.MaG mixes its output
+ * with the softmax attention output ahead of the unchanged output projection. μ is one
+ * float initializer per layer, `tptt.layers.{i}.mag.mu`. With μ = 1 the output projection
+ * reads LiZA directly, so the softmax branch becomes dead and cleanup removes it.
+ */
+import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInputError, type Value, setMetadata } from '../../ir/index.js';
+import { addLizaNode, addMagNode, type LizaOpAttributes } from '../../ops/index.js';
+import type { AttentionSite, Projection } from '../attention/site.js';
+import type { ResolvedConvertOptions } from './options.js';
+
+export const TPTT_RULE = 'tptt';
+
+export interface ConvertedSite {
+  layer: number;
+  form: string;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  causal: boolean;
+  /** The LiZA node's output y and the MaG output (absent when μ = 1). */
+  liza: string;
+  mag: string | null;
+  mu: string | null;
+  /** The padding mask LiZA reads, when the model has one. */
+  mask: string | null;
+  /** LiZA's present state/window outputs (unused until the recurrent-state pass wires them). */
+  presentState: Value;
+  presentWindow: Value;
+  lizaNode: Node;
+  /** IR values of the rewrite (for tests and later passes; not part of the JSON report). */
+  values: { xq: Value; xk: Value; xv: Value; mask: Value | null; attention: Value; y: Value; mixed: Value };
+}
+
+/** Finds a value of `graph` by name (node outputs, inputs, initializers). */
+export function valueIndex(graph: Graph): Map<string, Value> {
+  const m = new Map<string, Value>();
+  for (const v of graph.inputs) m.set(v.name, v);
+  for (const [k, v] of graph.initializers) m.set(k, v);
+  for (const n of graph) for (const o of n.outputs) if (o.name) m.set(o.name, o);
+  return m;
+}
+
+/** The [B,T,H·d] projection output of q, k or v: the site's value, or a column slice of a packed projection. */
+function projectionValue(b: Builder, site: AttentionSite, which: 'q' | 'k' | 'v', index: Map<string, Value>): Value {
+  const direct = site.refs[which];
+  if (direct) return direct;
+  const p: Projection = site[which];
+  if (p.packed && p.columns) {
+    const packed = index.get(p.packed);
+    if (packed) return b.op('Slice', [packed, b.ints([p.columns[0]]), b.ints([p.columns[1]]), b.ints([-1])], {}, { name: `${which}_slice` });
+  }
+  throw new UserInputError(
+    `layer ${site.layer}: the ${which} projection happens inside ${site.nodes.fused ?? 'a fused op'}, so its output is not available to the memory branch`,
+  );
+}
+
+/** The padding mask [B,T] for the current tokens: the last T columns of the model's attention_mask. */
+function paddingMask(b: Builder, site: AttentionSite, xq: Value, graph: Graph): Value | null {
+  const name = site.mask.inputs.find((n) => graph.inputs.some((v) => v.name === n)) ?? (graph.inputs.some((v) => v.name === 'attention_mask') ? 'attention_mask' : undefined);
+  const input = name ? graph.inputs.find((v) => v.name === name) : undefined;
+  if (!input) return null;
+  const t = input.type;
+  if (t?.kind === 'tensor' && t.shape && t.shape.length !== 2) return null;
+  const T = b.op('Gather', [b.op('Shape', [xq]), b.constant(BigInt64Array.from([1n]), [1])], { axis: 0 }, { name: 'seq_len' });
+  const negT = b.op('Neg', [T]);
+  return b.op('Slice', [input, negT, b.constant(BigInt64Array.from([9223372036854775807n]), [1]), b.ints([1])], {}, { name: 'current_mask' });
+}
+
+export function convertSite(model: Model, site: AttentionSite, opts: ResolvedConvertOptions, index: Map<string, Value>): ConvertedSite {
+  const oproj = site.refs.outputProjection;
+  const graph = oproj.graph;
+  if (!graph) throw new UserInputError(`layer ${site.layer}: its output projection is not in the graph`);
+  const prefix = `tptt/layers.${site.layer}/`;
+  // new nodes go just before the first reader of the attention output (the graph is sorted)
+  const readers = new Set(site.refs.output.consumers());
+  let before: Node = oproj;
+  for (const n of graph) {
+    if (readers.has(n)) {
+      before = n;
+      break;
+    }
+  }
+  const b = new Builder(graph, { before, tag: TPTT_RULE, prefix });
+  const xq = projectionValue(b, site, 'q', index);
+  const xk = projectionValue(b, site, 'k', index);
+  const xv = projectionValue(b, site, 'v', index);
+  const mask = paddingMask(b, site, xq, graph);
+  const attrs: LizaOpAttributes = {
+    q_num_heads: site.numHeads,
+    kv_num_heads: site.numKvHeads,
+    head_dim: site.headDim,
+    rule: opts.rule,
+    order: opts.order,
+    chunk_size: opts.chunkSize,
+    causal: site.causal,
+    max_seq_len: opts.maxSeqLen,
+  };
+  const liza = addLizaNode(model, graph, attrs, { xq, xk, xv, mask }, { before, name: `${prefix}LiZA` });
+  setMetadata(liza.node.metadataProps, 'titanize.rule', TPTT_RULE);
+  setMetadata(liza.node.metadataProps, 'titanize.layer', String(site.layer));
+  const a = site.refs.output;
+  let mixed: Value;
+  let magName: string | null = null;
+  let muName: string | null = null;
+  if (opts.mu === 1) {
+    mixed = liza.y;
+  } else {
+    const mu = graph.addInitializer(Tensor.fromArray(Float32Array.from([opts.mu]), [], DataType.FLOAT), uniqueInitializer(graph, `tptt.layers.${site.layer}.mag.mu`));
+    const mag = addMagNode(model, graph, a, liza.y, mu, { before, name: `${prefix}MaG` });
+    setMetadata(mag.node.metadataProps, 'titanize.rule', TPTT_RULE);
+    mixed = mag.out;
+    magName = mag.out.name;
+    muName = mu.name;
+  }
+  // every reader of the attention output (the output projection, possibly through a
+  // Reshape as in GPT-2 exports) now reads the mixed value; MaG itself still reads `a`
+  const mixer = mixed.producer;
+  let redirected = 0;
+  for (const u of a.uses()) {
+    if (u.node === mixer) continue;
+    u.node.setInput(u.index, mixed);
+    redirected++;
+  }
+  if (redirected === 0) throw new UserInputError(`layer ${site.layer}: nothing reads the attention output '${a.name}'`);
+  return {
+    layer: site.layer,
+    form: site.form,
+    numHeads: site.numHeads,
+    numKvHeads: site.numKvHeads,
+    headDim: site.headDim,
+    causal: site.causal,
+    liza: liza.y.name,
+    mag: magName,
+    mu: muName,
+    mask: mask?.name ?? null,
+    presentState: liza.presentState,
+    presentWindow: liza.presentWindow,
+    lizaNode: liza.node,
+    values: { xq, xk, xv, mask, attention: a, y: liza.y, mixed },
+  };
+}
+
+function uniqueInitializer(graph: Graph, name: string): string {
+  if (graph.initializers.has(name)) throw new UserInputError(`the model already has an initializer '${name}'; was it converted before?`);
+  return name;
+}

@@ -1,0 +1,209 @@
+/**
+ * `convert` on every fixture: μ = 0 reproduces the original, μ = 1 removes the softmax of
+ * converted layers, and for μ ∈ {0.5, 1} and every rule each converted layer's mixed
+ * output equals (1−μ)·a + μ·LiZA(q, k, v) computed by the TypeScript reference from the
+ * layer's own projections. The three targets agree with each other.
+ */
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { type Model, type Value, decodeModel, encodeModel, loadModel, verifyModel } from '../../../src/ir/index.js';
+import { LIZA_RULES, type LizaRule, lizaReference } from '../../../src/ops/index.js';
+import { convert, convertModel } from '../../../src/passes/convert/convert.js';
+import type { ConvertTarget } from '../../../src/passes/convert/options.js';
+import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
+
+const FIX = path.resolve(__dirname, '../../fixtures');
+const FIXTURES = ['llama', 'llama_past', 'qwen2', 'qwen2_past', 'gpt2', 'gpt2_past', 'bert', 'attention23', 'gqa_contrib'];
+
+type Feeds = Record<string, ort.Tensor>;
+
+function feedsOf(name: string): Feeds {
+  const ref = loadRef(path.join(FIX, `${name}.ref.json`));
+  const feeds: Feeds = {};
+  for (const i of ref.inputs) feeds[i.name] = new ort.Tensor(i.dtype as 'int64', i.data as BigInt64Array, i.dims);
+  return feeds;
+}
+
+async function run(model: Model, feeds: Feeds, extra: Value[] = []): Promise<Record<string, ort.Tensor>> {
+  for (const v of extra) if (!model.graph.outputs.includes(v)) model.graph.addOutput(v);
+  const s = await ort.InferenceSession.create(encodeModel(model));
+  try {
+    return await s.run(feeds);
+  } finally {
+    await s.release();
+  }
+}
+
+/** Outputs of the model as the fixture declares them (logits, presents, ...). */
+function modelOutputs(model: Model): string[] {
+  return model.graph.outputs.map((v) => v.name);
+}
+
+/** max |a − b| relative to the reference's scale, over every declared output. */
+function worst(a: Record<string, ort.Tensor>, b: Record<string, ort.Tensor>, names: string[]): number {
+  let w = 0;
+  for (const n of names) {
+    const x = a[n]!.data as Float32Array;
+    const y = b[n]!.data as Float32Array;
+    w = Math.max(w, maxAbsDiff(x, y) / Math.max(1, maxAbs(y)));
+  }
+  return w;
+}
+
+const originals = new Map<string, Record<string, ort.Tensor>>();
+async function original(name: string): Promise<Record<string, ort.Tensor>> {
+  if (!originals.has(name)) originals.set(name, await run(loadModel(path.join(FIX, `${name}.onnx`)), feedsOf(name)));
+  return originals.get(name)!;
+}
+
+describe('convert: μ = 0 reproduces the original model', () => {
+  it.each(FIXTURES)('%s (all targets)', async (name) => {
+    const base = await original(name);
+    for (const target of ['portable', 'ort'] as ConvertTarget[]) {
+      const m = loadModel(path.join(FIX, `${name}.onnx`));
+      const outs = modelOutputs(m);
+      const report = convert(m, { mu: 0, target });
+      expect(report.sites.length).toBeGreaterThan(0);
+      verifyModel(m);
+      // (1−0)·a + 0·y = a exactly; what remains is fp32 noise from graph changes (none expected)
+      expect(worst(await run(m, feedsOf(name)), base, outs), `${name} ${target}`).toBeLessThanOrEqual(1e-5);
+    }
+  });
+});
+
+describe('convert: μ = 1 is purely linear', () => {
+  it.each(FIXTURES.filter((f) => f !== 'gqa_contrib'))('%s: no Softmax left in converted layers', async (name) => {
+    const m = loadModel(path.join(FIX, `${name}.onnx`));
+    const softmaxBefore = m.graph.nodes().filter((n) => n.opType === 'Softmax').map((n) => n.name);
+    const r = convert(m, { mu: 1, target: 'portable' });
+    const left = m.graph.nodes().filter((n) => n.opType === 'Softmax' || n.opType === 'Attention').map((n) => n.name);
+    // only the BERT classifier's Softmax (not attention) may remain
+    expect(left).toEqual(name === 'bert' ? softmaxBefore.filter((s) => r.rejected.some((x) => x.node === s)) : []);
+    expect(m.graph.nodes().some((n) => n.opType === 'MaG')).toBe(false);
+  });
+});
+
+/** Per-layer check against the TS reference on the layer's own projections. */
+async function checkLayers(name: string, rule: LizaRule, mu: number): Promise<number> {
+  const m = loadModel(path.join(FIX, `${name}.onnx`));
+  const { sites } = convertModel(m, { mu, rule, target: 'portable', chunkSize: 4 });
+  const feeds = feedsOf(name);
+  // at μ = 1 the softmax branch is gone: the mixed value is LiZA's output itself
+  const probes = sites.flatMap((s) => [s.values.xq, s.values.xk, s.values.xv, ...(mu < 1 ? [s.values.attention] : []), s.values.mixed, ...(s.values.mask ? [s.values.mask] : [])]);
+  const out = await run(m, feeds, probes);
+  let worstRel = 0;
+  for (const s of sites) {
+    const t = (v: Value) => out[v.name]!;
+    const xq = t(s.values.xq);
+    const dims = xq.dims as number[];
+    const [B, T] = [dims[0]!, dims[1]!];
+    const mask = s.values.mask ? Float32Array.from(t(s.values.mask).data as BigInt64Array, (x) => Number(x)) : undefined;
+    const ref = lizaReference(
+      {
+        xq: { data: xq.data as Float32Array, dims: [B, T, s.numHeads * s.headDim] },
+        xk: { data: t(s.values.xk).data as Float32Array, dims: [B, T, s.numKvHeads * s.headDim] },
+        xv: { data: t(s.values.xv).data as Float32Array, dims: [B, T, s.numKvHeads * s.headDim] },
+        ...(mask ? { mask: { data: mask, dims: [B, T] } } : {}),
+      },
+      { q_num_heads: s.numHeads, kv_num_heads: s.numKvHeads, head_dim: s.headDim, rule, order: rule.endsWith('_product') ? 2 : 1, causal: s.causal },
+    );
+    const y = ref.y.data;
+    const a = mu < 1 ? (t(s.values.attention).data as Float32Array) : new Float32Array(y.length);
+    const expected = Float32Array.from(a, (x, i) => (1 - mu) * x + mu * y[i]!);
+    const got = t(s.values.mixed).data as Float32Array;
+    worstRel = Math.max(worstRel, maxAbsDiff(got, expected) / Math.max(1, maxAbs(expected)));
+  }
+  return worstRel;
+}
+
+describe('convert: each converted layer equals (1−μ)·a + μ·LiZA_reference(q, k, v)', () => {
+  for (const name of ['llama', 'qwen2_past', 'gpt2', 'bert', 'attention23', 'gqa_contrib']) {
+    it.each(LIZA_RULES)(`${name}: %s, μ = 0.5`, async (rule) => {
+      // fp32 runtime (chunked WY form) vs float64 reference; y is RMS-normalised, O(1)
+      expect(await checkLayers(name, rule, 0.5)).toBeLessThanOrEqual(2e-4);
+    });
+  }
+  it.each(['llama', 'gpt2', 'bert'])('%s: delta_product, μ = 1', async (name) => {
+    expect(await checkLayers(name, 'delta_product', 1)).toBeLessThanOrEqual(2e-4);
+  });
+});
+
+describe('convert: targets agree', () => {
+  it.each(['llama', 'gpt2_past', 'bert', 'attention23'])('%s: ort and portable give the same outputs for every rule', async (name) => {
+    for (const rule of LIZA_RULES) {
+      const results: Record<string, ort.Tensor>[] = [];
+      let outs: string[] = [];
+      for (const target of ['portable', 'ort'] as ConvertTarget[]) {
+        const m = loadModel(path.join(FIX, `${name}.onnx`));
+        outs = modelOutputs(m);
+        convert(m, { mu: 0.5, rule, target });
+        results.push(await run(m, feedsOf(name)));
+      }
+      expect(worst(results[1]!, results[0]!, outs), `${name} ${rule}`).toBeLessThanOrEqual(1e-4);
+    }
+  });
+});
+
+describe('convert: refusals and options', () => {
+  it('refuses to convert twice, also after a round trip', () => {
+    const m = loadModel(path.join(FIX, 'llama.onnx'));
+    convert(m, { target: 'portable' });
+    expect(() => convert(m)).toThrow(/already converted by titanize/);
+    expect(() => convert(decodeModel(encodeModel(m)))).toThrow(/already converted by titanize/);
+  });
+
+  it('converts only the selected layers and rejects unknown ones', () => {
+    const m = loadModel(path.join(FIX, 'llama.onnx'));
+    const r = convert(m, { layers: [1], target: 'portable' });
+    expect(r.sites.map((s) => s.layer)).toEqual([1]);
+    expect(r.skipped).toEqual([{ layer: 0, reason: 'not selected by --layers' }]);
+    expect(() => convert(loadModel(path.join(FIX, 'llama.onnx')), { layers: [7] })).toThrow(/no attention layer 7/);
+  });
+
+  it('a model without attention is refused with the reasons', () => {
+    expect(() => convert(loadModel(path.join(FIX, 'functions.onnx')))).toThrow(/no softmax attention found/);
+  });
+
+  it('rejects bad options', () => {
+    const m = () => loadModel(path.join(FIX, 'llama.onnx'));
+    expect(() => convert(m(), { rule: 'nope' as LizaRule })).toThrow(/unknown rule 'nope'/);
+    expect(() => convert(m(), { rule: 'delta', order: 3 })).toThrow(/needs a \*_product rule/);
+    expect(() => convert(m(), { mu: 2 })).toThrow(/--mu must be in \[0, 1\]/);
+    expect(() => convert(m(), { loraAlpha: 4 })).toThrow(/--lora-alpha needs --lora-rank/);
+  });
+
+  it('adds LoRA adapters (fresh ones change nothing) and μ initializers named per layer', async () => {
+    const m = loadModel(path.join(FIX, 'qwen2.onnx'));
+    const outs = modelOutputs(m);
+    const r = convert(m, { loraRank: 4, loraAlpha: 8, target: 'portable' });
+    expect(r.lora.map((l) => l.target).sort()).toEqual(
+      ['layers.0.k_proj', 'layers.0.o_proj', 'layers.0.q_proj', 'layers.0.v_proj', 'layers.1.k_proj', 'layers.1.o_proj', 'layers.1.q_proj', 'layers.1.v_proj'].sort(),
+    );
+    expect(m.graph.initializers.has('tptt.layers.0.mag.mu')).toBe(true);
+    expect(r.parametersAdded).toBe(2 + sumLora(m));
+    const plain = loadModel(path.join(FIX, 'qwen2.onnx'));
+    convert(plain, { target: 'portable' });
+    expect(worst(await run(m, feedsOf('qwen2')), await run(plain, feedsOf('qwen2')), outs)).toBe(0);
+  });
+
+  it('a sliding window of the whole sequence changes nothing; a short one changes the softmax branch', async () => {
+    const name = 'llama';
+    const outs = modelOutputs(loadModel(path.join(FIX, `${name}.onnx`)));
+    const plain = loadModel(path.join(FIX, `${name}.onnx`));
+    convert(plain, { mu: 0.5, target: 'portable' });
+    const wide = loadModel(path.join(FIX, `${name}.onnx`));
+    const r = convert(wide, { mu: 0.5, window: 64, target: 'portable' });
+    expect(r.windows).toHaveLength(2);
+    expect(worst(await run(wide, feedsOf(name)), await run(plain, feedsOf(name)), outs)).toBeLessThanOrEqual(1e-6);
+    const narrow = loadModel(path.join(FIX, `${name}.onnx`));
+    convert(narrow, { mu: 0.5, window: 2, target: 'portable' });
+    expect(worst(await run(narrow, feedsOf(name)), await run(plain, feedsOf(name)), outs)).toBeGreaterThan(1e-3);
+  });
+});
+
+function sumLora(m: Model): number {
+  let n = 0;
+  for (const [k, v] of m.graph.initializers) if (k.startsWith('lora.')) n += v.initializer!.size;
+  return n;
+}

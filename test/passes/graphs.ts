@@ -1,0 +1,348 @@
+/**
+ * Small attention graphs built with the IR builder, with knobs to make each form and
+ * each near miss: used by the discovery tests.
+ */
+import { Builder, DataType, Model, Tensor, Value, tensorType, verifyModel } from '../../src/ir/index.js';
+
+export interface DecomposedOptions {
+  heads?: number;
+  kvHeads?: number;
+  d?: number;
+  layers?: number;
+  softmaxAxis?: number;
+  /** Where V comes from: its projection (default) or straight from a graph input. */
+  vSource?: 'projection' | 'input';
+  /** Perm of the Transpose on K before Q·Kᵀ (null: no transpose at all). */
+  kPerm?: number[] | null;
+  mask?: 'causal' | 'padding' | 'causal+padding' | 'none';
+  /** Add(mask, scores) instead of Add(scores, mask). */
+  maskFirst?: boolean;
+  /** How the scores are scaled. */
+  scale?: 'div' | 'mul' | 'split' | 'computed' | 'none';
+  /** GPT-2 style fused projection split into this many outputs (default: separate q/k/v). */
+  fusedSplit?: number;
+  past?: boolean;
+  rotary?: boolean;
+  /** Skip repeat_kv even when heads != kvHeads. */
+  noRepeat?: boolean;
+  /** Ops after the Softmax. */
+  post?: ('cast' | 'isnan' | 'dropout')[];
+  /** Cast the scores to float before the Softmax and back after. */
+  castAround?: boolean;
+  /** What reads the attention output: an output projection (default) or nothing but a graph output. */
+  outputProjection?: boolean;
+  /** The Softmax output goes straight to a graph output (no P·V). */
+  noPV?: boolean;
+  /** RMSNorm on q and k: per head after the heads Reshape (Qwen3) or on the projection output (OLMo2). */
+  qkNorm?: 'head' | 'full';
+  /** Keys and values projected from a second input (encoder states): cross-attention. */
+  cross?: boolean;
+}
+
+const HIDDEN = 64;
+
+function rand(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
+  };
+}
+
+export function weight(b: Builder, name: string, dims: number[], r: () => number): Value {
+  const n = dims.reduce((a, x) => a * x, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = r() * 0.2;
+  return b.graph.addInitializer(Tensor.fromArray(data, dims), name);
+}
+
+/** A decoder-ish model with `layers` decomposed attention blocks (F1, or F3 / F4 by options). */
+export function decomposedModel(o: DecomposedOptions = {}): Model {
+  const heads = o.heads ?? 4;
+  const kvHeads = o.kvHeads ?? heads;
+  const d = o.d ?? 16;
+  const layers = o.layers ?? 1;
+  const mask = o.mask ?? 'causal+padding';
+  const model = new Model({ opsetImports: { '': 17 } });
+  const g = model.graph;
+  const b = new Builder(g);
+  const r = rand(7);
+  const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', HIDDEN])));
+  const am = mask === 'none' || mask === 'causal' ? null : g.addInput(new Value('attention_mask', tensorType(DataType.INT64, ['B', 'T'])));
+  const pos = o.rotary ? g.addInput(new Value('position_ids', tensorType(DataType.INT64, ['B', 'T']))) : null;
+  const enc = o.cross ? g.addInput(new Value('encoder_hidden_states', tensorType(DataType.FLOAT, ['B', 'S', HIDDEN]))) : null;
+  const vIn = o.vSource === 'input' ? g.addInput(new Value('v_in', tensorType(DataType.FLOAT, ['B', kvHeads, 'T', d]))) : null;
+
+  // shared mask [B|1, 1, T, T]
+  let maskV: Value | null = null;
+  if (mask !== 'none') {
+    const parts: Value[] = [];
+    if (mask.startsWith('causal')) {
+      const T = b.op('Gather', [b.op('Shape', [x]), b.constant(BigInt64Array.from([1n]), [])], { axis: 0 });
+      const tt = b.op('Concat', [b.op('Unsqueeze', [T, b.ints([0])]), b.op('Unsqueeze', [T, b.ints([0])])], { axis: 0 });
+      const ones = b.op('ConstantOfShape', [tt], { value: Tensor.fromArray(Uint8Array.from([1]), [1], DataType.BOOL) });
+      const tri = b.op('Trilu', [ones], { upper: 0 });
+      parts.push(b.op('Where', [tri, b.scalar(0), b.scalar(-1e9)], {}, { name: 'causal_mask' }));
+    }
+    if (am) {
+      const m = b.op('Cast', [b.op('Unsqueeze', [am, b.ints([1, 2])])], { to: DataType.FLOAT });
+      parts.push(b.op('Mul', [b.op('Sub', [b.scalar(1), m]), b.scalar(-1e9)], {}, { name: 'padding_mask' }));
+    }
+    maskV = parts.length === 2 ? b.op('Add', [parts[0]!, parts[1]!], {}, { name: 'mask' }) : parts[0]!;
+  }
+
+  // shared rotary tables [B, 1, T, d]
+  let cos: Value | null = null;
+  let sin: Value | null = null;
+  if (pos) {
+    const inv = b.initializer('inv_freq', Float32Array.from({ length: d / 2 }, (_, i) => 10000 ** (-(2 * i) / d)), [1, 1, d / 2]);
+    const f = b.op('Mul', [b.op('Unsqueeze', [b.op('Cast', [pos], { to: DataType.FLOAT }), b.ints([2])]), inv]);
+    const emb = b.op('Concat', [f, f], { axis: -1 });
+    cos = b.op('Unsqueeze', [b.op('Cos', [emb]), b.ints([1])], {}, { name: 'rotary_cos' });
+    sin = b.op('Unsqueeze', [b.op('Sin', [emb]), b.ints([1])], {}, { name: 'rotary_sin' });
+  }
+  const rope = (t: Value): Value => {
+    if (!cos || !sin) return t;
+    const x1 = b.op('Slice', [t, b.ints([0]), b.ints([d / 2]), b.ints([-1])]);
+    const x2 = b.op('Slice', [t, b.ints([d / 2]), b.ints([d]), b.ints([-1])]);
+    const rot = b.op('Concat', [b.op('Neg', [x2]), x1], { axis: -1 });
+    return b.op('Add', [b.op('Mul', [t, cos]), b.op('Mul', [rot, sin])]);
+  };
+  const rmsNorm = (t: Value, width: number, name: string): Value => {
+    const ms = b.op('ReduceMean', [b.op('Pow', [t, b.scalar(2)])], { axes: [-1], keepdims: 1 });
+    const inv = b.op('Div', [b.scalar(1), b.op('Sqrt', [b.op('Add', [ms, b.scalar(1e-6)])])]);
+    const wn = g.addInitializer(Tensor.fromArray(new Float32Array(width).fill(1), [width]), g.uniqueName(name));
+    return b.op('Mul', [wn, b.op('Mul', [t, inv])]);
+  };
+  const heads4 = (t: Value, n: number, norm?: string): Value => {
+    let r = b.op('Reshape', [t, b.ints([0, 0, n, d])]);
+    if (norm && o.qkNorm === 'head') r = rmsNorm(r, d, norm);
+    return b.op('Transpose', [r], { perm: [0, 2, 1, 3] });
+  };
+  const repeat = (t: Value): Value => {
+    if (kvHeads === heads || o.noRepeat) return t;
+    const G = heads / kvHeads;
+    const shape = b.op('Shape', [t]);
+    const bb = b.op('Slice', [shape, b.ints([0]), b.ints([1])]);
+    const ll = b.op('Slice', [shape, b.ints([2]), b.ints([3])]);
+    const e = b.op('Expand', [b.op('Unsqueeze', [t, b.ints([2])]), b.op('Concat', [bb, b.ints([kvHeads, G]), ll, b.ints([d])], { axis: 0 })]);
+    return b.op('Reshape', [e, b.op('Concat', [bb, b.ints([heads]), ll, b.ints([d])], { axis: 0 })]);
+  };
+
+  const outputs: Value[] = [];
+  let h = x;
+  for (let i = 0; i < layers; i++) {
+    b.prefix = `/layers.${i}/`;
+    let q: Value;
+    let k: Value;
+    let v: Value;
+    if (o.fusedSplit) {
+      const n = o.fusedSplit;
+      const w = weight(b, `layers.${i}.c_attn.weight`, [HIDDEN, heads * d + 2 * kvHeads * d], r);
+      const bias = weight(b, `layers.${i}.c_attn.bias`, [heads * d + 2 * kvHeads * d], r);
+      const flat = b.op('Reshape', [h, b.ints([-1, HIDDEN])]);
+      const fused = b.op('Reshape', [b.op('Gemm', [flat, w, bias], {}, { name: 'c_attn/Gemm' }), b.ints([0, -1, heads * d + 2 * kvHeads * d])]);
+      const sizes = n === 3 ? [heads * d, kvHeads * d, kvHeads * d] : [heads * d, 2 * kvHeads * d];
+      const parts = b.op('Split', [fused, b.ints(sizes)], { axis: 2 }, { outputs: n });
+      [q, k, v] = [parts[0]!, parts[1]!, parts[n - 1]!];
+    } else {
+      const kvIn = enc ?? h;
+      q = b.op('MatMul', [h, weight(b, `layers.${i}.q_proj.weight`, [HIDDEN, heads * d], r)], {}, { name: 'q_proj/MatMul' });
+      k = b.op('MatMul', [kvIn, weight(b, `layers.${i}.k_proj.weight`, [HIDDEN, kvHeads * d], r)], {}, { name: 'k_proj/MatMul' });
+      v = b.op('MatMul', [kvIn, weight(b, `layers.${i}.v_proj.weight`, [HIDDEN, kvHeads * d], r)], {}, { name: 'v_proj/MatMul' });
+      if (o.qkNorm === 'full') {
+        q = rmsNorm(q, heads * d, `layers.${i}.q_norm.weight`);
+        k = rmsNorm(k, kvHeads * d, `layers.${i}.k_norm.weight`);
+      }
+    }
+    let qh = rope(heads4(q, heads, `layers.${i}.q_norm.weight`));
+    let kh = rope(heads4(k, kvHeads, `layers.${i}.k_norm.weight`));
+    let vh = vIn ?? heads4(v, kvHeads);
+    if (o.past) {
+      const pk = g.addInput(new Value(`past_key_values.${i}.key`, tensorType(DataType.FLOAT, ['B', kvHeads, 'P', d])));
+      const pv = g.addInput(new Value(`past_key_values.${i}.value`, tensorType(DataType.FLOAT, ['B', kvHeads, 'P', d])));
+      kh = b.op('Concat', [pk, kh], { axis: 2 }, { name: 'Concat_k' });
+      vh = b.op('Concat', [pv, vh], { axis: 2 }, { name: 'Concat_v' });
+      outputs.push(kh, vh);
+    }
+    const kr = repeat(kh);
+    const vr = repeat(vh);
+    let kT: Value = o.kPerm === null ? kr : b.op('Transpose', [kr], { perm: o.kPerm ?? [0, 1, 3, 2] });
+    const scale = o.scale ?? 'div';
+    if (scale === 'split') {
+      qh = b.op('Mul', [qh, b.scalar(d ** -0.25)]);
+      kT = b.op('Mul', [kT, b.scalar(d ** -0.25)]);
+    }
+    let s = b.op('MatMul', [qh, kT], {}, { name: 'MatMul_qk' });
+    if (scale === 'div') s = b.op('Div', [s, b.scalar(Math.sqrt(d))]);
+    else if (scale === 'mul') s = b.op('Mul', [b.scalar(1 / Math.sqrt(d)), s]);
+    else if (scale === 'computed') {
+      const dd = b.op('Cast', [b.op('Gather', [b.op('Shape', [qh]), b.constant(BigInt64Array.from([3n]), [])], { axis: 0 })], { to: DataType.FLOAT });
+      s = b.op('Div', [s, b.op('Sqrt', [dd])]);
+    }
+    if (maskV) s = o.maskFirst ? b.op('Add', [maskV, s]) : b.op('Add', [s, maskV]);
+    if (o.castAround) s = b.op('Cast', [s], { to: DataType.FLOAT });
+    let p = b.op('Softmax', [s], { axis: o.softmaxAxis ?? -1 }, { name: 'Softmax' });
+    for (const step of o.post ?? []) {
+      if (step === 'cast') p = b.op('Cast', [p], { to: DataType.FLOAT });
+      if (step === 'isnan') p = b.op('Where', [b.op('IsNaN', [p]), b.scalar(0), p]);
+      if (step === 'dropout') p = b.op('Dropout', [p]);
+    }
+    if (o.noPV) {
+      outputs.push(p);
+      continue;
+    }
+    const ctx = b.op('MatMul', [p, vr], {}, { name: 'MatMul_pv' });
+    const attn = b.op('Reshape', [b.op('Transpose', [ctx], { perm: [0, 2, 1, 3] }), b.ints([0, 0, heads * d])], {}, { name: 'attn_out' });
+    if (o.outputProjection === false) {
+      outputs.push(attn);
+      continue;
+    }
+    const oo = b.op('MatMul', [attn, weight(b, `layers.${i}.o_proj.weight`, [heads * d, HIDDEN], r)], {}, { name: 'o_proj/MatMul' });
+    h = b.op('Add', [h, oo]);
+  }
+  g.setOutputs([h, ...outputs]);
+  verifyModel(model);
+  return model;
+}
+
+export interface GqaOptions {
+  packed?: boolean;
+  extraAttrs?: Record<string, number>;
+  omit?: string[];
+  layers?: number;
+}
+
+/** com.microsoft.GroupQueryAttention layers (F2). */
+export function gqaModel(o: GqaOptions = {}): Model {
+  const heads = 4;
+  const kvHeads = 2;
+  const d = 16;
+  const model = new Model({ opsetImports: { '': 17, 'com.microsoft': 1 } });
+  const g = model.graph;
+  const b = new Builder(g);
+  const r = rand(3);
+  const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', HIDDEN])));
+  const am = g.addInput(new Value('attention_mask', tensorType(DataType.INT64, ['B', 'L'])));
+  const seqlens = b.op('Cast', [b.op('Sub', [b.op('ReduceSum', [am, b.ints([1])], { keepdims: 0 }), b.constant(BigInt64Array.from([1n]), [])])], { to: DataType.INT32 }, { name: 'seqlens_k' });
+  const total = b.op('Cast', [b.op('Gather', [b.op('Shape', [am]), b.constant(BigInt64Array.from([1n]), [])], { axis: 0 })], { to: DataType.INT32 });
+  const cosCache = weight(b, 'cos_cache', [64, d / 2], r);
+  const sinCache = weight(b, 'sin_cache', [64, d / 2], r);
+  const outs: Value[] = [];
+  let h = x;
+  for (let i = 0; i < (o.layers ?? 1); i++) {
+    const pk = g.addInput(new Value(`past_key_values.${i}.key`, tensorType(DataType.FLOAT, ['B', kvHeads, 'P', d])));
+    const pv = g.addInput(new Value(`past_key_values.${i}.value`, tensorType(DataType.FLOAT, ['B', kvHeads, 'P', d])));
+    let inputs: (Value | null)[];
+    if (o.packed) {
+      const qkv = b.op('MatMul', [h, weight(b, `layers.${i}.qkv_proj.weight`, [HIDDEN, (heads + 2 * kvHeads) * d], r)]);
+      inputs = [qkv, null, null];
+    } else {
+      inputs = [
+        b.op('MatMul', [h, weight(b, `layers.${i}.q_proj.weight`, [HIDDEN, heads * d], r)]),
+        b.op('MatMul', [h, weight(b, `layers.${i}.k_proj.weight`, [HIDDEN, kvHeads * d], r)]),
+        b.op('MatMul', [h, weight(b, `layers.${i}.v_proj.weight`, [HIDDEN, kvHeads * d], r)]),
+      ];
+    }
+    const attrs: Record<string, number> = { num_heads: heads, kv_num_heads: kvHeads, do_rotary: 1, scale: 0.25, ...o.extraAttrs };
+    for (const k of o.omit ?? []) delete attrs[k];
+    const [y, presentK, presentV] = b.op(
+      'GroupQueryAttention',
+      [...inputs, pk, pv, seqlens, total, cosCache, sinCache],
+      attrs,
+      { domain: 'com.microsoft', outputs: 3, name: `gqa_${i}` },
+    );
+    g.registerName(`present.${i}.key`);
+    g.registerName(`present.${i}.value`);
+    presentK!.name = `present.${i}.key`;
+    presentV!.name = `present.${i}.value`;
+    outs.push(presentK!, presentV!);
+    h = b.op('Add', [h, b.op('MatMul', [y!, weight(b, `layers.${i}.o_proj.weight`, [heads * d, HIDDEN], r)])]);
+  }
+  g.setOutputs([h, ...outs]);
+  verifyModel(model);
+  return model;
+}
+
+/** com.microsoft.MultiHeadAttention (packed: key/value omitted) or com.microsoft.Attention. */
+export function msModel(op: 'MultiHeadAttention' | 'Attention', o: { packed?: boolean; unidirectional?: number } = {}): Model {
+  const heads = 4;
+  const d = 16;
+  const model = new Model({ opsetImports: { '': 17, 'com.microsoft': 1 } });
+  const g = model.graph;
+  const b = new Builder(g);
+  const r = rand(5);
+  const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', HIDDEN])));
+  const mask = g.addInput(new Value('mask_index', tensorType(DataType.INT32, ['B', 'T'])));
+  let y: Value;
+  if (op === 'Attention') {
+    const w = weight(b, 'qkv.weight', [HIDDEN, 3 * heads * d], r);
+    const bias = weight(b, 'qkv.bias', [3 * heads * d], r);
+    const attrs: Record<string, number> = { num_heads: heads };
+    if (o.unidirectional !== undefined) attrs.unidirectional = o.unidirectional;
+    y = b.op('Attention', [x, w, bias, mask], attrs, { domain: 'com.microsoft', name: 'ms_attention' });
+  } else {
+    const q = b.op('MatMul', [x, weight(b, 'q.weight', [HIDDEN, (o.packed ? 3 : 1) * heads * d], r)]);
+    const inputs: (Value | null)[] = o.packed
+      ? [b.op('Reshape', [q, b.ints([0, 0, heads, 3, d])]), null, null]
+      : [q, b.op('MatMul', [x, weight(b, 'k.weight', [HIDDEN, heads * d], r)]), b.op('MatMul', [x, weight(b, 'v.weight', [HIDDEN, heads * d], r)])];
+    y = b.op('MultiHeadAttention', [...inputs, null, mask], { num_heads: heads }, { domain: 'com.microsoft', name: 'mha' });
+  }
+  const out = b.op('MatMul', [y, weight(b, 'o.weight', [heads * d, HIDDEN], r)]);
+  g.setOutputs([out]);
+  verifyModel(model);
+  return model;
+}
+
+/** ONNX Attention (opset 23) with 3-D inputs after RotaryEmbedding, or 4-D inputs after the heads Reshape. */
+export function attention23Model(o: { rank?: 3 | 4; headsAttrs?: boolean; isCausal?: number; softcap?: number } = {}): Model {
+  const heads = 4;
+  const kvHeads = 2;
+  const d = 16;
+  const model = new Model({ irVersion: 11, opsetImports: { '': 23 } });
+  const g = model.graph;
+  const b = new Builder(g);
+  const r = rand(9);
+  const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', HIDDEN])));
+  const pos = g.addInput(new Value('position_ids', tensorType(DataType.INT64, ['B', 'T'])));
+  const cosCache = weight(b, 'cos_cache', [64, d / 2], r);
+  const sinCache = weight(b, 'sin_cache', [64, d / 2], r);
+  const q = b.op('MatMul', [x, weight(b, 'q.weight', [HIDDEN, heads * d], r)]);
+  const k = b.op('MatMul', [x, weight(b, 'k.weight', [HIDDEN, kvHeads * d], r)]);
+  const v = b.op('MatMul', [x, weight(b, 'v.weight', [HIDDEN, kvHeads * d], r)]);
+  const attrs: Record<string, number> = {};
+  if (o.isCausal !== undefined) attrs.is_causal = o.isCausal;
+  if (o.softcap !== undefined) attrs.softcap = o.softcap;
+  let y: Value;
+  if ((o.rank ?? 3) === 3) {
+    if (o.headsAttrs !== false) {
+      attrs.q_num_heads = heads;
+      attrs.kv_num_heads = kvHeads;
+    }
+    const qr = b.op('RotaryEmbedding', [q, cosCache, sinCache, pos], { num_heads: heads });
+    const kr = b.op('RotaryEmbedding', [k, cosCache, sinCache, pos], { num_heads: kvHeads });
+    y = b.op('Attention', [qr, kr, v], attrs, { name: 'attention' });
+  } else {
+    const h4 = (t: Value, n: number): Value => b.op('Transpose', [b.op('Reshape', [t, b.ints([0, 0, n, d])])], { perm: [0, 2, 1, 3] });
+    const y4 = b.op('Attention', [h4(q, heads), h4(k, kvHeads), h4(v, kvHeads)], attrs, { name: 'attention' });
+    y = b.op('Reshape', [b.op('Transpose', [y4], { perm: [0, 2, 1, 3] }), b.ints([0, 0, heads * d])]);
+  }
+  const out = b.op('MatMul', [y, weight(b, 'o.weight', [heads * d, HIDDEN], r)]);
+  g.setOutputs([out]);
+  verifyModel(model);
+  return model;
+}
+
+/** Shuffles the node order of the main graph (seeded), without re-sorting it. */
+export function shuffleNodes(model: Model, seed: number): void {
+  const nodes = model.graph.nodes();
+  const r = rand(seed);
+  for (let i = nodes.length - 1; i > 0; i--) {
+    const j = Math.floor((r() + 0.5) * (i + 1)) % (i + 1);
+    [nodes[i], nodes[j]] = [nodes[j]!, nodes[i]!];
+  }
+  model.graph.reorder(nodes);
+}
