@@ -205,6 +205,34 @@ export async function timeAsync(fn: () => Promise<unknown>, options: TimeOptions
   return summarize(samples);
 }
 
+/**
+ * Times several functions in alternation (a, b, c, a, b, c, ...), so that a change in
+ * machine load during the run affects all of them alike: use it for the two sides of a
+ * ratio. Returns one Timing per key.
+ */
+export function timeInterleaved<K extends string>(fns: Record<K, () => unknown>, options: TimeOptions = {}): Record<K, Timing> {
+  const { runs = 10, warmup = 1 } = options;
+  const keys = Object.keys(fns) as K[];
+  for (let i = 0; i < warmup; i++) {
+    for (const k of keys) {
+      if (options.gc) gc();
+      sink = fns[k]();
+      sink = undefined;
+    }
+  }
+  const samples = Object.fromEntries(keys.map((k) => [k, [] as number[]])) as Record<K, number[]>;
+  for (let i = 0; i < runs; i++) {
+    for (const k of keys) {
+      if (options.gc) gc();
+      const t0 = performance.now();
+      sink = fns[k]();
+      samples[k].push(performance.now() - t0);
+      sink = undefined;
+    }
+  }
+  return Object.fromEntries(keys.map((k) => [k, summarize(samples[k])])) as Record<K, Timing>;
+}
+
 /** Runs `fn` once and returns its result with the elapsed ms. */
 export function timed<T>(fn: () => T): { result: T; ms: number } {
   const t0 = performance.now();

@@ -128,9 +128,9 @@ function levelsFor(bound: number): number {
 
 /**
  * Inclusive prefix over the chunk axis (2) of affine chunk maps X = [M' | N]
- * ([B, Hkv, N, d, 2d], map S -> (I + M') S + N, identity = zeros), where S_0 is already
- * folded into chunk 0 so that the prefix applied to the zero state is the state. Returns
- * the state after each chunk, [B, Hkv, N, d, d].
+ * ([B, Hkv, N, d, 2d], map S -> (I + M') S + N, identity = zeros). The caller puts the
+ * constant map [0 | S_0] first, so the prefix applied to the zero state is the state.
+ * Returns the state after each map, [B, Hkv, N, d, d].
  *
  * Work-efficient (Blelloch) with `levels` static levels and dynamic lengths:
  *  - up-sweep: pad the current sequence of maps to even length with an identity, pair
@@ -230,20 +230,18 @@ export function chunkedCore(e: Emitter, cfg: LizaOpConfig, inputs: LizaGraphInpu
     // chunk map S -> (I + M') S + N as X = [M' | N] = [diag - Kd^T W | Kd^T U] : [B, Hkv, N, d, 2d]
     const KdTWU = e.matmul(tr(e, Kd, 5), WU);
     const signed = e.mul(KdTWU, e.floats(signRow(d), [1, 2 * d], 'neg_pos')); // [-Kd^T W | Kd^T U]
-    let X = diagM ? e.add(signed, e.pad(diagM, [0, 0, 0, 0, 0, 0, 0, 0, 0, d])) : signed;
-    // fold S0 into chunk 0's map: N_0 <- N_0 + (I + M'_0) S_0
-    const X0 = e.slice(X, 2, 0, 1);
-    const N0 = e.add(e.slice(X0, -1, d, 2 * d), e.add(S0u, e.matmul(e.slice(X0, -1, 0, d), S0u)));
-    X = e.concat([e.concat([e.slice(X0, -1, 0, d), N0], -1), e.slice(X, 2, 1, END)], 2);
-
+    const X = diagM ? e.add(signed, e.pad(diagM, [0, 0, 0, 0, 0, 0, 0, 0, 0, d])) : signed;
+    // S_0 enters as a map of its own in front of chunk 0: [0 | S_0] (constant S_0), so the
+    // prefix applied to the zero state gives the states before / after every chunk
+    const X0 = e.pad(S0u, [0, 0, 0, 0, d, 0, 0, 0, 0, 0]); // [B, Hkv, 1, d, 2d]
     const bound = maxChunks(cfg);
-    const Send = emitChunkPrefix(e, X, d, levelsFor(bound)); // state after each chunk
-    Sstart = e.concat([S0u, e.slice(Send, 2, 0, -1)], 2);
-    state = e.squeeze(e.slice(Send, 2, -1, END), [2]);
+    let Sall = emitChunkPrefix(e, e.concat([X0, X], 2), d, levelsFor(bound + 1)); // [B, Hkv, N+1, d, d]
     // a call longer than the unrolled prefix covers: NaN, never a silently wrong state
+    // (guarding the states poisons O as well: Q S_start is NaN even where Q = 0)
     const tooLong = e.op('Greater', [e.dim(Kc, 2), e.ints([bound])]);
-    const nan = e.f(Number.NaN);
-    state = e.op('Where', [tooLong, nan, state]);
+    Sall = e.op('Where', [tooLong, e.f(Number.NaN), Sall]);
+    Sstart = e.slice(Sall, 2, 0, -1);
+    state = e.squeeze(e.slice(Sall, 2, -1, END), [2]);
 
     const Ss = e.unsqueeze(Sstart, [2]); // [B, Hkv, 1, N, d, d]
     const Up = e.unsqueeze(e.sub(U, e.matmul(W, Sstart)), [2]); // [B, Hkv, 1, N, C, d]
@@ -259,7 +257,6 @@ export function chunkedCore(e: Emitter, cfg: LizaOpConfig, inputs: LizaGraphInpu
       ); // [B, Hkv, G, N, C, C]
       O = e.add(e.matmul(Qd, Ss), e.matmul(QKP, Up));
     }
-    O = e.op('Where', [tooLong, nan, O]);
   }
 
   // [B, Hkv, G, N, C, d] -> [B, Hkv, G, R, d] -> rows read -> [B, T, Hq*d]

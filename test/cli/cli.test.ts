@@ -24,6 +24,7 @@ import { addInspectCommand } from '../../src/cli/commands/inspect.js';
 import type { CliContext, OutStream } from '../../src/cli/context.js';
 import { reportError } from '../../src/cli/errors.js';
 import { createProgram, main } from '../../src/cli/main.js';
+import { Capture, type RunResult, expectUserError, lines, run } from './helpers.js';
 import { progress } from '../../src/cli/progress.js';
 import { INSPECT_JSON_KEYS, type InspectReport, type InspectSection } from '../../src/cli/report/inspect_report.js';
 
@@ -31,42 +32,6 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const FIXTURES = path.join(ROOT, 'test/fixtures');
 const LLAMA = path.join(FIXTURES, 'llama.onnx');
 
-class Capture implements OutStream {
-  text = '';
-  constructor(readonly isTTY = false, readonly columns = 100) {}
-  write(chunk: string | Uint8Array): boolean {
-    this.text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
-    return true;
-  }
-}
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(args: string[], env: Record<string, string | undefined> = {}): Promise<RunResult> {
-  const stdout = new Capture();
-  const stderr = new Capture();
-  const code = await main(['node', 'titanize', ...args], { stdout, stderr, env });
-  return { code, stdout: stdout.text, stderr: stderr.text };
-}
-
-function lines(s: string): string[] {
-  return s.split('\n').filter((l) => l !== '');
-}
-
-/** Exit 2, exactly one stderr line `titanize: error: ...`, no stack trace, nothing on stdout. */
-function expectUserError(r: RunResult, pattern?: RegExp): void {
-  expect(r.code, `stderr: ${r.stderr}`).toBe(2);
-  const errLines = lines(r.stderr);
-  expect(errLines, r.stderr).toHaveLength(1);
-  expect(errLines[0]).toMatch(/^titanize: error: \S/);
-  expect(r.stderr).not.toMatch(/\n\s+at /);
-  expect(r.stdout).toBe('');
-  if (pattern) expect(errLines[0]).toMatch(pattern);
-}
 
 const FLOATS = new Set([DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16, DataType.DOUBLE]);
 

@@ -6,11 +6,14 @@
  */
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
+import { addConvertCommand } from './convert.js';
 import { addInspectCommand } from './inspect.js';
+import { addMergeCommand } from './merge.js';
 
 export type CommandRegistrar = (program: Command, ctx: CliContext) => void;
 
 export const COMMANDS: readonly CommandRegistrar[] = [
   (program, ctx) => addInspectCommand(program, ctx),
-  // convert, generate, merge: add here
+  (program, ctx) => addConvertCommand(program, ctx),
+  (program, ctx) => addMergeCommand(program, ctx),
 ];
