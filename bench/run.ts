@@ -13,5 +13,6 @@ import { main } from './harness.js';
 import './ir_serde.bench.js';
 import './discovery.bench.js';
 import './ops.bench.js';
+import './convert.bench.js';
 
 process.exitCode = await main(process.argv.slice(2));

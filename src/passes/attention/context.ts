@@ -167,13 +167,6 @@ export function rankOf(v: Value | null | undefined): number | undefined {
   return t.shape.length;
 }
 
-/** Static dims of a value from its type (null for symbolic), when known. */
-export function dimsOf(v: Value | null | undefined): (number | null)[] | undefined {
-  const t = v?.type;
-  if (!t || (t.kind !== 'tensor' && t.kind !== 'sparse_tensor') || !t.shape) return undefined;
-  return t.shape.map((d) => (d.value !== undefined ? d.value : null));
-}
-
 /** The perm of a Transpose (default: reversed axes of rank `rank`). */
 export function transposePerm(t: Node): number[] | undefined {
   return intsAttr(t, 'perm');

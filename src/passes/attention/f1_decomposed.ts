@@ -93,10 +93,6 @@ export interface SiteDraft {
   maskSource: Value | null;
 }
 
-export function projectionWidth(p: ProjectionDraft): number | null {
-  return p.width;
-}
-
 /** Heads of a decomposed site from the heads Reshapes, projection widths and repeat_kv. */
 export function deriveHeads(
   q: HeadPath,

@@ -374,4 +374,3 @@ export function rotarySource(v: Value): Value {
   return stripBack(v, ['Unsqueeze', 'Cast', 'Squeeze', 'Identity', 'Expand', 'Reshape']);
 }
 
-export { nodeName };
