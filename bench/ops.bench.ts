@@ -9,7 +9,9 @@
  *   - LiZA (function body and contrib lowering) vs causal softmax attention of the same
  *     shape (MatMul - Softmax - MatMul, additive causal mask);
  *   - how each form scales with T: time(T) / time(512).
- *   Every number of a table comes from the same process, interleaved per T.
+ *   Every number of a table comes from the same process; for each T the forms run
+ *   round-robin (one warm-up round, then 7 rounds, 5 at T = 8192, 3 with --quick) and the
+ *   medians are compared, so that machine noise hits every form alike.
  */
 import * as os from 'node:os';
 import * as ort from 'onnxruntime-node';
@@ -26,7 +28,8 @@ import type { LizaGraphOutputs } from '../src/ops/liza_graph.js';
 import { emitLizaScanOracle } from '../src/ops/liza_scan_oracle.js';
 import { emitLizaContrib } from '../src/ops/lower_contrib.js';
 import type { LizaOpAttributes } from '../src/ops/schema.js';
-import { type Row, type SuiteContext, type Timing, ms, ratio, suite, timeAsync } from './harness.js';
+import { performance } from 'node:perf_hooks';
+import { type Row, type SuiteContext, type Timing, ms, ratio, suite, summarize } from './harness.js';
 
 const B = 1;
 const H = 8;
@@ -99,13 +102,18 @@ async function benchRule(ctx: SuiteContext, rule: 'delta' | 'delta_product', ord
   const times = new Map<number, Map<Form, Timing>>();
   for (const T of lengths) {
     const feeds = randomFeeds(T, T);
-    const row = new Map<Form, Timing>();
-    const runs = ctx.quick ? 3 : T >= 8192 ? 3 : 5;
-    for (const f of forms) {
-      const s = sessions.get(f)!;
-      row.set(f, await timeAsync(() => s.run(feeds), { runs, warmup: 1 }));
+    // round-robin over the forms, so that machine noise hits every form alike
+    const runs = ctx.quick ? 3 : T >= 8192 ? 5 : 7;
+    const samples = new Map<Form, number[]>(forms.map((f) => [f, []]));
+    for (let r = -1; r < runs; r++) {
+      for (const f of forms) {
+        const s = sessions.get(f)!;
+        const t0 = performance.now();
+        await s.run(feeds);
+        if (r >= 0) samples.get(f)!.push(performance.now() - t0); // r = -1: warm-up
+      }
     }
-    times.set(T, row);
+    times.set(T, new Map(forms.map((f) => [f, summarize(samples.get(f)!)])));
   }
   for (const s of sessions.values()) await s.release();
 

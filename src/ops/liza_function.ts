@@ -203,7 +203,7 @@ export function chunkedCore(e: Emitter, cfg: LizaOpConfig, inputs: LizaGraphInpu
     let Kw: Value; // the rows W is built from
     let Kd: Value; // the keys that write into the end-of-chunk state
     let decayStart: Value | null = null; // exp(b) [B, Hkv, N, C, d]
-    let P: Value | null = null; // pairwise decays [B, Hkv, N, C, C, d]
+    let KPt: Value | null = null; // keys times pairwise decays [B, Hkv, N, C(i), d, C(j)]
     let diagM: Value | null = null; // diag(exp(b_last)) - I
     if (!gated) {
       A = e.mul(e.mul(e.matmul(Kc, Kt), betaC), e.tril(C, -1));
@@ -212,10 +212,11 @@ export function chunkedCore(e: Emitter, cfg: LizaOpConfig, inputs: LizaGraphInpu
     } else {
       const glogC = chunks4(p.glog!, d);
       const b = e.op('CumSum', [glogC, e.ints([3])]); // cumulative log decay within the chunk
-      const diff = e.sub(e.unsqueeze(b, [4]), e.unsqueeze(b, [3])); // [.., C(i), C(j), d] = b_i - b_j
-      const causal3 = e.floats(lowerMask(C), [C, C, 1], 'tril_c');
-      P = e.mul(e.exp(e.min(diff, e.f(0))), causal3);
-      const gram = e.reduceSum(e.mul(e.mul(e.unsqueeze(Kc, [4]), e.unsqueeze(Kc, [3])), P), [-1], false);
+      // pairwise decays in the layout [.., C(i), d, C(j)]: exp(min(b_i - b_j, 0)) [j <= i]
+      const diff = e.sub(e.unsqueeze(b, [5]), e.unsqueeze(tr(e, b, 5), [3]));
+      const Pt = e.mul(e.exp(e.min(diff, e.f(0))), e.floats(lowerMask(C), [C, 1, C], 'tril_c'));
+      KPt = e.mul(e.unsqueeze(Kt, [3]), Pt); // k_jc P_ijc: [B, Hkv, N, C(i), d, C(j)]
+      const gram = e.squeeze(e.matmul(e.unsqueeze(Kc, [4]), KPt), [4]); // sum_c k_ic k_jc P_ijc
       A = e.mul(e.mul(gram, betaC), e.tril(C, -1));
       decayStart = e.exp(b);
       const bLast = e.slice(b, 3, -1, END); // [.., 1, d]
@@ -250,11 +251,7 @@ export function chunkedCore(e: Emitter, cfg: LizaOpConfig, inputs: LizaGraphInpu
       O = e.add(e.matmul(Qc, Ss), e.matmul(QK, Up));
     } else {
       const Qd = e.mul(Qc, e.unsqueeze(decayStart!, [2]));
-      const QKP = e.reduceSum(
-        e.mul(e.mul(e.unsqueeze(Qc, [5]), e.unsqueeze(Kc, [2, 4])), e.unsqueeze(P!, [2])),
-        [-1],
-        false,
-      ); // [B, Hkv, G, N, C, C]
+      const QKP = e.squeeze(e.matmul(e.unsqueeze(Qc, [5]), e.unsqueeze(KPt!, [2])), [5]); // [B, Hkv, G, N, C, C]
       O = e.add(e.matmul(Qd, Ss), e.matmul(QKP, Up));
     }
   }

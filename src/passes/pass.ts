@@ -67,7 +67,7 @@ export interface PassManagerOptions {
    * 10 iterations; a number sets the limit. Default false: run the list once.
    */
   fixpoint?: boolean | number;
-  /** Verify the model (verifyModel) before the first pass and after each pass that modified it. */
+  /** Verify the model (verifyModel) before the first pass and after each pass. */
   verify?: boolean;
   /** Called after each pass run (for progress display or logging). */
   onPass?(record: PassRunRecord): void;
@@ -179,7 +179,7 @@ export class PassManager {
     } catch (e) {
       fail(`postcondition failed: ${messageOf(e)}`, e);
     }
-    if (this.options.verify && result.modified) {
+    if (this.options.verify) {
       try {
         verifyModel(result.model);
       } catch (e) {

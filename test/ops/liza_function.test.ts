@@ -53,6 +53,15 @@ describe('LiZA function body (chunked, Scan-free) vs reference: random shapes', 
     await checkCases('function', sampleCases(rng, rule, 7, 3), rng, TOL, table);
   });
 
+  it.each([
+    ['delta', 1, 1, 700],
+    ['gated_delta_product', 2, 3, 401],
+  ] as const)('long call, many chunks (%s, order %i, chunk %i, T = %i): prefix over hundreds of chunks', async (rule, order, C, T) => {
+    const rng = prng(500 + T);
+    const attrs: LizaOpAttributes = { q_num_heads: 2, kv_num_heads: 1, head_dim: 8, rule, order, chunk_size: C };
+    await checkCases('function', [{ attrs, presence: full, runs: [{ B: 1, T }] }], rng, TOL, table);
+  });
+
   it('inline emission (no function) is the same body', async () => {
     const rng = prng(77);
     for (const rule of LIZA_RULES) await checkCases('inline', sampleCases(rng, rule, 1, 2), rng, TOL, table);

@@ -55,10 +55,23 @@ describe('F1: decomposed decoder attention', () => {
     expect(s.scale).toBeCloseTo(0.25, 6);
   });
 
+  it('accepts √scale left unfolded as Sqrt(constant) (torch SDPA symbolic)', () => {
+    const s = only(decomposedModel({ scale: 'split-unfolded' })).sites[0]!;
+    expect(s.scaleSource).toBe('split');
+    expect(s.scale).toBeCloseTo(0.25, 6);
+  });
+
   it('accepts a scale computed from shapes (Shape → Gather → Cast → Sqrt)', () => {
     const s = only(decomposedModel({ scale: 'computed' })).sites[0]!;
     expect(s.scaleSource).toBe('computed');
     expect(s.scale).toBeCloseTo(0.25, 6);
+  });
+
+  it('accepts scaling of the query projection output (OPT) and a Max clamp before the Softmax', () => {
+    const s = only(decomposedModel({ scale: 'projection', clamp: true })).sites[0]!;
+    expect(s.scaleSource).toBe('split');
+    expect(s.scale).toBeCloseTo(0.25, 6);
+    expect(s.q.output).toBe('/layers.0/q_proj/MatMul_out');
   });
 
   it('accepts unscaled scores (scale 1)', () => {

@@ -18,7 +18,9 @@ export interface DecomposedOptions {
   /** Add(mask, scores) instead of Add(scores, mask). */
   maskFirst?: boolean;
   /** How the scores are scaled. */
-  scale?: 'div' | 'mul' | 'split' | 'computed' | 'none';
+  scale?: 'div' | 'mul' | 'split' | 'split-unfolded' | 'computed' | 'projection' | 'none';
+  /** Max(scores, -1e9) before the Softmax (older HF exports). */
+  clamp?: boolean;
   /** GPT-2 style fused projection split into this many outputs (default: separate q/k/v). */
   fusedSplit?: number;
   past?: boolean;
@@ -153,6 +155,7 @@ export function decomposedModel(o: DecomposedOptions = {}): Model {
       q = b.op('MatMul', [h, weight(b, `layers.${i}.q_proj.weight`, [HIDDEN, heads * d], r)], {}, { name: 'q_proj/MatMul' });
       k = b.op('MatMul', [kvIn, weight(b, `layers.${i}.k_proj.weight`, [HIDDEN, kvHeads * d], r)], {}, { name: 'k_proj/MatMul' });
       v = b.op('MatMul', [kvIn, weight(b, `layers.${i}.v_proj.weight`, [HIDDEN, kvHeads * d], r)], {}, { name: 'v_proj/MatMul' });
+      if (o.scale === 'projection') q = b.op('Mul', [q, b.scalar(1 / Math.sqrt(d))], {}, { name: 'q_scaling' });
       if (o.qkNorm === 'full') {
         q = rmsNorm(q, heads * d, `layers.${i}.q_norm.weight`);
         k = rmsNorm(k, kvHeads * d, `layers.${i}.k_norm.weight`);
@@ -172,9 +175,11 @@ export function decomposedModel(o: DecomposedOptions = {}): Model {
     const vr = repeat(vh);
     let kT: Value = o.kPerm === null ? kr : b.op('Transpose', [kr], { perm: o.kPerm ?? [0, 1, 3, 2] });
     const scale = o.scale ?? 'div';
-    if (scale === 'split') {
-      qh = b.op('Mul', [qh, b.scalar(d ** -0.25)]);
-      kT = b.op('Mul', [kT, b.scalar(d ** -0.25)]);
+    if (scale === 'split' || scale === 'split-unfolded') {
+      // torch's SDPA symbolic: Mul(q, Sqrt(scale)), Mul(kᵀ, Sqrt(scale))
+      const f = scale === 'split' ? b.scalar(d ** -0.25) : b.op('Sqrt', [b.scalar(1 / Math.sqrt(d))]);
+      qh = b.op('Mul', [qh, f]);
+      kT = b.op('Mul', [kT, f]);
     }
     let s = b.op('MatMul', [qh, kT], {}, { name: 'MatMul_qk' });
     if (scale === 'div') s = b.op('Div', [s, b.scalar(Math.sqrt(d))]);
@@ -184,6 +189,7 @@ export function decomposedModel(o: DecomposedOptions = {}): Model {
       s = b.op('Div', [s, b.op('Sqrt', [dd])]);
     }
     if (maskV) s = o.maskFirst ? b.op('Add', [maskV, s]) : b.op('Add', [s, maskV]);
+    if (o.clamp) s = b.op('Max', [s, b.scalar(-1e9)]);
     if (o.castAround) s = b.op('Cast', [s], { to: DataType.FLOAT });
     let p = b.op('Softmax', [s], { axis: o.softmaxAxis ?? -1 }, { name: 'Softmax' });
     for (const step of o.post ?? []) {

@@ -3,7 +3,8 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/ir/index.js';
 import { createSession } from '../../src/runtime/execution_provider.js';
-import { declaredTypes, generate, recurrentPairs } from '../../src/runtime/generate.js';
+import { recurrentPairs } from '../../src/runtime/decoder_state.js';
+import { declaredTypes, generate } from '../../src/runtime/generate.js';
 import { Sampler, argmax } from '../../src/runtime/sampling.js';
 
 const FIX = path.resolve(__dirname, '../fixtures');

@@ -13,7 +13,7 @@
 import { type Node, type Value, describeNode } from '../../ir/index.js';
 import { matchPattern } from '../pattern/matcher.js';
 import { type PatternValue, pattern } from '../pattern/pattern.js';
-import { scalarValue } from '../util/constants.js';
+import { evalScalar } from '../util/constants.js';
 import {
   type DiscoveryContext,
   describeValue,
@@ -22,7 +22,7 @@ import {
   rankOf,
   reject,
 } from './context.js';
-import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
+import { outputProjection } from './f3_fused_qkv.js';
 import { type HeadPath, type RotaryDraft, attentionOutput, isComputedScale, rotarySource, walkHeads, walkKeys } from './heads.js';
 import { maskInfo } from './mask.js';
 import type { AttentionSite, KvNames, RotaryInfo } from './site.js';
@@ -39,7 +39,7 @@ function lastAxisOnly(axis: unknown, node: Node): boolean | string {
 /**
  * The scores feeding a Softmax: MatMul(Q, Kᵀ) → [Div | Mul scale] → [Cast] → mask
  * (Add in either operand order, Where, or both in either order, with optional Casts)
- * → [Cast] → Softmax over the last axis.
+ * → [Max(·, finfo.min) clamp] → [Cast] → Softmax over the last axis.
  */
 export const SOFTMAX_CORE = pattern((op) => {
   const qk = op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' });
@@ -58,7 +58,9 @@ export const SOFTMAX_CORE = pattern((op) => {
     where(c0),
     c0,
   );
-  return op.Softmax(op.optional(op.Cast(masked, { as: 'cast_pre' })), { attrs: { axis: lastAxisOnly }, as: 'softmax' });
+  // older HF exports clamp: Max(scores, finfo.min)
+  const clamped = op.optional(op.Max(masked, op.const(), { commute: true, as: 'clamp' }));
+  return op.Softmax(op.optional(op.Cast(clamped, { as: 'cast_pre' })), { attrs: { axis: lastAxisOnly }, as: 'softmax' });
 });
 
 /** Ops allowed between the Softmax and MatMul(P, V). */
@@ -203,7 +205,7 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
   const scaleOp = match.maybeNode('scale_op');
   if (scaleOp) {
     const sv = match.value('scale');
-    const c = scalarValue(sv);
+    const c = evalScalar(sv);
     if (c !== undefined) {
       scale = scaleOp.opType === 'Div' ? 1 / c : c;
       scaleSource = 'constant';

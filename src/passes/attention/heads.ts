@@ -7,7 +7,7 @@
 import { type Node, type Value, describeNode } from '../../ir/index.js';
 import { pattern } from '../pattern/pattern.js';
 import { matchPattern } from '../pattern/matcher.js';
-import { constantValues, scalarValue } from '../util/constants.js';
+import { constantValues, evalScalar, scalarValue } from '../util/constants.js';
 import {
   axesOf,
   describeValue,
@@ -16,7 +16,6 @@ import {
   intAttr,
   isOp,
   known,
-  nodeName,
   producerIs,
   reject,
   samePerm,
@@ -123,7 +122,7 @@ function scaleStep(n: Node): { next: Value; factor: number | null; computed: boo
   if (!a || !b) return null;
   const orders: [Value, Value][] = n.opType === 'Mul' ? [[a, b], [b, a]] : [[a, b]];
   for (const [x, c] of orders) {
-    const s = scalarValue(c);
+    const s = evalScalar(c);
     if (s !== undefined) return { next: x, factor: n.opType === 'Div' ? 1 / s : s, computed: false };
     if (isComputedScale(c)) return { next: x, factor: null, computed: true };
   }
@@ -200,6 +199,14 @@ export function walkHeads(start: Value, role: 'Q' | 'K' | 'V', layout: 'BHSd' | 
         path.headDim = target ? known(target[3]) : null;
         if (!p.inputs[0]) return reject(`${describeNode(p)} has no data input`);
         let src = p.inputs[0];
+        if (!path.scale && role !== 'V' && src.producer && isOp(src.producer, 'Mul', 'Div') && !plainProjection(src)) {
+          // scaling applied to the projection output (OPT: q_proj(x) * scaling)
+          const s = scaleStep(src.producer);
+          if (s && plainProjection(s.next)) {
+            path.scale = { factor: s.factor, computed: s.computed, node: src.producer };
+            src = s.next;
+          }
+        }
         if (!path.norm && role !== 'V' && !plainProjection(src)) {
           // a norm on the whole projection output (OLMo2)
           const n = skipNorm(src);

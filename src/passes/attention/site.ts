@@ -109,7 +109,7 @@ export interface AttentionSite {
   scale: number;
   /**
    * 'constant' (Div/Mul by a constant), 'computed' (1/√d computed in the graph from shapes),
-   * 'split' (√scale on Q and on K), 'attribute' (fused op attribute), 'default' (op default
+   * 'split' (factors on the Q and/or K paths: √scale on each, or a scaled query projection), 'attribute' (fused op attribute), 'default' (op default
    * 1/√d), 'none' (no scaling: 1).
    */
   scaleSource: 'constant' | 'computed' | 'split' | 'attribute' | 'default' | 'none';

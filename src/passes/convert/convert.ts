@@ -21,6 +21,7 @@ import { addLora, type LoraAdapter, type LoraTarget } from './lora.js';
 import { type ConvertOptions, type ResolvedConvertOptions, resolveConvertOptions } from './options.js';
 import { type ConvertedSite, TPTT_RULE, convertSite, valueIndex } from './tptt.js';
 import { applyWindow } from './window.js';
+import { addStateInputs, addStateOutputs, cacheIndex, cutKvCache, dropKvCache, hasKvCache, removeUnusedPastInputs } from './recurrent.js';
 
 /** Model metadata key that marks a converted model (its value: the options, as JSON). */
 export const CONVERTED_KEY = 'titanize.converted';
@@ -39,6 +40,8 @@ export interface ConvertReport {
   /** Softmax nodes that discovery did not take as attention. */
   rejected: { node: string; reason: string }[];
   windows: string[];
+  /** Recurrent decoding: state/window inputs and outputs added, KV cache inputs/outputs removed or cut. */
+  state: { inputs: string[]; outputs: string[]; removedKv: string[]; cutKv: string[]; notes: string[] };
   lora: { target: string; a: string; b: string; rank: number; scale: number }[];
   /** New trainable/initial parameters: μ per layer and LoRA A/B elements. */
   parametersAdded: number;
@@ -79,6 +82,8 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
   let adapters: LoraAdapter[] = [];
   let lowering: LoweringReport | null = null;
   let selected: AttentionSite[] = [];
+  const stateSites: AttentionSite[] = [];
+  const state = { inputs: [] as string[], outputs: [] as string[], removedKv: [] as string[], cutKv: [] as string[], notes: [] as string[] };
 
   const passes: Pass[] = [
     {
@@ -106,16 +111,48 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
       run(m) {
         toposort(m.graph);
         const index = valueIndex(m.graph);
+        const w = opts.order + 1;
         selected.forEach((site, i) => {
           options.onProgress?.(i, selected.length, `layer ${site.layer}`);
           if (opts.window !== undefined && opts.mu < 1) windows.push(`layer ${site.layer}: ${applyWindow(m, site, opts.window)}`);
-          converted.push(convertSite(m, site, opts, index));
+          const recurrent = opts.state && hasKvCache(site);
+          const past = recurrent ? addStateInputs(m.graph, site, w) : undefined;
+          const c = convertSite(m, site, opts, index, past);
+          if (recurrent) {
+            addStateOutputs(m.graph, site, c.presentState, c.presentWindow, w);
+            stateSites.push(site);
+          }
+          converted.push(c);
         });
         options.onProgress?.(selected.length, selected.length, 'done');
         return { model: m, modified: converted.length > 0 };
       },
     },
   ];
+  if (opts.state) {
+    passes.push({
+      name: 'recurrent-state',
+      inPlace: true,
+      run(m) {
+        if (!stateSites.length) return { model: m, modified: false };
+        const dropped: AttentionSite[] = [];
+        for (const site of stateSites) {
+          const i = cacheIndex(site);
+          state.inputs.push(`past_key_values.${i}.state`, `past_key_values.${i}.window`);
+          state.outputs.push(`present.${i}.state`, `present.${i}.window`);
+          if (opts.mu === 1) {
+            state.removedKv.push(...dropKvCache(m, site));
+            dropped.push(site);
+          } else if (opts.window !== undefined) {
+            if (site.refs.fused) state.notes.push(`layer ${site.layer}: the KV cache of ${site.nodes.fused} is kept whole (the fused op manages it)`);
+            else state.cutKv.push(...cutKvCache(m.graph, site, opts.window));
+          }
+        }
+        if (dropped.length) state.removedKv.push(...removeUnusedPastInputs(m, dropped));
+        return { model: m, modified: true };
+      },
+    });
+  }
   if (opts.loraRank !== undefined) {
     passes.push({
       name: 'lora',
@@ -170,6 +207,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
     skipped,
     rejected: (discovery?.rejected ?? []).map((r) => ({ node: r.node, reason: r.reason })),
     windows,
+    state,
     lora: adapters.map((a) => ({ target: a.target, a: a.a.name, b: a.b.name, rank: a.rank, scale: a.scale })),
     parametersAdded: converted.filter((c) => c.mu).length + adapters.reduce((n, a) => n + a.rank * (a.in + a.out), 0),
     opsUsed: opCounts(model),

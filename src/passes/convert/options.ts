@@ -28,6 +28,12 @@ export interface ConvertOptions {
   chunkSize?: number;
   /** Upper bound on tokens per call for the Scan-free function body (default 32768). */
   maxSeqLen?: number;
+  /**
+   * KV-cache exports: carry LiZA's state and token window as recurrent inputs/outputs
+   * (past_key_values.{i}.state/window ↔ present.{i}.state/window) and drop (μ = 1) or cut
+   * (window) the KV cache. Default true; false leaves LiZA stateless across calls.
+   */
+  state?: boolean;
   /** Verify the model after each pass (default true). */
   verify?: boolean;
   /** Progress callback: (done, total, what). */
@@ -46,6 +52,7 @@ export interface ResolvedConvertOptions {
   target: ConvertTarget;
   chunkSize: number;
   maxSeqLen: number;
+  state: boolean;
   verify: boolean;
 }
 
@@ -77,6 +84,7 @@ export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions
     target,
     chunkSize,
     maxSeqLen: o.maxSeqLen ?? 32768,
+    state: o.state ?? true,
     verify: o.verify ?? true,
   };
 }

@@ -68,7 +68,13 @@ function paddingMask(b: Builder, site: AttentionSite, xq: Value, graph: Graph): 
   return b.op('Slice', [input, negT, b.constant(BigInt64Array.from([9223372036854775807n]), [1]), b.ints([1])], {}, { name: 'current_mask' });
 }
 
-export function convertSite(model: Model, site: AttentionSite, opts: ResolvedConvertOptions, index: Map<string, Value>): ConvertedSite {
+export function convertSite(
+  model: Model,
+  site: AttentionSite,
+  opts: ResolvedConvertOptions,
+  index: Map<string, Value>,
+  past?: { state: Value; window: Value },
+): ConvertedSite {
   const oproj = site.refs.outputProjection;
   const graph = oproj.graph;
   if (!graph) throw new UserInputError(`layer ${site.layer}: its output projection is not in the graph`);
@@ -97,7 +103,7 @@ export function convertSite(model: Model, site: AttentionSite, opts: ResolvedCon
     causal: site.causal,
     max_seq_len: opts.maxSeqLen,
   };
-  const liza = addLizaNode(model, graph, attrs, { xq, xk, xv, mask }, { before, name: `${prefix}LiZA` });
+  const liza = addLizaNode(model, graph, attrs, { xq, xk, xv, mask, pastState: past?.state ?? null, pastWindow: past?.window ?? null }, { before, name: `${prefix}LiZA` });
   setMetadata(liza.node.metadataProps, 'titanize.rule', TPTT_RULE);
   setMetadata(liza.node.metadataProps, 'titanize.layer', String(site.layer));
   const a = site.refs.output;

@@ -83,3 +83,51 @@ function bf16ToFloat(b: number): number {
   buf.setUint32(0, b << 16);
   return buf.getFloat32(0);
 }
+
+/**
+ * The value of a scalar computed from constants only (Sqrt, Reciprocal, Neg, Cast, Add,
+ * Sub, Mul, Div, Pow of one-element constants), as exporters leave `Sqrt(scale)` unfolded.
+ */
+export function evalScalar(v: Value | null | undefined, depth = 0): number | undefined {
+  if (!v || depth > 8) return undefined;
+  const c = scalarValue(v);
+  if (c !== undefined) return c;
+  const p = v.producer;
+  if (!p || !p.isOnnxDomain()) return undefined;
+  const a = (): number | undefined => evalScalar(p.inputs[0], depth + 1);
+  const b = (): number | undefined => evalScalar(p.inputs[1], depth + 1);
+  const two = (f: (x: number, y: number) => number): number | undefined => {
+    const x = a();
+    const y = x === undefined ? undefined : b();
+    return x === undefined || y === undefined ? undefined : f(x, y);
+  };
+  switch (p.opType) {
+    case 'Cast':
+    case 'Identity':
+      return a();
+    case 'Sqrt': {
+      const x = a();
+      return x === undefined ? undefined : Math.sqrt(x);
+    }
+    case 'Reciprocal': {
+      const x = a();
+      return x === undefined ? undefined : 1 / x;
+    }
+    case 'Neg': {
+      const x = a();
+      return x === undefined ? undefined : -x;
+    }
+    case 'Add':
+      return two((x, y) => x + y);
+    case 'Sub':
+      return two((x, y) => x - y);
+    case 'Mul':
+      return two((x, y) => x * y);
+    case 'Div':
+      return two((x, y) => x / y);
+    case 'Pow':
+      return two((x, y) => x ** y);
+    default:
+      return undefined;
+  }
+}

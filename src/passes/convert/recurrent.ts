@@ -1,0 +1,181 @@
+/**
+ * Recurrent decoding: the past/present KV pairs of converted layers become fixed-size
+ * recurrent inputs/outputs, paired by name so a generic loop can carry them:
+ *
+ *   past_key_values.{i}.state   [B, Hkv, d, d]      ↔ present.{i}.state
+ *   past_key_values.{i}.window  [B, Hkv, w, 2d]     ↔ present.{i}.window   (w = order + 1)
+ *   past_key_values.{i}.key/value                   ↔ present.{i}.key/value, kept only while the
+ *                                                     softmax branch is; cut to the last L−1
+ *                                                     positions with a sliding window L
+ *
+ * With μ = 1 the KV pair of the layer disappears; nodes that still read the removed past
+ * input's shape (a mask built from the past length, for instance) read an equivalent shape
+ * computed from a kept past input or from attention_mask and input_ids instead.
+ */
+import {
+  Builder,
+  DataType,
+  type Graph,
+  type Model,
+  type Node,
+  UserInputError,
+  Value,
+  describeNode,
+  eliminateDeadCode,
+  tensorType,
+  type TypeInfo,
+} from '../../ir/index.js';
+import type { AttentionSite } from '../attention/site.js';
+
+export const RECURRENT_RULE = 'recurrent-state';
+const INT64_MAX = 9223372036854775807n;
+
+/** Layer index used in the KV names (`past_key_values.{i}.key`), else the site's layer. */
+export function cacheIndex(site: AttentionSite): number {
+  const m = site.past ? /^past_key_values\.(\d+)\./.exec(site.past.key) : null;
+  return m ? Number(m[1]) : site.layer;
+}
+
+/** True when the site's KV cache is a graph input/output pair that can become a recurrent state. */
+export function hasKvCache(site: AttentionSite): boolean {
+  return !!(site.past && site.present && site.refs.pastKey && site.refs.pastValue);
+}
+
+/** The batch dimension as the past key input declares it (a symbolic name, usually). */
+function batchDim(site: AttentionSite): number | string | null {
+  const t = site.refs.pastKey?.type;
+  const d = t?.kind === 'tensor' ? t.shape?.[0] : undefined;
+  return d?.param ?? d?.value ?? 'batch_size';
+}
+
+/** Creates the state and window graph inputs for a site (LiZA reads them). */
+export function addStateInputs(graph: Graph, site: AttentionSite, window: number): { state: Value; window: Value } {
+  const i = cacheIndex(site);
+  const B = batchDim(site);
+  const d = site.headDim;
+  const state = graph.addInput(new Value(`past_key_values.${i}.state`, tensorType(DataType.FLOAT, [B, site.numKvHeads, d, d])));
+  const win = graph.addInput(new Value(`past_key_values.${i}.window`, tensorType(DataType.FLOAT, [B, site.numKvHeads, window, 2 * d])));
+  return { state, window: win };
+}
+
+/** Exposes LiZA's present state/window as `present.{i}.state` / `present.{i}.window`. */
+export function addStateOutputs(graph: Graph, site: AttentionSite, presentState: Value, presentWindow: Value, window: number): void {
+  const i = cacheIndex(site);
+  const B = batchDim(site);
+  const d = site.headDim;
+  for (const [v, kind, type] of [
+    [presentState, 'state', tensorType(DataType.FLOAT, [B, site.numKvHeads, d, d])],
+    [presentWindow, 'window', tensorType(DataType.FLOAT, [B, site.numKvHeads, window, 2 * d])],
+  ] as [Value, string, TypeInfo][]) {
+    const name = `present.${i}.${kind}`;
+    if (graph.outputs.some((o) => o.name === name)) throw new UserInputError(`the model already has an output '${name}'`);
+    graph.registerName(name);
+    v.name = name;
+    v.type = type;
+    graph.addOutput(v);
+  }
+}
+
+/** Cuts a kept KV pair to its last L−1 positions (the softmax branch's window). */
+export function cutKvCache(graph: Graph, site: AttentionSite, window: number): string[] {
+  const done: string[] = [];
+  for (const v of [site.refs.presentKey, site.refs.presentValue]) {
+    if (!v) continue;
+    const full = v;
+    const name = full.name;
+    const b = new Builder(graph, { tag: RECURRENT_RULE, prefix: `tptt/cache.${cacheIndex(site)}/` });
+    const start = window > 1 ? BigInt(-(window - 1)) : INT64_MAX;
+    const cut = b.op('Slice', [full, b.constant(BigInt64Array.from([start]), [1]), b.constant(BigInt64Array.from([INT64_MAX]), [1]), b.ints([2])]);
+    graph.registerName(`${name}_full`);
+    full.name = graph.uniqueName(`${name}_full`);
+    cut.name = name;
+    cut.type = full.type;
+    graph.replaceOutputValue(full, cut);
+    done.push(name);
+  }
+  return done;
+}
+
+/** Removes the KV pair of a site (μ = 1: nothing reads it any more once outputs are gone). */
+export function dropKvCache(model: Model, site: AttentionSite): string[] {
+  const graph = model.graph;
+  const removed: string[] = [];
+  for (const v of [site.refs.presentKey, site.refs.presentValue]) {
+    if (v && graph.outputs.includes(v)) {
+      graph.removeOutput(v);
+      removed.push(v.name);
+    }
+  }
+  return removed;
+}
+
+/**
+ * After outputs were dropped and dead code removed: past KV inputs that are still read
+ * only through Shape get an equivalent computed shape, then are removed.
+ */
+export function removeUnusedPastInputs(model: Model, sites: AttentionSite[]): string[] {
+  const graph = model.graph;
+  eliminateDeadCode(graph);
+  const removed: string[] = [];
+  const candidates = sites.flatMap((s) => [s.refs.pastKey, s.refs.pastValue]).filter((v): v is Value => !!v && graph.inputs.includes(v));
+  const dropped = new Set(candidates);
+  for (const past of candidates) {
+    if (past.numUses > 0) replaceShapeReads(graph, past, dropped);
+    if (past.numUses === 0) {
+      graph.removeInput(past);
+      removed.push(past.name);
+    }
+  }
+  eliminateDeadCode(graph);
+  return removed;
+}
+
+function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>): void {
+  const users = past.consumers();
+  const bad = users.find((n) => !n.is('Shape'));
+  if (bad) {
+    throw new UserInputError(
+      `cannot remove the KV cache input '${past.name}': ${describeNode(bad)} still reads its values; convert that layer too, or keep μ < 1`,
+    );
+  }
+  const kept = graph.inputs.find((v) => /^past_key_values\.\d+\.(key|value)$/.test(v.name) && !dropped.has(v));
+  const first = graph.first;
+  if (!first) return;
+  const b = new Builder(graph, { before: first, tag: RECURRENT_RULE, prefix: `tptt/${past.name}/` });
+  const t = past.type;
+  const dims = t?.kind === 'tensor' ? t.shape : undefined;
+  if (!dims || dims.length !== 4 || dims[1]?.value === undefined || dims[3]?.value === undefined) {
+    throw new UserInputError(`cannot remove '${past.name}': its declared shape is not [B, heads, past, head_dim] with fixed heads and head_dim`);
+  }
+  let shape: Value;
+  if (kept) {
+    shape = b.op('Shape', [kept]);
+    // the kept input has the same batch and past length; heads and head_dim are this input's
+    shape = b.op('Concat', [sliceOf(b, shape, 0, 1), b.ints([dims[1].value!]), sliceOf(b, shape, 2, 3), b.ints([dims[3].value!])], { axis: 0 });
+  } else {
+    const mask = graph.inputs.find((v) => v.name === 'attention_mask');
+    const ids = graph.inputs.find((v) => v.name === 'input_ids');
+    if (!mask || !ids) throw new UserInputError(`cannot remove '${past.name}': nothing else tells the past length (no attention_mask and input_ids inputs)`);
+    const ms = b.op('Shape', [mask]);
+    const is = b.op('Shape', [ids]);
+    const P = b.op('Sub', [sliceOf(b, ms, 1, 2), sliceOf(b, is, 1, 2)]);
+    shape = b.op('Concat', [sliceOf(b, ms, 0, 1), b.ints([dims[1].value!]), P, b.ints([dims[3].value!])], { axis: 0 });
+  }
+  for (const n of users) rewireShape(graph, n, shape);
+}
+
+function sliceOf(b: Builder, v: Value, start: number, end: number): Value {
+  return b.op('Slice', [v, b.ints([start]), b.ints([end]), b.ints([0])]);
+}
+
+function rewireShape(graph: Graph, shapeNode: Node, full: Value): void {
+  const start = shapeNode.attribute('start') ? shapeNode.getInt('start') : 0;
+  const end = shapeNode.attribute('end') ? shapeNode.getInt('end') : undefined;
+  let replacement = full;
+  if (start !== 0 || end !== undefined) {
+    const b = new Builder(graph, { before: shapeNode, tag: RECURRENT_RULE });
+    replacement = b.op('Slice', [full, b.ints([start]), b.ints([end ?? 4]), b.ints([0])]);
+  }
+  shapeNode.output.replaceAllUsesWith(replacement);
+  graph.remove(shapeNode);
+}

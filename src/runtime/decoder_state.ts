@@ -1,0 +1,119 @@
+/**
+ * One decoder session plus everything carried between calls: the past inputs (KV cache,
+ * or LiZA state and window), paired by name with the present outputs, and the attention
+ * mask history. Each `run` feeds a chunk of tokens per row and keeps the presents.
+ */
+import * as ort from 'onnxruntime-node';
+import { UserInputError } from '../ir/errors.js';
+import { staticShape } from '../ir/types.js';
+import type { TypeInfo } from '../ir/types.js';
+
+export interface RecurrentPair {
+  input: string;
+  output: string;
+  layer: number;
+  kind: string;
+}
+
+const PAST = /^past_key_values\.(\d+)\.(\w+)$/;
+
+/** Pairs `past_key_values.{i}.<kind>` inputs with `present.{i}.<kind>` outputs. */
+export function recurrentPairs(inputNames: readonly string[], outputNames: readonly string[]): RecurrentPair[] {
+  const pairs: RecurrentPair[] = [];
+  for (const name of inputNames) {
+    const m = PAST.exec(name);
+    if (!m) continue;
+    const output = `present.${m[1]}.${m[2]}`;
+    if (!outputNames.includes(output)) {
+      throw new UserInputError(`model input '${name}' has no matching output '${output}'; cannot carry it between steps`);
+    }
+    pairs.push({ input: name, output, layer: Number(m[1]), kind: m[2]! });
+  }
+  return pairs;
+}
+
+/** Declared input types (from the IR), used to build the zero past. */
+export type DeclaredTypes = Map<string, TypeInfo | undefined>;
+
+/** A zero tensor for a past input: batch = B, symbolic (growing) axes = 0, fixed axes as declared. */
+export function zeroPast(type: TypeInfo | undefined, B: number, name: string): ort.Tensor {
+  const shape = staticShape(type);
+  if (!shape) throw new UserInputError(`model input '${name}' has no declared shape; cannot build its initial (empty) value`);
+  const dims = shape.map((d, i) => (i === 0 ? B : d === null ? 0 : d));
+  const size = dims.reduce((a, b) => a * b, 1);
+  return new ort.Tensor('float32', new Float32Array(size), dims);
+}
+
+export interface StepResult {
+  /** [B, t, V] logits of the chunk. */
+  logits: ort.Tensor;
+  /** Every output of the call (presents included). */
+  outputs: ort.InferenceSession.OnnxValueMapType;
+  ms: number;
+}
+
+export class DecoderState {
+  readonly pairs: RecurrentPair[];
+  /** Current past inputs, by input name. */
+  past: Record<string, ort.Tensor> = {};
+  /** Per row: 1 for real tokens, 0 for padding, over the whole history. */
+  readonly history: number[][];
+  private readonly keyPair: RecurrentPair | undefined;
+
+  constructor(
+    readonly session: ort.InferenceSession,
+    types: DeclaredTypes,
+    readonly batch: number,
+  ) {
+    this.pairs = recurrentPairs(session.inputNames, session.outputNames);
+    for (const p of this.pairs) this.past[p.input] = zeroPast(types.get(p.input), batch, p.input);
+    this.history = Array.from({ length: batch }, () => []);
+    this.keyPair = this.pairs.find((p) => p.kind === 'key');
+  }
+
+  /** Bytes of the carried inputs (what grows with the context for a KV cache, and does not for a state). */
+  carriedBytes(): number {
+    return Object.values(this.past).reduce((n, t) => n + (t.data as Float32Array).byteLength, 0);
+  }
+
+  /**
+   * Feeds `ids` (B rows of t tokens each) with their `mask` (1 real, 0 padding; default all
+   * real), updates the carried inputs, and returns the chunk's logits.
+   */
+  async run(ids: number[][], mask?: number[][]): Promise<StepResult> {
+    const B = this.batch;
+    const t = ids[0]?.length ?? 0;
+    if (ids.length !== B || ids.some((r) => r.length !== t) || t === 0) throw new UserInputError(`run: expected ${B} rows of the same, non-zero length`);
+    ids.forEach((row, b) => this.history[b]!.push(...(mask?.[b] ?? row.map(() => 1))));
+    const L = this.history[0]!.length;
+    // a KV cache cut to a window holds fewer positions than the history: the mask then
+    // covers the cached positions and the new tokens only
+    const kvLen = this.keyPair ? ((this.past[this.keyPair.input]!.dims as number[])[2] ?? 0) : L - t;
+    const M = Math.min(L, kvLen + t);
+    const maskData = new BigInt64Array(B * M);
+    const posData = new BigInt64Array(B * t);
+    const idData = new BigInt64Array(B * t);
+    this.history.forEach((row, b) => {
+      let seen = 0;
+      for (let j = 0; j < L; j++) {
+        seen += row[j]!;
+        if (j >= L - M) maskData[b * M + j - (L - M)] = BigInt(row[j]!);
+        const local = j - (L - t);
+        if (local >= 0) {
+          posData[b * t + local] = BigInt(Math.max(seen - 1, 0));
+          idData[b * t + local] = BigInt(ids[b]![local]!);
+        }
+      }
+    });
+    const feeds: Record<string, ort.Tensor> = { ...this.past, input_ids: new ort.Tensor('int64', idData, [B, t]) };
+    const names = this.session.inputNames;
+    if (names.includes('attention_mask')) feeds.attention_mask = new ort.Tensor('int64', maskData, [B, M]);
+    if (names.includes('position_ids')) feeds.position_ids = new ort.Tensor('int64', posData, [B, t]);
+    const t0 = performance.now();
+    const outputs = await this.session.run(feeds);
+    const ms = performance.now() - t0;
+    for (const p of this.pairs) this.past[p.input] = outputs[p.output] as ort.Tensor;
+    const logits = (outputs.logits ?? outputs[this.session.outputNames[0]!]) as ort.Tensor;
+    return { logits, outputs, ms };
+  }
+}
