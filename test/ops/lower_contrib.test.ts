@@ -90,7 +90,7 @@ describe('com.microsoft.LinearAttention in onnxruntime 1.30: the contract the lo
 describe('LiZA -> com.microsoft.LinearAttention', () => {
   it.each(LIZA_RULES)('matches the reference on random shapes (%s)', async (rule) => {
     const rng = prng(3000 + LIZA_RULES.indexOf(rule));
-    await checkCases('contrib', sampleCases(rng, rule, 5, 3), rng, TOL, table);
+    await checkCases('contrib', sampleCases(rng, rule, 4, 3), rng, TOL, table);
   });
 
   it.each(LIZA_RULES)('bidirectional (causal = 0), %s', async (rule) => {

@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { addConvertCommand } from './convert.js';
+import { addGenerateCommand } from './generate.js';
 import { addInspectCommand } from './inspect.js';
 import { addMergeCommand } from './merge.js';
 
@@ -16,4 +17,5 @@ export const COMMANDS: readonly CommandRegistrar[] = [
   (program, ctx) => addInspectCommand(program, ctx),
   (program, ctx) => addConvertCommand(program, ctx),
   (program, ctx) => addMergeCommand(program, ctx),
+  (program, ctx) => addGenerateCommand(program, ctx),
 ];
