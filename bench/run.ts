@@ -14,5 +14,6 @@ import './ir_serde.bench.js';
 import './discovery.bench.js';
 import './ops.bench.js';
 import './convert.bench.js';
+import './decode.bench.js';
 
 process.exitCode = await main(process.argv.slice(2));

@@ -5,6 +5,7 @@ export {
   type LizaGraphInputs,
   type LizaGraphOutputs,
   type PreparedSequence,
+  type SequenceLayout,
   emitPrepare,
   emitLiza,
   rowsPerToken,
