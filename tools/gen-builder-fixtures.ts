@@ -33,6 +33,7 @@ import {
   tensorType,
   verifyModel,
 } from '../src/ir/index.js';
+import { seededRandom } from '../src/ir/random.js';
 
 // ---- shared configuration (mirrored in tools/ref_builder_fixtures.py) --------------------
 
@@ -61,22 +62,10 @@ function repoRoot(): string {
 
 // ---- deterministic weights -----------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG returning uniform floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 class Weights {
   private readonly rand: () => number;
   constructor(seed: number) {
-    this.rand = mulberry32(seed);
+    this.rand = seededRandom(seed);
   }
 
   /** U(-0.5, 0.5) * scale. */

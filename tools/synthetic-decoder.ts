@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Builder, DataType, Model, Tensor, Value, tensorType, type Graph } from '../src/ir/index.js';
+import { Builder, DataType, Model, Tensor, Value, seededRandom, tensorType, type Graph } from '../src/ir/index.js';
 
 export interface SyntheticDecoderConfig {
   layers: number;
@@ -30,17 +30,6 @@ export interface SyntheticDecoder {
   weightBytes: number;
 }
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export function syntheticDecoder(cfg: SyntheticDecoderConfig): SyntheticDecoder {
   const { layers, hidden, heads, kvHeads, vocab, intermediate } = cfg;
   const d = hidden / heads;
@@ -50,7 +39,7 @@ export function syntheticDecoder(cfg: SyntheticDecoderConfig): SyntheticDecoder 
   model.producerName = 'titanize-synthetic';
   const g = model.graph;
   const b = new Builder(g);
-  const rand = prng(cfg.seed ?? 1);
+  const rand = seededRandom(cfg.seed ?? 1);
   let weightBytes = 0;
   let dataOffset = 0;
   const ext = cfg.weights && cfg.weights !== 'random' ? cfg.weights : undefined;

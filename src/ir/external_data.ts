@@ -98,17 +98,19 @@ export function externalPath(ref: ExternalDataRef): string {
   return path.resolve(ref.baseDir, ref.location);
 }
 
-/** Reads the bytes of one external tensor; nothing is cached. */
-export function readExternal(ref: ExternalDataRef, tensorName: string): Uint8Array {
-  const file = externalPath(ref);
-  let fd: number;
+function openExternal(ref: ExternalDataRef, tensorName: string): number {
   try {
-    fd = fs.openSync(file, 'r');
+    return fs.openSync(externalPath(ref), 'r');
   } catch (e) {
     throw new ExternalDataError(
       `tensor '${tensorName}': cannot open external data file '${ref.location}' (${(e as NodeJS.ErrnoException).code ?? e})`,
     );
   }
+}
+
+/** Reads the bytes of one external tensor; nothing is cached. */
+export function readExternal(ref: ExternalDataRef, tensorName: string): Uint8Array {
+  const fd = openExternal(ref, tensorName);
   try {
     const fileSize = fs.fstatSync(fd).size;
     const length = ref.length ?? fileSize - ref.offset;
@@ -132,15 +134,7 @@ export function readExternal(ref: ExternalDataRef, tensorName: string): Uint8Arr
 
 /** Streams `length` bytes of an external tensor to `fd` at `position` with bounded memory. */
 export function copyExternal(ref: ExternalDataRef, length: number, outFd: number, position: number, tensorName: string): void {
-  const file = externalPath(ref);
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new ExternalDataError(
-      `tensor '${tensorName}': cannot open external data file '${ref.location}' (${(e as NodeJS.ErrnoException).code ?? e})`,
-    );
-  }
+  const fd = openExternal(ref, tensorName);
   try {
     const chunk = Buffer.allocUnsafe(Math.min(length, 16 << 20));
     let done = 0;

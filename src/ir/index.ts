@@ -17,3 +17,4 @@ export * from './verify.js';
 export { decodeModel, type DecodeOptions } from './serde/decode.js';
 export { encodeModel, type EncodeOptions } from './serde/encode.js';
 export { loadModel, saveModel, allTensors, checkExternalFiles, type LoadOptions, type SaveOptions } from './serde/files.js';
+export * from './random.js';

@@ -18,10 +18,9 @@
  * chunk axis: an up-sweep composing neighbouring maps pairwise (lengths halve, padded to
  * even with identities) and a down-sweep handing each pair's prefix state to its children
  * (see emitChunkPrefix). The number of levels must be static, so it is
- * ceil(log2(maxChunks + 1)) with maxChunks = ceil(max_seq_len * n / C) (S_0 is one more map
- * in front); levels above log2(N)
- * handle one map and cost ~one d x d composition each. A call with more chunks returns
- * NaN rather than a wrong state. Then
+ * ceil(log2(maxChunks + 1)) with maxChunks = ceil(max_seq_len * n / C) (S_0 is one more
+ * map in front); levels above log2(N) handle one map and cost ~one d x d composition
+ * each. A call with more chunks returns NaN rather than a wrong state. Then
  *   U' = U - W S_start,  O = Q S_start + tril(Q K^T) U'   (gated: decayed variants)
  * linear needs no prefix: S_start = S_0 + exclusive CumSum of K^T V.
  */

@@ -1,4 +1,6 @@
 /** Next-token choice: greedy, or sampling with temperature, top-k and top-p from a seeded generator. */
+import { seededRandom } from '../ir/random.js';
+
 
 export interface SamplingOptions {
   /** 0 (default) means greedy. */
@@ -8,18 +10,6 @@ export interface SamplingOptions {
   /** Keep the smallest set of tokens whose probability reaches p (1 = all). */
   topP?: number;
   seed?: number;
-}
-
-/** mulberry32: small, fast, and reproducible across platforms. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function argmax(logits: ArrayLike<number>, offset = 0, length = logits.length - offset): number {

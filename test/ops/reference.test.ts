@@ -17,22 +17,11 @@ import { lizaChunked } from '../../src/ops/reference/liza_chunked.js';
 import { invertUnitLowerBlocked, invertUnitLowerNilpotent, mat } from '../../src/ops/reference/matrix.js';
 import { magReference } from '../../src/ops/reference/mag.js';
 import { type NdArray, ndarray, reverseTime, zeros } from '../../src/ops/reference/tensor.js';
+import { seededRandom } from '../../src/ir/random.js';
 
 // ---------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------
-
-/** mulberry32: small deterministic PRNG */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rng = () => number;
 const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)];
@@ -254,7 +243,7 @@ describe('LiZA reference: hand-computed tiny case (d=2, T=2, one head)', () => {
 describe('LiZA: chunked form == reference', () => {
   for (const rule of LIZA_RULES) {
     it(rule, () => {
-      const rng = prng(1000 + LIZA_RULES.indexOf(rule));
+      const rng = seededRandom(1000 + LIZA_RULES.indexOf(rule));
       for (let i = 0; i < 24; i++) {
         const c = randomCase(rng, { rule, causal: rng() < 0.8 });
         const ref = lizaReference(c.inputs, c.attrs, F64);
@@ -269,7 +258,7 @@ describe('LiZA: chunked form == reference', () => {
     // form only ever exponentiates non-positive numbers, so nothing overflows.
     // (Neumann products of A lose a few more digits here than the blocked
     // inverse, hence 1e-7 for them.)
-    const rng = prng(77);
+    const rng = seededRandom(77);
     for (const rule of LIZA_RULES) {
       for (let i = 0; i < 3; i++) {
         const c = randomCase(rng, { rule, T: 31 });
@@ -287,7 +276,7 @@ describe('LiZA: chunked form == reference', () => {
     // Observed ~1e-6 (linear/delta) .. ~7e-6 (gated: cumulative log-decays are
     // differenced); the Neumann inverse instead reaches ~1e-3 at C = 64 on the
     // expanded delta_product sequence, so it is not asserted here.
-    const rng = prng(55);
+    const rng = seededRandom(55);
     for (const rule of LIZA_RULES) {
       for (let i = 0; i < 3; i++) {
         const c = randomCase(rng, { rule, T: 31 });
@@ -299,7 +288,7 @@ describe('LiZA: chunked form == reference', () => {
   });
 
   it('T = 0: no output rows, state and window pass through', () => {
-    const rng = prng(12);
+    const rng = seededRandom(12);
     for (const rule of LIZA_RULES) {
       const c = randomCase(rng, { rule, T: 1, past: true });
       const empty = { ...sliceInputs(c.inputs, 0, 0) };
@@ -313,7 +302,7 @@ describe('LiZA: chunked form == reference', () => {
   });
 
   it('float32 outputs agree to float32 rounding', () => {
-    const rng = prng(7);
+    const rng = seededRandom(7);
     for (let i = 0; i < 8; i++) {
       const c = randomCase(rng);
       expectOutputsClose(lizaChunked(c.inputs, c.attrs), lizaReference(c.inputs, c.attrs), 1e-6, c.label);
@@ -323,7 +312,7 @@ describe('LiZA: chunked form == reference', () => {
 
 describe('(I + A)^-1 for strictly lower triangular A', () => {
   it('Neumann product and blocked doubling both invert (I + A), sizes 1..70', () => {
-    const rng = prng(21);
+    const rng = seededRandom(21);
     for (let n = 1; n <= 70; n += n < 10 ? 1 : 7) {
       const A = mat(n, n);
       for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) A.data[i * n + j] = 0.6 * (rng() - 0.5);
@@ -346,7 +335,7 @@ describe('(I + A)^-1 for strictly lower triangular A', () => {
 
 describe('LiZA: results do not depend on chunk_size', () => {
   it('chunk sizes 1, 2, 5, 16, 64 (and 3, 64 > T)', () => {
-    const rng = prng(2);
+    const rng = seededRandom(2);
     for (const rule of LIZA_RULES) {
       for (let i = 0; i < 4; i++) {
         const c = randomCase(rng, { rule, T: pick(rng, [7, 13, 31]) });
@@ -367,7 +356,7 @@ describe('LiZA: *_product of order 1 equals the base rule', () => {
     ['gated_delta_product', 'gated_delta'],
   ] as const) {
     it(`${product} n=1 == ${base}`, () => {
-      const rng = prng(3 + base.length);
+      const rng = seededRandom(3 + base.length);
       for (let i = 0; i < 10; i++) {
         const c = randomCase(rng, { rule: base, causal: rng() < 0.8 });
         for (const [name, impl] of IMPLS) {
@@ -387,7 +376,7 @@ describe('LiZA: *_product of order n == base rule over the expanded sequence', (
   // rule over it, read after every n-th step.
   for (const rule of ['delta_product', 'gated_delta_product'] as const) {
     it(rule, () => {
-      const rng = prng(40 + rule.length);
+      const rng = seededRandom(40 + rule.length);
       for (let i = 0; i < 12; i++) {
         const n = pick(rng, [2, 3]);
         const c = randomCase(rng, { rule, order: n });
@@ -436,7 +425,7 @@ describe('LiZA: *_product of order n == base rule over the expanded sequence', (
 describe('LiZA: prefill == incremental decoding carrying present_state / present_window', () => {
   for (const [name, impl] of IMPLS) {
     it(`${name}: T single-token calls and every two-call split`, () => {
-      const rng = prng(name.length * 31);
+      const rng = seededRandom(name.length * 31);
       for (const rule of LIZA_RULES) {
         for (let i = 0; i < 3; i++) {
           const c = randomCase(rng, { rule, T: pick(rng, [2, 3, 7, 13]) });
@@ -470,7 +459,7 @@ describe('LiZA: prefill == incremental decoding carrying present_state / present
 
 describe('LiZA: past inputs', () => {
   it('zero past_state / past_window == absent', () => {
-    const rng = prng(5);
+    const rng = seededRandom(5);
     for (const rule of LIZA_RULES) {
       const c = randomCase(rng, { rule, past: false });
       const { B } = { B: c.inputs.xq.dims[0] };
@@ -497,7 +486,7 @@ describe('LiZA: past inputs', () => {
   });
 
   it('a padded token leaves the state unchanged (also for gated and product rules)', () => {
-    const rng = prng(6);
+    const rng = seededRandom(6);
     for (const rule of LIZA_RULES) {
       const c = randomCase(rng, { rule, T: 5, mask: false, past: true });
       const mask = zeros([c.inputs.xq.dims[0], 5], 'float32').data.fill(1);
@@ -515,7 +504,7 @@ describe('LiZA: past inputs', () => {
   });
 
   it('rejects bad attributes and shapes', () => {
-    const c = randomCase(prng(9), { rule: 'delta', T: 2 });
+    const c = randomCase(seededRandom(9), { rule: 'delta', T: 2 });
     expect(() => lizaReference(c.inputs, { ...c.attrs, order: 2 })).toThrow(/product/);
     expect(() => lizaReference(c.inputs, { ...c.attrs, kv_num_heads: 3 })).toThrow();
     expect(() => lizaReference(c.inputs, { ...c.attrs, chunk_size: 0 })).toThrow();
@@ -537,7 +526,7 @@ describe('LiZA: past inputs', () => {
 
 describe('LiZA: bidirectional', () => {
   it('y = mean(causal y, reverse(causal y on the reversed sequence)); state from the forward pass', () => {
-    const rng = prng(8);
+    const rng = seededRandom(8);
     for (const rule of LIZA_RULES) {
       for (let i = 0; i < 3; i++) {
         const c = randomCase(rng, { rule, causal: false, past: false });
@@ -559,7 +548,7 @@ describe('LiZA: bidirectional', () => {
 });
 
 describe('MaG', () => {
-  const rng = prng(11);
+  const rng = seededRandom(11);
   const a = randn(rng, [2, 3, 5]);
   const y = randn(rng, [2, 3, 5]);
   it('mu = 0 returns a, mu = 1 returns y', () => {

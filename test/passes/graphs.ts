@@ -3,6 +3,7 @@
  * each near miss: used by the discovery tests.
  */
 import { Builder, DataType, Model, Tensor, Value, tensorType, verifyModel } from '../../src/ir/index.js';
+import { seededRandom } from '../../src/ir/random.js';
 
 export interface DecomposedOptions {
   heads?: number;
@@ -44,14 +45,8 @@ export interface DecomposedOptions {
 const HIDDEN = 64;
 
 function rand(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
+  const r = seededRandom(seed);
+  return () => r() - 0.5;
 }
 
 export function weight(b: Builder, name: string, dims: number[], r: () => number): Value {

@@ -18,6 +18,7 @@ import {
   getMetadata,
   setMetadata,
 } from '../../ir/index.js';
+import { seededRandom } from '../../ir/random.js';
 
 export const LORA_RULE = 'lora';
 const TARGET_KEY = 'titanize.lora.target';
@@ -47,17 +48,6 @@ export interface LoraAdapter {
   scale: number;
 }
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** In/out sizes of a projection and whether its weight is stored transposed ([out, in]). */
 export function projectionShape(node: Node): { in: number; out: number; transposed: boolean; weight: Value } {
   const w = node.input(1);
@@ -79,7 +69,7 @@ export function addLora(model: Model, targets: LoraTarget[], options: LoraOption
   const rank = options.rank;
   if (!Number.isInteger(rank) || rank < 1) throw new UserInputError(`LoRA rank must be a positive integer, got ${rank}`);
   const scale = (options.alpha ?? rank) / rank;
-  const rand = prng(options.seed ?? 0);
+  const rand = seededRandom(options.seed ?? 0);
   const adapters: LoraAdapter[] = [];
   for (const { node, name } of targets) {
     const graph = node.graph;
