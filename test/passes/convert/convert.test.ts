@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { type Model, type Value, decodeModel, encodeModel, loadModel, verifyModel } from '../../../src/ir/index.js';
 import { LIZA_RULES, type LizaRule, lizaReference } from '../../../src/ops/index.js';
 import { convert, convertModel } from '../../../src/passes/convert/convert.js';
+import { zeroPast } from '../../../src/runtime/decoder_state.js';
 import type { ConvertTarget } from '../../../src/passes/convert/options.js';
 import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
 
@@ -25,8 +26,12 @@ function feedsOf(name: string): Feeds {
   return feeds;
 }
 
-async function run(model: Model, feeds: Feeds, extra: Value[] = []): Promise<Record<string, ort.Tensor>> {
+async function run(model: Model, given: Feeds, extra: Value[] = []): Promise<Record<string, ort.Tensor>> {
   for (const v of extra) if (!model.graph.outputs.includes(v)) model.graph.addOutput(v);
+  // a converted KV-cache export also takes the LiZA state and window: zeros are "no past"
+  const feeds: Feeds = { ...given };
+  const B = given.input_ids!.dims[0]!;
+  for (const v of model.graph.inputs) if (!feeds[v.name]) feeds[v.name] = zeroPast(v.type, B, v.name);
   const s = await ort.InferenceSession.create(encodeModel(model));
   try {
     return await s.run(feeds);
