@@ -579,8 +579,9 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`unknown suite(s): ${unknown.join(', ')}; registered: ${registeredSuites().join(', ')}`);
     return 2;
   }
-  const entries = registry.filter((s) => selected(s.name, args.only));
   const inChild = args.childResult !== undefined;
+  // a child runs exactly the suite it was started for (not its 'name.*' neighbours)
+  const entries = registry.filter((s) => (inChild ? args.only.includes(s.name) : selected(s.name, args.only)));
   if (!inChild) {
     console.log(
       `titanize bench${args.quick ? ' (quick)' : ''}: ${entries.map((e) => e.name).join(', ')}` +

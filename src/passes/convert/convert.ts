@@ -13,7 +13,8 @@ import {
   setMetadata,
   toposort,
 } from '../../ir/index.js';
-import { TPTT_DOMAIN, lowerLizaToContrib, lowerLizaToOnnx27, type LoweringReport } from '../../ops/index.js';
+import { LINEAR_ATTENTION_OPSET, TPTT_DOMAIN, lowerLizaToContrib, lowerLizaToOnnx27, type LoweringReport } from '../../ops/index.js';
+import { type UpgradeReport, upgradeOpset } from '../upgrade_opset.js';
 import { discoverAttention } from '../attention/discover.js';
 import type { AttentionDiscovery, AttentionSite } from '../attention/site.js';
 import { type Pass, PassError, runPasses } from '../pass.js';
@@ -48,6 +49,8 @@ export interface ConvertReport {
   /** Node counts of the result by op (domain-qualified outside the default domain). */
   opsUsed: Record<string, number>;
   lowering: LoweringReport | null;
+  /** `--target onnx27` on an older model: the default-domain opset was raised (what changed). */
+  opsetUpgrade: UpgradeReport | null;
   nodesBefore: number;
   nodesAfter: number;
   /** Passes that ran, in order. */
@@ -81,6 +84,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
   const windows: string[] = [];
   let adapters: LoraAdapter[] = [];
   let lowering: LoweringReport | null = null;
+  let opsetUpgrade: UpgradeReport | null = null;
   let selected: AttentionSite[] = [];
   const stateSites: AttentionSite[] = [];
   const state = { inputs: [] as string[], outputs: [] as string[], removedKv: [] as string[], cutKv: [] as string[], notes: [] as string[] };
@@ -177,6 +181,11 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
       name: `lower-${opts.target}`,
       inPlace: true,
       run(m) {
+        if (opts.target === 'onnx27') {
+          opsetUpgrade = upgradeOpset(m, LINEAR_ATTENTION_OPSET);
+          // model-local functions follow the model's default opset (onnxruntime requires it)
+          for (const f of m.functions) if (f.opsetImports.has('')) f.opsetImports.set('', LINEAR_ATTENTION_OPSET);
+        }
         lowering = opts.target === 'ort' ? lowerLizaToContrib(m) : lowerLizaToOnnx27(m);
         return { model: m, modified: true };
       },
@@ -212,6 +221,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
     parametersAdded: converted.filter((c) => c.mu).length + adapters.reduce((n, a) => n + a.rank * (a.in + a.out), 0),
     opsUsed: opCounts(model),
     lowering,
+    opsetUpgrade,
     nodesBefore,
     nodesAfter: model.graph.size,
     passes: result.runs.map((r) => r.pass),

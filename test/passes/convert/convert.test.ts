@@ -6,7 +6,7 @@
  */
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Model, type Value, decodeModel, encodeModel, loadModel, verifyModel } from '../../../src/ir/index.js';
 import { LIZA_RULES, type LizaRule, lizaReference } from '../../../src/ops/index.js';
 import { convert, convertModel } from '../../../src/passes/convert/convert.js';
@@ -135,17 +135,33 @@ describe('convert: each converted layer equals (1−μ)·a + μ·LiZA_reference(
 });
 
 describe('convert: targets agree', () => {
-  it.each(['llama', 'gpt2_past', 'bert', 'attention23'])('%s: ort and portable give the same outputs for every rule', async (name) => {
+  // onnxruntime 1.30 refuses ai.onnx opset 27 unless ALLOW_RELEASED_ONNX_OPSET_ONLY=0 (read
+  // at session creation); with it, LinearAttention-27 runs through its ONNX function body
+  const saved = process.env.ALLOW_RELEASED_ONNX_OPSET_ONLY;
+  beforeAll(() => {
+    process.env.ALLOW_RELEASED_ONNX_OPSET_ONLY = '0';
+    console.log('convert targets: onnx27 runs with ALLOW_RELEASED_ONNX_OPSET_ONLY=0 (onnxruntime 1.30 supports ai.onnx up to opset 26 by default)');
+  });
+  afterAll(() => {
+    if (saved === undefined) delete process.env.ALLOW_RELEASED_ONNX_OPSET_ONLY;
+    else process.env.ALLOW_RELEASED_ONNX_OPSET_ONLY = saved;
+  });
+
+  it.each(['llama', 'gpt2_past', 'bert', 'attention23'])('%s: ort, portable and onnx27 give the same outputs for every rule', async (name) => {
     for (const rule of LIZA_RULES) {
       const results: Record<string, ort.Tensor>[] = [];
       let outs: string[] = [];
-      for (const target of ['portable', 'ort'] as ConvertTarget[]) {
+      for (const target of ['portable', 'ort', 'onnx27'] as ConvertTarget[]) {
         const m = loadModel(path.join(FIX, `${name}.onnx`));
         outs = modelOutputs(m);
-        convert(m, { mu: 0.5, rule, target });
+        const r = convert(m, { mu: 0.5, rule, target });
+        if (target === 'onnx27') expect(m.opsetVersion('')).toBe(27);
+        if (target === 'onnx27' && name === 'llama') expect(r.opsetUpgrade?.changes).toEqual(['ReduceMean axes → input ×5']);
         results.push(await run(m, feedsOf(name)));
       }
-      expect(worst(results[1]!, results[0]!, outs), `${name} ${rule}`).toBeLessThanOrEqual(1e-4);
+      // fp32 forms of the same math (chunked WY body, contrib kernel, LinearAttention's ONNX body)
+      expect(worst(results[1]!, results[0]!, outs), `${name} ${rule} ort`).toBeLessThanOrEqual(1e-4);
+      expect(worst(results[2]!, results[0]!, outs), `${name} ${rule} onnx27`).toBeLessThanOrEqual(1e-4);
     }
   });
 });
