@@ -132,11 +132,14 @@ export function readExternal(ref: ExternalDataRef, tensorName: string): Uint8Arr
   }
 }
 
-/** Streams `length` bytes of an external tensor to `fd` at `position` with bounded memory. */
-export function copyExternal(ref: ExternalDataRef, length: number, outFd: number, position: number, tensorName: string): void {
+/**
+ * Streams `length` bytes of an external tensor to `fd` at `position` with bounded memory;
+ * pass the same `scratch` buffer for every tensor of a save to avoid reallocating it.
+ */
+export function copyExternal(ref: ExternalDataRef, length: number, outFd: number, position: number, tensorName: string, scratch?: Buffer): void {
   const fd = openExternal(ref, tensorName);
   try {
-    const chunk = Buffer.allocUnsafe(Math.min(length, 16 << 20));
+    const chunk = scratch ?? Buffer.allocUnsafe(Math.min(length, 16 << 20));
     let done = 0;
     while (done < length) {
       const n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, length - done), ref.offset + done);

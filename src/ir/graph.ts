@@ -296,7 +296,7 @@ export class Graph {
     for (const o of n.outputs) this.registerName(o.name);
     this.registerName(n.name);
     // A node removed earlier lost its input uses; take them back.
-    if (n.inputs.some((v) => v && !v._uses.some((u) => u.node === n))) n._attachInputs();
+    n._attachInputs();
     for (const s of n.subgraphs()) {
       s.parentNode = n;
       // names used inside a subgraph built on its own are now taken in this scope too

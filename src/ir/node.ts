@@ -42,7 +42,9 @@ export class Node {
   _prev: Node | null = null;
   /** @internal */ _next: Node | null = null;
   /** Opaque fields the IR does not interpret (e.g. device_configurations), carried through. */
-  extra: Record<string, unknown> = {};
+  extra: Record<string, unknown> | undefined;
+  /** @internal whether the input uses are registered on the input values. */
+  _usesAttached = true;
 
   private readonly _inputs: (Value | null)[] = [];
 
@@ -94,14 +96,14 @@ export class Node {
     if (i < 0 || i >= this._inputs.length) throw new IrError(`${describeNode(this)}: input index ${i} out of range`);
     const old = this._inputs[i];
     if (old === v) return;
-    old?._removeUse(this, i);
+    if (this._usesAttached) old?._removeUse(this, i);
     this._inputs[i] = v;
-    v?._addUse(this, i);
+    if (this._usesAttached) v?._addUse(this, i);
   }
 
   appendInput(v: Value | null): void {
     this._inputs.push(v);
-    v?._addUse(this, this._inputs.length - 1);
+    if (this._usesAttached) v?._addUse(this, this._inputs.length - 1);
   }
 
   /** Replaces every input slot reading `old` with `replacement`; returns how many changed. */
@@ -120,19 +122,23 @@ export class Node {
   truncateInputs(count: number): void {
     while (this._inputs.length > count) {
       const i = this._inputs.length - 1;
-      this._inputs[i]?._removeUse(this, i);
+      if (this._usesAttached) this._inputs[i]?._removeUse(this, i);
       this._inputs.pop();
     }
   }
 
   /** Removes this node's uses of its inputs (used when the node leaves the graph). @internal */
   _detachInputs(): void {
+    if (!this._usesAttached) return;
     for (let i = 0; i < this._inputs.length; i++) this._inputs[i]?._removeUse(this, i);
+    this._usesAttached = false;
   }
 
   /** Re-registers uses (used when a removed node is reinserted). @internal */
   _attachInputs(): void {
+    if (this._usesAttached) return;
     for (let i = 0; i < this._inputs.length; i++) this._inputs[i]?._addUse(this, i);
+    this._usesAttached = true;
   }
 
   setAttribute(name: string, v: AttributeInput): void {

@@ -60,7 +60,7 @@ class Decoder {
     for (const o of p.opsetImport) opsets.set(o.domain ?? '', fromLongNumber(o.version as never, 'opset version'));
     const graph = p.graph ? this.graph(p.graph, []) : new Graph('');
     const m = new Model({ graph, opsetImports: opsets, irVersion: fromLongNumber(p.irVersion as never, 'ir_version') });
-    recordDefaults(m, p, ['irVersion', 'producerName', 'producerVersion', 'domain', 'modelVersion', 'docString']);
+    recordDefaults(m, p, MODEL_FIELDS);
     m.producerName = p.producerName;
     m.producerVersion = p.producerVersion;
     m.domain = p.domain;
@@ -82,7 +82,7 @@ class Decoder {
     const scope: Scope = new Map();
     for (const name of p.input) body.addInput(this.define(scope, name));
     const fn = new IRFunction(p.domain, p.name, body);
-    recordDefaults(fn, p, ['name', 'domain', 'overload', 'docString']);
+    recordDefaults(fn, p, FUNCTION_FIELDS);
     fn.overload = p.overload;
     fn.docString = p.docString;
     fn.metadataProps = entries(p.metadataProps);
@@ -98,7 +98,7 @@ class Decoder {
 
   graph(p: onnx.IGraphProto, outer: Scope[]): Graph {
     const g = new Graph(p.name ?? '');
-    recordDefaults(g, p, ['name', 'docString']);
+    recordDefaults(g, p, NAME_DOC_FIELDS);
     g.docString = p.docString ?? '';
     g.metadataProps = entries(p.metadataProps ?? []);
     const scope: Scope = new Map();
@@ -136,9 +136,9 @@ class Decoder {
     for (const p of protos) {
       const outputs = p.output.map((name) => (name === '' ? new Value('') : this.define(scope, name)));
       const n = new Node({ opType: p.opType, domain: p.domain, overload: p.overload, name: p.name, outputs, docString: p.docString });
-      recordDefaults(n, p, ['name', 'opType', 'domain', 'overload', 'docString']);
-      n.metadataProps = entries(p.metadataProps);
-      if (p.deviceConfigurations.length) n.extra.deviceConfigurations = p.deviceConfigurations;
+      recordDefaults(n, p, NODE_FIELDS);
+      if (p.metadataProps.length) n.metadataProps = entries(p.metadataProps);
+      if (p.deviceConfigurations.length) n.extra = { deviceConfigurations: p.deviceConfigurations };
       built.push(n);
     }
     protos.forEach((p, i) => {
@@ -178,8 +178,8 @@ class Decoder {
   private applyValueInfo(v: Value, p: onnx.ValueInfoProto): void {
     if (p.type) v.type = this.type(p.type as onnx.TypeProto);
     v.docString = p.docString;
-    v.metadataProps = entries(p.metadataProps);
-    recordDefaults(v, p, ['name', 'docString']);
+    if (p.metadataProps.length) v.metadataProps = entries(p.metadataProps);
+    recordDefaults(v, p, NAME_DOC_FIELDS);
     if (!p.type) noTypeValues.add(v);
   }
 
@@ -229,9 +229,9 @@ class Decoder {
       }
     }
     const t = new Tensor({ name, dataType: p.dataType as DataType, dims, storage });
-    recordDefaults(t, p, ['name', 'dataType', 'docString', 'dataLocation']);
+    recordDefaults(t, p, TENSOR_FIELDS);
     t.docString = p.docString;
-    t.metadataProps = entries(p.metadataProps);
+    if (p.metadataProps.length) t.metadataProps = entries(p.metadataProps);
     if (p.segment) t.segment = { begin: fromLongNumber(p.segment.begin as never, 'segment'), end: fromLongNumber(p.segment.end as never, 'segment') };
     return t;
   }
@@ -257,53 +257,60 @@ class Decoder {
 
   attribute(p: onnx.AttributeProto, chain: Scope[]): Attribute {
     let type = p.type as number as AttributeType;
-    const typeUnset = !Object.prototype.hasOwnProperty.call(p, 'type') || type === AttributeType.UNDEFINED;
+    const typeUnset = !hasOwn(p, 'type') || type === AttributeType.UNDEFINED;
     if (typeUnset) type = inferAttributeType(p);
-    const base = {
-      name: p.name,
-      ...(Object.prototype.hasOwnProperty.call(p, 'docString') ? { docString: p.docString } : {}),
-      ...(Object.prototype.hasOwnProperty.call(p, 'refAttrName') ? { refAttrName: p.refAttrName } : {}),
-      ...(typeUnset ? { typeUnset: true } : {}),
-    };
-    const a = ((): Attribute => {
-      switch (type) {
-        case AttributeType.FLOAT:
-          return { ...base, type, value: p.f };
-        case AttributeType.INT:
-          return { ...base, type, value: fromLong(p.i as never) };
-        case AttributeType.STRING:
-          return { ...base, type, value: p.s };
-        case AttributeType.TENSOR:
-          return { ...base, type, value: this.tensor(p.t as onnx.TensorProto) };
-        case AttributeType.GRAPH:
-          return { ...base, type, value: this.graph(p.g as onnx.GraphProto, chain) };
-        case AttributeType.SPARSE_TENSOR:
-          return { ...base, type, value: p.sparseTensor as OpaqueProto };
-        case AttributeType.TYPE_PROTO:
-          return { ...base, type, value: this.type(p.tp as onnx.TypeProto) };
-        case AttributeType.FLOATS:
-          return { ...base, type, value: p.floats.slice() };
-        case AttributeType.INTS:
-          return { ...base, type, value: p.ints.map((x) => fromLong(x as never)) };
-        case AttributeType.STRINGS:
-          return { ...base, type, value: p.strings };
-        case AttributeType.TENSORS:
-          return { ...base, type, value: p.tensors.map((t) => this.tensor(t as onnx.TensorProto)) };
-        case AttributeType.GRAPHS:
-          return { ...base, type, value: p.graphs.map((g) => this.graph(g, chain)) };
-        case AttributeType.SPARSE_TENSORS:
-          return { ...base, type, value: p.sparseTensors as OpaqueProto[] };
-        case AttributeType.TYPE_PROTOS:
-          return { ...base, type, value: p.typeProtos.map((t) => this.type(t as onnx.TypeProto)) };
-        default:
-          return { ...base, type: AttributeType.UNDEFINED, value: undefined };
-      }
-    })();
+    const a = { name: p.name, type, value: this.attributeValue(p, type, chain) } as Attribute;
+    if (hasOwn(p, 'docString')) a.docString = p.docString;
+    if (hasOwn(p, 'refAttrName')) a.refAttrName = p.refAttrName;
+    if (typeUnset) a.typeUnset = true;
     // scalar fields written with defaults (e.g. f: 0 alongside type INT) are kept
-    recordDefaults(a, p, ['f', 'i', 's']);
+    recordDefaults(a, p, ATTRIBUTE_SCALARS);
     return a;
   }
+
+  private attributeValue(p: onnx.AttributeProto, type: AttributeType, chain: Scope[]): Attribute['value'] {
+    switch (type) {
+      case AttributeType.FLOAT:
+        return p.f;
+      case AttributeType.INT:
+        return fromLong(p.i as never);
+      case AttributeType.STRING:
+        return p.s;
+      case AttributeType.TENSOR:
+        return this.tensor(p.t as onnx.TensorProto);
+      case AttributeType.GRAPH:
+        return this.graph(p.g as onnx.GraphProto, chain);
+      case AttributeType.SPARSE_TENSOR:
+        return p.sparseTensor as OpaqueProto;
+      case AttributeType.TYPE_PROTO:
+        return this.type(p.tp as onnx.TypeProto);
+      case AttributeType.FLOATS:
+        return p.floats.slice();
+      case AttributeType.INTS:
+        return p.ints.map((x) => fromLong(x as never));
+      case AttributeType.STRINGS:
+        return p.strings;
+      case AttributeType.TENSORS:
+        return p.tensors.map((t) => this.tensor(t as onnx.TensorProto));
+      case AttributeType.GRAPHS:
+        return p.graphs.map((g) => this.graph(g, chain));
+      case AttributeType.SPARSE_TENSORS:
+        return p.sparseTensors as OpaqueProto[];
+      case AttributeType.TYPE_PROTOS:
+        return p.typeProtos.map((t) => this.type(t as onnx.TypeProto));
+      default:
+        return undefined;
+    }
+  }
 }
+
+const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+const MODEL_FIELDS = ['irVersion', 'producerName', 'producerVersion', 'domain', 'modelVersion', 'docString'] as const;
+const FUNCTION_FIELDS = ['name', 'domain', 'overload', 'docString'] as const;
+const NAME_DOC_FIELDS = ['name', 'docString'] as const;
+const NODE_FIELDS = ['name', 'opType', 'domain', 'overload', 'docString'] as const;
+const TENSOR_FIELDS = ['name', 'dataType', 'docString', 'dataLocation'] as const;
+const ATTRIBUTE_SCALARS = ['f', 'i', 's'] as const;
 
 /** Old files may omit AttributeProto.type; infer it from the populated field. */
 function inferAttributeType(p: onnx.AttributeProto): AttributeType {

@@ -130,7 +130,7 @@ class Encoder {
     str(o, n, 'domain', n.domain);
     str(o, n, 'overload', n.overload);
     o.metadataProps = entries(n.metadataProps);
-    if (n.extra.deviceConfigurations) o.deviceConfigurations = n.extra.deviceConfigurations;
+    if (n.extra?.deviceConfigurations) o.deviceConfigurations = n.extra.deviceConfigurations;
     return o;
   }
 

@@ -115,6 +115,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       }
       return dataFd;
     };
+    let scratch: Buffer | undefined;
     const appendData = (t: Tensor, location: string): StringStringEntry[] => {
       const fd = openData(location);
       // align each tensor to 64 bytes (as onnx's external data helper does for mmap use)
@@ -125,7 +126,8 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       let length: number;
       if (t.storage.kind === 'external') {
         length = t.storage.ref.length ?? t.byteLength;
-        copyExternal(t.storage.ref, length, fd, start, t.name);
+        scratch ??= Buffer.allocUnsafe(16 << 20);
+        copyExternal(t.storage.ref, length, fd, start, t.name, scratch);
       } else {
         const bytes = t.rawBytes();
         length = bytes.byteLength;
