@@ -162,6 +162,16 @@ describe('fields newer than ONNX 1.10', () => {
   });
 });
 
+describe('raw data', () => {
+  it('stays a zero-copy view into the file buffer', () => {
+    const bytes = fs.readFileSync(path.join(FIXTURES, 'llama.onnx'));
+    const m = decodeModel(bytes);
+    const raw = [...m.graph.initializers.values()].map((v) => v.initializer!.storage).filter((st) => st.kind === 'raw');
+    expect(raw.length).toBeGreaterThan(0);
+    for (const st of raw) if (st.kind === 'raw') expect(st.bytes.buffer).toBe(bytes.buffer);
+  });
+});
+
 describe('bad input gives typed, located errors', () => {
   it('not ONNX, truncated, empty, missing', () => {
     const junk = path.join(tmp, 'junk.onnx');
