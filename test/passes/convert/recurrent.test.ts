@@ -131,9 +131,14 @@ describe('recurrent state graphs', () => {
     }
   }
 
-  it.each(DECODERS.map((d) => d.name))('%s: greedy generation matches full-sequence recomputation token for token (every variant)', async (name) => {
-    for (const v of VARIANTS) {
-      const { model, session } = await converted(name, 'delta_product', v, 'ort');
+  const GREEDY_CASES = DECODERS.flatMap(({ name }) => [
+    ...VARIANTS.map((v) => ({ name, rule: 'delta_product' as LizaRule, v })),
+    ...LIZA_RULES.filter((r) => r !== 'delta_product').map((rule) => ({ name, rule, v: VARIANTS[0]! })),
+  ]);
+  it.each(GREEDY_CASES.map((c) => [`${c.name}, ${c.rule}, ${c.v.label}`, c] as const))('%s: greedy generation matches full-sequence recomputation token for token', async (_label, c) => {
+    const { name } = c;
+    for (const v of [c.v]) {
+      const { model, session } = await converted(name, c.rule, v, 'ort');
       const types = declaredTypes(model);
       const prompt = [5, 17, 42, 7, 99];
       const steps = 6;
