@@ -18,6 +18,7 @@ interface ConvertCliOptions {
   window?: number;
   loraRank?: number;
   loraAlpha?: number;
+  loraTargets?: 'attention' | 'all';
   layers?: string;
   target: ConvertTarget;
   chunkSize: number;
@@ -69,6 +70,7 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
     .option('--window <L>', 'sliding window: the softmax branch sees only the last L tokens', int('--window'))
     .option('--lora-rank <r>', 'add LoRA adapters of rank r on the q, k, v and output projections', int('--lora-rank'))
     .option('--lora-alpha <a>', 'LoRA scale numerator (delta scaled by alpha / rank; default = rank)', num('--lora-alpha'))
+    .option('--lora-targets <which>', "attention (q, k, v, output projections; default) | all (also every other internal MatMul/Gemm with its own 2-D weight, e.g. MLPs)", oneOf(['attention', 'all'] as const))
     .option('--layers <list>', 'convert only these attention layers, e.g. 0,2-5 (default all)')
     .option('--target <target>', `lowering: ort (com.microsoft.LinearAttention) | portable (standard-op functions) | onnx27 (LinearAttention, opset 27)`, oneOf(CONVERT_TARGETS), 'ort')
     .option('--chunk-size <c>', 'LiZA chunk size (results do not depend on it)', int('--chunk-size'), 64)
@@ -99,6 +101,7 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
         window: opts.window,
         loraRank: opts.loraRank,
         loraAlpha: opts.loraAlpha,
+        loraTargets: opts.loraTargets,
         layers: opts.layers === undefined ? undefined : parseLayers(opts.layers),
         target: opts.target,
         chunkSize: opts.chunkSize,

@@ -162,7 +162,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
       name: 'lora',
       inPlace: true,
       run(m) {
-        adapters = addLora(m, loraTargets(m, selected), { rank: opts.loraRank!, alpha: opts.loraAlpha, seed: opts.seed });
+        adapters = addLora(m, loraTargets(m, selected, opts.loraTargets), { rank: opts.loraRank!, alpha: opts.loraAlpha, seed: opts.seed });
         return { model: m, modified: adapters.length > 0 };
       },
     });
@@ -229,8 +229,12 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
   return { report, sites: converted };
 }
 
-/** The q, k, v and output projection nodes of the converted sites (a packed projection once). */
-function loraTargets(model: Model, sites: AttentionSite[]): LoraTarget[] {
+/**
+ * The q, k, v and output projection nodes of the converted sites (a packed projection
+ * once); with 'all', also every other MatMul/Gemm of the main graph whose weight is a 2-D
+ * initializer, named after the node (`linear.<node name>`).
+ */
+function loraTargets(model: Model, sites: AttentionSite[], which: 'attention' | 'all'): LoraTarget[] {
   const byName = new Map<string, Node>();
   for (const n of model.graph) if (n.name) byName.set(n.name, n);
   const seen = new Set<Node>();
@@ -241,6 +245,19 @@ function loraTargets(model: Model, sites: AttentionSite[]): LoraTarget[] {
       if (!node || seen.has(node) || !(node.is('MatMul') || node.is('Gemm')) || !p.weightIsInitializer) continue;
       seen.add(node);
       out.push({ node, name: `layers.${s.layer}.${p.packed ? 'qkv' : which}_proj` });
+    }
+  }
+  if (which === 'all') {
+    for (const node of model.graph) {
+      if (seen.has(node) || !(node.is('MatMul') || node.is('Gemm'))) continue;
+      const w = node.input(1);
+      if (!w?.initializer || w.initializer.dims.length !== 2 || node.output.isGraphOutput()) continue;
+      if (node.is('Gemm') && node.getInt('transA', 0) !== 0) continue;
+      // a weight shared by several nodes (tied embeddings) could not be merged back in place
+      if (w.consumers().length > 1) continue;
+      seen.add(node);
+      const base = (node.name || w.name).replace(/^\/+/, '').replace(/\/(MatMul|Gemm)$/, '').replace(/[^A-Za-z0-9_.]+/g, '.');
+      out.push({ node, name: `linear.${base}` });
     }
   }
   return out;

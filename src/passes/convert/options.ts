@@ -18,6 +18,13 @@ export interface ConvertOptions {
   loraRank?: number;
   /** LoRA α (default = rank, i.e. scale 1). */
   loraAlpha?: number;
+  /**
+   * Which projections get LoRA adapters: 'attention' (q, k, v and output projections of the
+   * converted layers; default) or 'all' (also every other MatMul/Gemm with its own 2-D
+   * weight initializer whose output stays inside the graph: MLPs; not a graph-output head
+   * or a tied weight).
+   */
+  loraTargets?: 'attention' | 'all';
   /** Seed for LoRA A initialisation. */
   seed?: number;
   /** Layer indices to convert (default all). */
@@ -47,6 +54,7 @@ export interface ResolvedConvertOptions {
   window: number | undefined;
   loraRank: number | undefined;
   loraAlpha: number | undefined;
+  loraTargets: 'attention' | 'all';
   seed: number;
   layers: number[] | undefined;
   target: ConvertTarget;
@@ -70,6 +78,10 @@ export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions
   if (o.window !== undefined && (!Number.isInteger(o.window) || o.window < 1)) throw new UserInputError(`--window must be a positive integer, got ${o.window}`);
   if (o.loraRank !== undefined && (!Number.isInteger(o.loraRank) || o.loraRank < 1)) throw new UserInputError(`--lora-rank must be a positive integer, got ${o.loraRank}`);
   if (o.loraAlpha !== undefined && o.loraRank === undefined) throw new UserInputError('--lora-alpha needs --lora-rank');
+  if (o.loraTargets !== undefined && o.loraRank === undefined) throw new UserInputError('--lora-targets needs --lora-rank');
+  if (o.loraTargets !== undefined && o.loraTargets !== 'attention' && o.loraTargets !== 'all') {
+    throw new UserInputError(`--lora-targets must be 'attention' or 'all', got '${o.loraTargets}'`);
+  }
   const chunkSize = o.chunkSize ?? 64;
   if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserInputError(`--chunk-size must be a positive integer, got ${chunkSize}`);
   return {
@@ -79,6 +91,7 @@ export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions
     window: o.window,
     loraRank: o.loraRank,
     loraAlpha: o.loraAlpha,
+    loraTargets: o.loraTargets ?? 'attention',
     seed: o.seed ?? 0,
     layers: o.layers,
     target,

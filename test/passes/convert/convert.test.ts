@@ -209,6 +209,19 @@ describe('convert: refusals and options', () => {
     expect(worst(await run(m, feedsOf('qwen2')), await run(plain, feedsOf('qwen2')), outs)).toBe(0);
   });
 
+  it('--lora-targets all adds adapters to every other internal linear layer too (MLPs)', async () => {
+    const m = loadModel(path.join(FIX, 'llama.onnx'));
+    const outs = modelOutputs(m);
+    const r = convert(m, { loraRank: 2, loraTargets: 'all', target: 'portable' });
+    const names = r.lora.map((l) => l.target);
+    expect(names.filter((n) => n.startsWith('layers.'))).toHaveLength(8);
+    expect(names.filter((n) => n.includes('mlp')).length).toBe(6);
+    const plain = loadModel(path.join(FIX, 'llama.onnx'));
+    convert(plain, { target: 'portable' });
+    expect(worst(await run(m, feedsOf('llama')), await run(plain, feedsOf('llama')), outs)).toBe(0);
+    expect(() => convert(loadModel(path.join(FIX, 'llama.onnx')), { loraTargets: 'all' })).toThrow(/--lora-targets needs --lora-rank/);
+  });
+
   it('a sliding window of the whole sequence changes nothing; a short one changes the softmax branch', async () => {
     const name = 'llama';
     const outs = modelOutputs(loadModel(path.join(FIX, `${name}.onnx`)));
