@@ -175,6 +175,24 @@ describe('convert: refusals and options', () => {
     expect(() => convert(decodeModel(encodeModel(m)))).toThrow(/already converted by titanize/);
   });
 
+  it('keeps the input metadata and declares every opset the output uses', () => {
+    for (const target of ['portable', 'ort'] as ConvertTarget[]) {
+      const m = loadModel(path.join(FIX, 'llama.onnx'));
+      m.metadataProps.push({ key: 'author', value: 'someone' });
+      m.docString = 'original doc';
+      const producer = m.producerName;
+      convert(m, { target });
+      const back = decodeModel(encodeModel(m));
+      expect(back.metadataProps.find((e) => e.key === 'author')?.value).toBe('someone');
+      expect(back.docString).toBe('original doc');
+      expect(back.producerName).toBe(producer);
+      const domains = new Set(back.graph.nodes().map((n) => n.domain));
+      for (const d of domains) expect(back.opsetImports.has(d) || (d === '' && back.opsetImports.has('ai.onnx')), `domain '${d}'`).toBe(true);
+      expect(domains.has(target === 'ort' ? 'com.microsoft' : 'ai.tptt')).toBe(true);
+      verifyModel(back);
+    }
+  });
+
   it('converts only the selected layers and rejects unknown ones', () => {
     const m = loadModel(path.join(FIX, 'llama.onnx'));
     const r = convert(m, { layers: [1], target: 'portable' });
