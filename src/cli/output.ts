@@ -1,6 +1,8 @@
 /** Writing the user's output model: never over the input, atomically, weights as asked. */
 import * as path from 'node:path';
 import { type Model, type SaveOptions, UserInputError, saveModel } from '../ir/index.js';
+import type { OutStream } from './context.js';
+import { type Progress, progress } from './progress.js';
 
 /** Parses --external-data: keep | inline | FILE (tensors of 1 KiB or more go to FILE beside the model). */
 export function externalDataOption(value: string | undefined): SaveOptions['externalData'] {
@@ -10,9 +12,28 @@ export function externalDataOption(value: string | undefined): SaveOptions['exte
   return { location: value, threshold: 1024 };
 }
 
-export function saveOutput(model: Model, input: string, output: string, externalData: SaveOptions['externalData']): void {
+export function saveOutput(
+  model: Model,
+  input: string,
+  output: string,
+  externalData: SaveOptions['externalData'],
+  progressTo?: { stream: OutStream; json?: boolean },
+): void {
   if (path.resolve(output) === path.resolve(input)) {
     throw new UserInputError(`the output ${output} is the input model; titanize never modifies its input: choose another -o`);
   }
-  saveModel(model, output, { externalData });
+  let bar: Progress | undefined;
+  try {
+    saveModel(model, output, {
+      externalData,
+      onProgress: progressTo
+        ? (written, total) => {
+            bar ??= progress(progressTo.stream, total, 'writing weights', { json: progressTo.json });
+            bar.update(written);
+          }
+        : undefined,
+    });
+  } finally {
+    bar?.done();
+  }
 }

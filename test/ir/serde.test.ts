@@ -288,3 +288,17 @@ describe('external data', () => {
     expect(fs.readdirSync(other)).toEqual([]);
   });
 });
+
+describe('save progress', () => {
+  it('reports bytes written to a data file against the total', () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'progress-'));
+    const m = loadModel(path.join(FIXTURES, 'llama.onnx'));
+    const calls: [number, number][] = [];
+    saveModel(m, path.join(dir, 'm.onnx'), { externalData: { location: 'm.bin', threshold: 4096 }, onProgress: (w, t) => calls.push([w, t]) });
+    expect(calls.length).toBeGreaterThan(3);
+    const total = calls[0]![1];
+    expect(calls.every(([, t]) => t === total)).toBe(true);
+    expect(calls[calls.length - 1]![0]).toBe(total);
+    expect(calls.every(([w], i) => i === 0 || w > calls[i - 1]![0])).toBe(true);
+  });
+});

@@ -114,7 +114,7 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
         },
       });
       bar?.done();
-      saveOutput(model, file, opts.output, externalData);
+      saveOutput(model, file, opts.output, externalData, { stream: ctx.stderr, json: opts.json });
       if (opts.json) ctx.stdout.write(`${JSON.stringify({ output: opts.output, ...report }, null, 2)}\n`);
       else ctx.stdout.write(`${renderConvert(report, opts.output).join('\n')}\n`);
     });

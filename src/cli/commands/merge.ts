@@ -24,7 +24,7 @@ export function addMergeCommand(program: Command, ctx: CliContext): void {
       const model = loadModelForCli(file);
       const merged = mergeLora(model);
       if (merged === 0) throw new UserInputError(`${file} has no LoRA adapters to merge`);
-      saveOutput(model, file, opts.output, externalDataOption(opts.externalData));
+      saveOutput(model, file, opts.output, externalDataOption(opts.externalData), { stream: ctx.stderr, json: opts.json });
       if (opts.json) ctx.stdout.write(`${JSON.stringify({ output: opts.output, merged })}\n`);
       else ctx.stdout.write(`merged ${merged} LoRA adapter${merged === 1 ? '' : 's'}; wrote ${opts.output}\n`);
     });

@@ -89,6 +89,11 @@ export interface SaveOptions {
    *   to the file `location` beside the model.
    */
   externalData?: 'keep' | 'inline' | { location: string; threshold?: number };
+  /**
+   * Called as weight bytes are written to a data file: (bytes written so far, bytes to
+   * write in all). For a progress bar on long saves.
+   */
+  onProgress?: (written: number, total: number) => void;
 }
 
 const TWO_GB = 2 ** 31 - 1;
@@ -134,6 +139,8 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
         fs.writeSync(fd, bytes, 0, length, start);
       }
       dataPos += length;
+      written += length;
+      options.onProgress?.(written, toWrite);
       return [
         { key: 'location', value: location },
         { key: 'offset', value: String(start) },
@@ -143,6 +150,13 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
 
     const sameDir = model.baseDir !== undefined && path.resolve(model.baseDir) === outDir;
     const defaultLocation = `${path.basename(file)}.data`;
+    let written = 0;
+    let toWrite = 0;
+    if (options.onProgress && mode !== 'inline') {
+      for (const t of allTensors(model)) {
+        if (mode === 'keep' ? t.isExternal && !sameDir : t.byteLength >= (mode.threshold ?? 1024) && t.dataType !== 8) toWrite += t.byteLength;
+      }
+    }
     let inlineTotal = 0;
     const externalize = (t: Tensor): StringStringEntry[] | undefined => {
       if (mode === 'inline') {
