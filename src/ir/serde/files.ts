@@ -14,6 +14,7 @@ import { allGraphs } from '../traversal.js';
 import { decodeModel } from './decode.js';
 import { encodeModel } from './encode.js';
 import { AttributeType } from '../attribute.js';
+import { DataType } from '../dtype.js';
 
 export interface LoadOptions {
   /** Check that every external data file exists and is long enough (stat only). Default true. */
@@ -121,6 +122,8 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       return dataFd;
     };
     let scratch: Buffer | undefined;
+    let written = 0;
+    let toWrite = 0;
     const appendData = (t: Tensor, location: string): StringStringEntry[] => {
       const fd = openData(location);
       // align each tensor to 64 bytes (as onnx's external data helper does for mmap use)
@@ -150,37 +153,21 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
 
     const sameDir = model.baseDir !== undefined && path.resolve(model.baseDir) === outDir;
     const defaultLocation = `${path.basename(file)}.data`;
-    let written = 0;
-    let toWrite = 0;
-    if (options.onProgress && mode !== 'inline') {
-      for (const t of allTensors(model)) {
-        if (mode === 'keep' ? t.isExternal && !sameDir : t.byteLength >= (mode.threshold ?? 1024) && t.dataType !== 8) toWrite += t.byteLength;
-      }
-    }
-    let inlineTotal = 0;
+    /** The data file a tensor's bytes are written to, or undefined when they stay where they are. */
+    const dataFileOf = (t: Tensor): string | undefined => {
+      if (mode === 'inline') return undefined;
+      if (mode === 'keep') return t.isExternal && !sameDir ? defaultLocation : undefined;
+      return t.byteLength >= (mode.threshold ?? 1024) && t.dataType !== DataType.STRING ? mode.location : undefined;
+    };
+    if (options.onProgress) for (const t of allTensors(model)) if (dataFileOf(t)) toWrite += t.byteLength;
     const externalize = (t: Tensor): StringStringEntry[] | undefined => {
-      if (mode === 'inline') {
-        if (t.storage.kind === 'external') {
-          inlineTotal += t.byteLength;
-          if (inlineTotal > TWO_GB) {
-            throw new UserInputError('the weights exceed the 2 GB protobuf limit; save with external data instead of inline');
-          }
-          // read now: the encoder will see a raw tensor (the model object is not modified)
-          return undefined;
-        }
-        return undefined;
-      }
-      if (mode === 'keep') {
-        if (t.storage.kind !== 'external') return undefined;
-        if (sameDir) return refEntries(t.storage.ref);
-        return appendData(t, defaultLocation);
-      }
-      const threshold = mode.threshold ?? 1024;
-      if (t.byteLength >= threshold && t.dataType !== 8 /* STRING */) return appendData(t, mode.location);
-      return undefined;
+      const location = dataFileOf(t);
+      if (location) return appendData(t, location);
+      // saved beside the source files: references stay as they are
+      return t.storage.kind === 'external' && mode === 'keep' ? refEntries(t.storage.ref) : undefined;
     };
 
-    const bytes = mode === 'inline' ? encodeInline(model, externalize) : encodeModel(model, { externalize });
+    const bytes = mode === 'inline' ? encodeInline(model) : encodeModel(model, { externalize });
     if (dataFd !== undefined) {
       fs.fsyncSync(dataFd);
       fs.closeSync(dataFd);
@@ -200,15 +187,17 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
 }
 
 /** Inline save: external tensors are read one by one into a temporary raw storage. */
-function encodeInline(model: Model, externalize: (t: Tensor) => StringStringEntry[] | undefined): Uint8Array {
+function encodeInline(model: Model): Uint8Array {
+  const external = [...allTensors(model)].filter((t) => t.storage.kind === 'external');
+  // checked before anything is read
+  if (external.reduce((n, t) => n + t.byteLength, 0) > TWO_GB) {
+    throw new UserInputError('the weights exceed the 2 GB protobuf limit; save with external data instead of inline');
+  }
   const restore: [Tensor, Tensor['storage']][] = [];
   try {
-    for (const t of allTensors(model)) {
-      externalize(t); // size check
-      if (t.storage.kind === 'external') {
-        restore.push([t, t.storage]);
-        t.storage = { kind: 'raw', bytes: t.rawBytes() };
-      }
+    for (const t of external) {
+      restore.push([t, t.storage]);
+      t.storage = { kind: 'raw', bytes: t.rawBytes() };
     }
     return encodeModel(model);
   } finally {
