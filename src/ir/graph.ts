@@ -299,10 +299,14 @@ export class Graph {
     n._attachInputs();
     for (const s of n.subgraphs()) {
       s.parentNode = n;
-      // names used inside a subgraph built on its own are now taken in this scope too
-      const names = this.root._names;
-      if (names) for (const x of s.collectNames()) names.add(x);
+      this.reserveNames(s);
     }
+  }
+
+  /** Names used inside a subgraph built on its own are taken in this scope too. @internal */
+  reserveNames(sub: Graph): void {
+    const names = this.root._names;
+    if (names) for (const x of sub.collectNames()) names.add(x);
   }
 
   /** Every value and node name defined in this graph and its subgraphs. @internal */

@@ -145,7 +145,7 @@ export class Node {
     const a = toAttribute(name, v);
     for (const g of attributeGraphs(a)) g.parentNode = this;
     this.attributes.set(name, a);
-    if (this.graph) for (const g of attributeGraphs(a)) for (const x of g.collectNames()) this.graph.registerName(x);
+    if (this.graph) for (const g of attributeGraphs(a)) this.graph.reserveNames(g);
   }
 
   attribute(name: string): Attribute | undefined {

@@ -84,7 +84,11 @@ export class DecoderState {
     const B = this.batch;
     const t = ids[0]?.length ?? 0;
     if (ids.length !== B || ids.some((r) => r.length !== t) || t === 0) throw new UserInputError(`run: expected ${B} rows of the same, non-zero length`);
-    ids.forEach((row, b) => this.history[b]!.push(...(mask?.[b] ?? row.map(() => 1))));
+    // a loop, not push(...row): a long prompt would exceed the argument limit
+    ids.forEach((row, b) => {
+      const h = this.history[b]!;
+      for (let j = 0; j < t; j++) h.push(mask?.[b]?.[j] ?? 1);
+    });
     const L = this.history[0]!.length;
     // a KV cache cut to a window holds fewer positions than the history: the mask then
     // covers the cached positions and the new tokens only

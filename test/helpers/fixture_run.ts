@@ -4,7 +4,7 @@
  */
 import { expect } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { maxAbs, maxAbsDiff, type RefTensor } from './compare.js';
+import { maxAbs, maxAbsDiff, type RefData, type RefTensor } from './compare.js';
 
 // Tolerance: both sides compute in fp32 with the same math (the graph is a trace
 // of the PyTorch code), so differences come only from different kernels and
@@ -77,4 +77,20 @@ export async function runAndCompare(
     expect(d, `${ref.name}: maxAbsDiff ${d} > tol ${tolerance(ref)}`).toBeLessThanOrEqual(tolerance(ref));
   }
   return diffs;
+}
+
+/**
+ * Loads `onnxPath` in onnxruntime-node, checks its input/output names against the
+ * reference, and compares every output; logs the max abs diffs under `label`.
+ */
+export async function expectMatchesReference(onnxPath: string, ref: RefData, label: string): Promise<void> {
+  const session = await ort.InferenceSession.create(onnxPath);
+  try {
+    expect([...session.inputNames]).toEqual(ref.inputs.map((t) => t.name));
+    expect([...session.outputNames]).toEqual(ref.outputs.map((t) => t.name));
+    const diffs = await runAndCompare(session, ref.inputs, ref.outputs);
+    console.info(`${label}: max abs diff ${JSON.stringify(diffs)}`);
+  } finally {
+    await session.release();
+  }
 }

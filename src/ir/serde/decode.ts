@@ -19,6 +19,9 @@ import { Value } from '../value.js';
 import { fromLong, fromLongBig, fromLongNumber } from './long.js';
 import { recordDefaults } from './presence.js';
 
+/** Proto2 presence: decoded messages hold only the fields that were on the wire as own properties. */
+const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+
 export interface DecodeOptions {
   /** Folder external data paths are relative to (the model file's folder). */
   baseDir?: string;
@@ -35,7 +38,7 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Mod
   } catch (e) {
     throw new SerdeError(`${source} is not a valid ONNX model (protobuf decoding failed: ${(e as Error).message})`, { cause: e });
   }
-  if (!proto.graph && !Object.prototype.hasOwnProperty.call(proto, 'irVersion')) {
+  if (!proto.graph && !hasOwn(proto, 'irVersion')) {
     throw new SerdeError(`${source} is not an ONNX model (no graph and no ir_version)`);
   }
   try {
@@ -73,7 +76,7 @@ class Decoder {
     m.baseDir = this.baseDir;
     if (!p.graph) m.presentFields.add('no-graph');
     // opset entries with a default domain written explicitly keep that presence
-    opsetPresence.set(m, p.opsetImport.map((o) => Object.prototype.hasOwnProperty.call(o, 'domain')));
+    opsetPresence.set(m, p.opsetImport.map((o) => hasOwn(o, 'domain')));
     return m;
   }
 
@@ -89,7 +92,7 @@ class Decoder {
     fn.attributes = p.attribute.slice();
     fn.attributeProtos = p.attributeProto.map((a) => this.attribute(a as onnx.AttributeProto, [scope]));
     for (const o of p.opsetImport) fn.opsetImports.set(o.domain ?? '', fromLongNumber(o.version as never, 'opset version'));
-    opsetPresence.set(fn, p.opsetImport.map((o) => Object.prototype.hasOwnProperty.call(o, 'domain')));
+    opsetPresence.set(fn, p.opsetImport.map((o) => hasOwn(o, 'domain')));
     this.nodes(body, p.node as onnx.NodeProto[], scope, []);
     body.setOutputs(p.output.map((n) => this.lookup(n, [scope])));
     body.valueInfo = p.valueInfo.map((vi) => this.valueInfo(vi as onnx.ValueInfoProto, [scope]));
@@ -192,7 +195,7 @@ class Decoder {
     else if (p.optionalType) t = { kind: 'optional', ...(p.optionalType.elemType ? { elem: this.type(p.optionalType.elemType as onnx.TypeProto) } : {}) };
     else if (p.opaqueType) t = { kind: 'opaque', domain: p.opaqueType.domain ?? '', name: p.opaqueType.name ?? '' };
     else t = { kind: 'unset' };
-    if (Object.prototype.hasOwnProperty.call(p, 'denotation')) t.denotation = p.denotation;
+    if (hasOwn(p, 'denotation')) t.denotation = p.denotation;
     return t;
   }
 
@@ -201,12 +204,12 @@ class Decoder {
     return {
       shape: (p.shape.dim ?? []).map((d) => {
         const dim: Dim = {};
-        if (d.dimValue !== undefined && d.dimValue !== null && Object.prototype.hasOwnProperty.call(d, 'dimValue')) {
+        if (d.dimValue !== undefined && d.dimValue !== null && hasOwn(d, 'dimValue')) {
           dim.value = fromLongNumber(d.dimValue as never, 'dimension');
-        } else if (d.dimParam !== undefined && d.dimParam !== null && Object.prototype.hasOwnProperty.call(d, 'dimParam')) {
+        } else if (d.dimParam !== undefined && d.dimParam !== null && hasOwn(d, 'dimParam')) {
           dim.param = d.dimParam;
         }
-        if (Object.prototype.hasOwnProperty.call(d, 'denotation')) dim.denotation = d.denotation ?? '';
+        if (hasOwn(d, 'denotation')) dim.denotation = d.denotation ?? '';
         return dim;
       }),
     };
@@ -241,7 +244,7 @@ class Decoder {
       const ref = parseExternalData(entries(p.externalData), this.baseDir, name);
       return { kind: 'external', ref };
     }
-    if (Object.prototype.hasOwnProperty.call(p, 'rawData')) return { kind: 'raw', bytes: p.rawData };
+    if (hasOwn(p, 'rawData')) return { kind: 'raw', bytes: p.rawData };
     if (p.floatData.length) return { kind: 'float', values: p.floatData };
     if (p.int32Data.length) return { kind: 'int32', values: p.int32Data };
     if (p.int64Data.length) return { kind: 'int64', values: p.int64Data.map((x) => fromLongBig(x as never)) };
@@ -304,7 +307,6 @@ class Decoder {
   }
 }
 
-const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 const MODEL_FIELDS = ['irVersion', 'producerName', 'producerVersion', 'domain', 'modelVersion', 'docString'] as const;
 const FUNCTION_FIELDS = ['name', 'domain', 'overload', 'docString'] as const;
 const NAME_DOC_FIELDS = ['name', 'docString'] as const;
@@ -314,7 +316,7 @@ const ATTRIBUTE_SCALARS = ['f', 'i', 's'] as const;
 
 /** Old files may omit AttributeProto.type; infer it from the populated field. */
 function inferAttributeType(p: onnx.AttributeProto): AttributeType {
-  const has = (f: string): boolean => Object.prototype.hasOwnProperty.call(p, f);
+  const has = (f: string): boolean => hasOwn(p, f);
   if (has('f')) return AttributeType.FLOAT;
   if (has('i')) return AttributeType.INT;
   if (has('s')) return AttributeType.STRING;

@@ -167,15 +167,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
       },
     });
   }
-  passes.push({
-    name: 'cleanup',
-    inPlace: true,
-    run(m) {
-      const removed = eliminateDeadCode(m.graph);
-      toposort(m.graph);
-      return { model: m, modified: removed > 0 };
-    },
-  });
+  passes.push(cleanupPass('cleanup'));
   if (opts.target !== 'portable') {
     passes.push({
       name: `lower-${opts.target}`,
@@ -190,15 +182,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
         return { model: m, modified: true };
       },
     });
-    passes.push({
-      name: 'cleanup-after-lowering',
-      inPlace: true,
-      run(m) {
-        const removed = eliminateDeadCode(m.graph);
-        toposort(m.graph);
-        return { model: m, modified: removed > 0 };
-      },
-    });
+    passes.push(cleanupPass('cleanup-after-lowering'));
   }
   let result;
   try {
@@ -261,6 +245,19 @@ function loraTargets(model: Model, sites: AttentionSite[], which: 'attention' | 
     }
   }
   return out;
+}
+
+/** Dead-code elimination and a stable topological sort of the main graph. */
+function cleanupPass(name: string): Pass {
+  return {
+    name,
+    inPlace: true,
+    run(m) {
+      const removed = eliminateDeadCode(m.graph);
+      toposort(m.graph);
+      return { model: m, modified: removed > 0 };
+    },
+  };
 }
 
 function opCounts(model: Model): Record<string, number> {

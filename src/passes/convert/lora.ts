@@ -130,6 +130,8 @@ export function mergeLora(model: Model): number {
     const shape = projectionShape(ad.base);
     const w = shape.weight.initializer!;
     if (w.dataType !== DataType.FLOAT) throw new UserInputError(`LoRA merge supports float32 weights; '${w.name}' is not`);
+    // a weight shared with another node must not change under it
+    if (shape.weight.consumers().length > 1) throw new UserInputError(`weight '${w.name}' is shared by several nodes; cannot merge its LoRA adapter in place`);
     const wData = Float32Array.from(w.toTypedArray() as Float32Array);
     const A = ad.a.initializer!.toTypedArray() as Float32Array;
     const B = ad.b.initializer!.toTypedArray() as Float32Array;
@@ -142,8 +144,6 @@ export function mergeLora(model: Model): number {
         wData[idx] = wData[idx]! + ad.scale * acc;
       }
     }
-    // a weight shared with another node must not change under it
-    if (shape.weight.consumers().length > 1) throw new UserInputError(`weight '${w.name}' is shared by several nodes; cannot merge its LoRA adapter in place`);
     const merged = Tensor.fromArray(wData, w.dims.slice(), DataType.FLOAT, w.name);
     shape.weight.initializer = merged;
     ad.sum.output.replaceAllUsesWith(ad.base.output);

@@ -86,7 +86,6 @@ export function cutKvCache(graph: Graph, site: AttentionSite, window: number): s
     const b = new Builder(graph, { tag: RECURRENT_RULE, prefix: `tptt/cache.${cacheIndex(site)}/` });
     const start = window > 1 ? BigInt(-(window - 1)) : INT64_MAX;
     const cut = b.op('Slice', [full, b.constant(BigInt64Array.from([start]), [1]), b.constant(BigInt64Array.from([INT64_MAX]), [1]), b.ints([2])]);
-    graph.registerName(`${name}_full`);
     full.name = graph.uniqueName(`${name}_full`);
     cut.name = name;
     cut.type = full.type;
