@@ -58,8 +58,8 @@ function projectionValue(b: Builder, site: AttentionSite, which: 'q' | 'k' | 'v'
 
 /** The padding mask [B,T] for the current tokens: the last T columns of the model's attention_mask. */
 function paddingMask(b: Builder, site: AttentionSite, xq: Value, graph: Graph): Value | null {
-  const name = site.mask.inputs.find((n) => graph.inputs.some((v) => v.name === n)) ?? (graph.inputs.some((v) => v.name === 'attention_mask') ? 'attention_mask' : undefined);
-  const input = name ? graph.inputs.find((v) => v.name === name) : undefined;
+  const byName = (n: string): Value | undefined => graph.inputs.find((v) => v.name === n);
+  const input = site.mask.inputs.map(byName).find((v) => v !== undefined) ?? byName('attention_mask');
   if (!input) return null;
   const t = input.type;
   if (t?.kind === 'tensor' && t.shape && t.shape.length !== 2) return null;
