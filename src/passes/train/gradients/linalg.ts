@@ -1,0 +1,74 @@
+/** Gradient rules of MatMul and Gemm. */
+import { attr } from '../../../ir/attribute.js';
+import type { Value } from '../../../ir/value.js';
+import { type GradContext, constLike, registerGradient } from './registry.js';
+
+/** Swaps the last two axes of a rank-r tensor. */
+function swapLast(cx: GradContext, x: Value, r: number): Value {
+  const perm = Array.from({ length: r }, (_, i) => i);
+  perm[r - 2] = r - 1;
+  perm[r - 1] = r - 2;
+  return cx.e.transpose(x, perm);
+}
+
+/**
+ * Y = A B (numpy semantics). dA = dY Bᵀ, dB = Aᵀ dY, each summed over broadcast batch
+ * axes. A 2-D B (a weight) gets its gradient from one [N, K]ᵀ[N, M] product over all
+ * leading axes flattened, instead of a batched product and a reduction.
+ */
+registerGradient('MatMul', (cx, n, dy, needs) => {
+  const { e } = cx;
+  const A0 = n.requireInput(0);
+  const B0 = n.requireInput(1);
+  const ra0 = cx.rank(A0);
+  const rb0 = cx.rank(B0);
+  // 1-D operands become matrices, and dY gets the axes they lost
+  const A = ra0 === 1 ? e.unsqueeze(A0, [0]) : A0;
+  const B = rb0 === 1 ? e.unsqueeze(B0, [1]) : B0;
+  let g = dy[0]!;
+  if (ra0 === 1 && rb0 === 1) g = e.reshape(g, [1, 1]);
+  else if (ra0 === 1) g = e.unsqueeze(g, [-2]);
+  else if (rb0 === 1) g = e.unsqueeze(g, [-1]);
+  const ra = Math.max(ra0, 2);
+  const rb = Math.max(rb0, 2);
+  let dA: Value | null = null;
+  let dB: Value | null = null;
+  if (needs[0]) {
+    dA = e.matmul(g, swapLast(cx, B, rb));
+    dA = e.reshapeTo(cx.unbroadcast(dA, A, { g: Math.max(ra, rb), like: ra }), e.shape(A0));
+  }
+  if (needs[1]) {
+    if (rb === 2 && ra >= 2) {
+      const lastA = e.op('Shape', [A], { start: -1 });
+      const lastG = e.op('Shape', [g], { start: -1 });
+      const A2 = e.reshapeTo(A, e.concat([e.ints([-1]), lastA], 0));
+      const G2 = e.reshapeTo(g, e.concat([e.ints([-1]), lastG], 0));
+      dB = e.matmul(e.transpose(A2, [1, 0]), G2);
+    } else {
+      dB = cx.unbroadcast(e.matmul(swapLast(cx, A, ra), g), B, { g: Math.max(ra, rb), like: rb });
+    }
+    dB = e.reshapeTo(dB, e.shape(B0));
+  }
+  return [dA, dB];
+});
+
+const g0 = (n: { output: Value }): Value => n.output;
+
+/** Y = alpha op(A) op(B) + beta C. */
+registerGradient('Gemm', (cx, n, dy, needs) => {
+  const { e } = cx;
+  const [A, B] = [n.requireInput(0), n.requireInput(1)];
+  const C = n.input(2);
+  const alpha = n.getFloat('alpha', 1);
+  const beta = n.getFloat('beta', 1);
+  const tA = n.getInt('transA', 0);
+  const tB = n.getInt('transB', 0);
+  const g = dy[0]!;
+  const gemm = (x: Value, y: Value, transA: number, transB: number): Value => e.op('Gemm', [x, y], { alpha: attr.float(alpha), transA, transB });
+  let dA: Value | null = null;
+  let dB: Value | null = null;
+  if (needs[0]) dA = tA === 0 ? gemm(g, B, 0, tB === 0 ? 1 : 0) : gemm(B, g, tB, 1);
+  if (needs[1]) dB = tB === 0 ? gemm(A, g, tA === 0 ? 1 : 0, 0) : gemm(g, A, 1, tA);
+  const dC = needs[2] && C ? cx.unbroadcast(beta === 1 ? g : e.mul(g, constLike(cx, g0(n), beta)), C) : null;
+  return [dA, dB, dC];
+});

@@ -1,0 +1,70 @@
+/**
+ * What the IR does not record about intermediate values (their rank and element type) is
+ * read from one onnxruntime run: the model is copied, the values asked for become extra
+ * graph outputs, and the shapes and types of what comes back are recorded. Autodiff rules
+ * need ranks only, which do not change with the batch or sequence length, so one probe
+ * with a small batch serves every later step.
+ */
+import * as ort from 'onnxruntime-node';
+import { DataType } from '../ir/dtype.js';
+import type { Model } from '../ir/model.js';
+import { decodeModel } from '../ir/serde/decode.js';
+import { encodeModel } from '../ir/serde/encode.js';
+import { elemTypeOf } from '../ir/types.js';
+import type { Value } from '../ir/value.js';
+import { constantTensor } from '../passes/util/constants.js';
+
+export interface ValueFacts {
+  rank: number;
+  dtype: DataType;
+}
+
+const ORT_TYPES: Record<string, DataType> = {
+  float32: DataType.FLOAT,
+  float64: DataType.DOUBLE,
+  float16: DataType.FLOAT16,
+  int64: DataType.INT64,
+  int32: DataType.INT32,
+  int8: DataType.INT8,
+  uint8: DataType.UINT8,
+  bool: DataType.BOOL,
+};
+
+/** Rank and type known from the IR alone: initializers, constants, declared input/output types. */
+export function irFacts(v: Value): ValueFacts | undefined {
+  const t = v.initializer ?? constantTensor(v);
+  if (t) return { rank: t.dims.length, dtype: t.dataType };
+  const ty = v.type;
+  const et = elemTypeOf(ty);
+  if (ty && ty.kind === 'tensor' && ty.shape && et !== undefined) return { rank: ty.shape.length, dtype: et };
+  return undefined;
+}
+
+/** Runs a copy of `model` on `feeds` with `values` as extra outputs; returns their facts by name. */
+export async function probeValues(model: Model, feeds: Record<string, ort.Tensor>, values: Iterable<Value>, sessionOptions: ort.InferenceSession.SessionOptions = {}): Promise<Map<string, ValueFacts>> {
+  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+  const byName = new Map<string, Value>();
+  for (const n of copy.graph) for (const o of n.outputs) if (o.name) byName.set(o.name, o);
+  const wanted: string[] = [];
+  const present = new Set(copy.graph.outputs.map((o) => o.name));
+  for (const v of values) {
+    const c = byName.get(v.name);
+    if (!c || present.has(c.name)) continue;
+    copy.graph.addOutput(c);
+    present.add(c.name);
+    wanted.push(c.name);
+  }
+  const session = await ort.InferenceSession.create(encodeModel(copy), { logSeverityLevel: 3, graphOptimizationLevel: 'disabled', ...sessionOptions });
+  try {
+    const out = await session.run(feeds);
+    const facts = new Map<string, ValueFacts>();
+    for (const [name, t] of Object.entries(out)) {
+      const tensor = t as ort.Tensor;
+      const dtype = ORT_TYPES[tensor.type];
+      if (dtype !== undefined) facts.set(name, { rank: tensor.dims.length, dtype });
+    }
+    return facts;
+  } finally {
+    await session.release();
+  }
+}
