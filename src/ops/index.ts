@@ -25,7 +25,10 @@ export {
 export { emitLizaScanOracle } from './liza_scan_oracle.js';
 export {
   CONTRIB_DOMAIN,
+  LOWERED_LIZA_KEY,
+  type LoweredLiza,
   type LoweringReport,
+  replaceLizaNodes,
   emitLizaContrib,
   linearAttentionRule,
   lowerLizaToContrib,

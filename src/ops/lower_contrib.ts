@@ -33,6 +33,7 @@
  * padded tokens) and reads every n-th output; bidirectional sites use two calls.
  */
 import { attr } from '../ir/attribute.js';
+import { setMetadata } from '../ir/metadata.js';
 import { Builder } from '../ir/builder.js';
 import { UserInputError } from '../ir/errors.js';
 import type { Graph } from '../ir/graph.js';
@@ -59,6 +60,18 @@ import {
 } from './schema.js';
 
 export const CONTRIB_DOMAIN = 'com.microsoft';
+
+/** Node metadata key on a lowered LiZA's LinearAttention node: the op it replaced (JSON `LoweredLiza`). */
+export const LOWERED_LIZA_KEY = 'titanize.liza';
+
+/** The ai.tptt.LiZA call a lowered subgraph stands for: its attributes and the names of its inputs and outputs. */
+export interface LoweredLiza {
+  attrs: LizaOpAttributes;
+  /** Input names in schema order ('' for an absent optional input). */
+  inputs: string[];
+  /** y, present_state, present_window ('' where unused). */
+  outputs: string[];
+}
 
 /** The LinearAttention update_rule a LiZA rule maps to. */
 export function linearAttentionRule(cfg: LizaOpConfig): 'linear' | 'delta' | 'gated_delta' {
@@ -147,6 +160,13 @@ function replaceOne(graph: Graph, node: Node, emit: Emit, tag: string): void {
   const b = new Builder(graph, { before: node, tag, prefix: `${node.name || 'LiZA'}/` });
   const out = emit(b, attrs, inputs);
   const replacements = [out.y, out.presentState, out.presentWindow];
+  // what the lowered subgraph computes, so that it can be raised back to ai.tptt.LiZA
+  // (training differentiates the standard-op body, not LinearAttention)
+  const anchor = b.created.find((n) => n.opType === 'LinearAttention') ?? b.created[0];
+  if (anchor) {
+    const record: LoweredLiza = { attrs, inputs: node.inputs.map((v) => v?.name ?? ''), outputs: node.outputs.map((v) => v.name) };
+    setMetadata(anchor.metadataProps, LOWERED_LIZA_KEY, JSON.stringify(record));
+  }
   node.outputs.forEach((old, i) => {
     const neu = replacements[i];
     if (!neu || old.name === '' || (old.numUses === 0 && !old.isGraphOutput())) return;

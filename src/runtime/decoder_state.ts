@@ -18,13 +18,13 @@ export interface RecurrentPair {
 const PAST = /^past_key_values\.(\d+)\.(\w+)$/;
 
 /** Pairs `past_key_values.{i}.<kind>` inputs with `present.{i}.<kind>` outputs. */
-export function recurrentPairs(inputNames: readonly string[], outputNames: readonly string[]): RecurrentPair[] {
+export function recurrentPairs(inputNames: readonly string[], outputNames: readonly string[], options: { requireOutputs?: boolean } = {}): RecurrentPair[] {
   const pairs: RecurrentPair[] = [];
   for (const name of inputNames) {
     const m = PAST.exec(name);
     if (!m) continue;
     const output = `present.${m[1]}.${m[2]}`;
-    if (!outputNames.includes(output)) {
+    if (options.requireOutputs !== false && !outputNames.includes(output)) {
       throw new UserInputError(`model input '${name}' has no matching output '${output}'; cannot carry it between steps`);
     }
     pairs.push({ input: name, output, layer: Number(m[1]), kind: m[2]! });

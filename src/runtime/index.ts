@@ -4,3 +4,8 @@ export { type DeclaredTypes, DecoderState, type RecurrentPair, type StepResult, 
 export { type GenerateOptions, type GenerateStats, type GenerateStep, type Generation, declaredTypes, generate } from './generate.js';
 export { Sampler, type SamplingOptions, argmax } from './sampling.js';
 export { type TextTokenizer, loadTokenizer } from './tokenizer.js';
+export { type TokenBatch, evaluationBatches, loadTokens, trainingBatch } from './data.js';
+export { type EvalResult, type EvaluateOptions, evaluate, scoreLogits } from './evaluate.js';
+export { sequenceFeeds } from './feeds.js';
+export { type ValueFacts, irFacts, probeValues } from './probe.js';
+export { type ScheduleOptions, type StepReport, Trainer, type TrainerOptions, type TrainerState, TrainingError, lrAt } from './trainer.js';

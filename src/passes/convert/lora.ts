@@ -122,6 +122,11 @@ function findAdapters(graph: Graph): { sum: Node; base: Node; nodes: Node[]; a: 
   return found;
 }
 
+/** The A and B initializers of every LoRA adapter of `graph`, by target name (what training updates). */
+export function loraParameters(graph: Graph): { target: string; a: Value; b: Value }[] {
+  return findAdapters(graph).map((ad) => ({ target: ad.name, a: ad.a, b: ad.b }));
+}
+
 /** Folds every adapter into its weight (W += scale·A·B) and removes the adapter nodes. Returns how many. */
 export function mergeLora(model: Model): number {
   const graph = model.graph;

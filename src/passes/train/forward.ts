@@ -1,0 +1,120 @@
+/**
+ * The forward half of a training graph, made from a converted model of any target:
+ * lowered LiZA subgraphs (com.microsoft or opset-27 LinearAttention, which have no
+ * gradient) are raised back to ai.tptt.LiZA from the record the lowering left on them,
+ * then every LiZA and MaG call is inlined as its standard-op body (the chunked WY form),
+ * which autodiff differentiates. The model is changed in place: pass a copy.
+ */
+import { Builder, type Graph, type Model, type Node, UserInputError, type Value, eliminateDeadCode, getMetadata, toposort } from '../../ir/index.js';
+import {
+  LOWERED_LIZA_KEY,
+  type LizaOpAttributes,
+  type LoweredLiza,
+  TPTT_DOMAIN,
+  addLizaNode,
+  emitLizaChunked,
+  emitMag,
+  replaceLizaNodes,
+} from '../../ops/index.js';
+import { Emitter } from '../../ops/emit.js';
+import { valueIndex } from '../convert/tptt.js';
+
+/** One memory-as-gate mix of the model: softmax output a, LiZA output y, gate μ (an initializer). */
+export interface GateMix {
+  a: Value;
+  y: Value;
+  mu: Value;
+  /** The mixed output. */
+  out: Value;
+}
+
+export interface TrainingForward {
+  /** The MaG mixes, in graph order (empty for a μ = 1 model: nothing left to mix). */
+  mixes: GateMix[];
+  /** LiZA outputs y, in graph order. */
+  lizaOutputs: Value[];
+  /** How many lowered LiZA subgraphs were raised back. */
+  raised: number;
+}
+
+export interface TrainingForwardOptions {
+  /** Longest sequence the training graph will see (bounds the unrolled chunk prefix; default: the model's). */
+  maxSeqLen?: number;
+}
+
+/** Raises lowered LiZA subgraphs back to ai.tptt.LiZA calls; returns how many. */
+export function raiseLoweredLiza(model: Model): number {
+  const graph = model.graph;
+  const anchors = graph.nodes().filter((n) => getMetadata(n.metadataProps, LOWERED_LIZA_KEY) !== undefined);
+  if (anchors.length === 0) return 0;
+  const index = valueIndex(graph);
+  for (const anchor of anchors) {
+    const rec = JSON.parse(getMetadata(anchor.metadataProps, LOWERED_LIZA_KEY)!) as LoweredLiza;
+    const input = (i: number): Value | null => {
+      const name = rec.inputs[i];
+      if (!name) return null;
+      const v = index.get(name);
+      if (!v) throw new UserInputError(`the lowered LiZA at '${anchor.name}' reads '${name}', which is not in the graph`);
+      return v;
+    };
+    const liza = addLizaNode(model, graph, rec.attrs, { xq: input(0)!, xk: input(1)!, xv: input(2)!, pastState: input(3), pastWindow: input(4), mask: input(5) }, { before: firstOf(graph, rec, index) ?? anchor, name: `${anchor.name}/raised` });
+    const outs = [liza.y, liza.presentState, liza.presentWindow];
+    rec.outputs.forEach((name, i) => {
+      const old = name ? index.get(name) : undefined;
+      if (!old) return;
+      const neu = outs[i]!;
+      old.name = graph.uniqueName(`${name}_lowered`);
+      neu.name = name;
+      neu.type ??= old.type;
+      old.replaceAllUsesWith(neu);
+    });
+  }
+  eliminateDeadCode(graph);
+  toposort(graph);
+  return anchors.length;
+}
+
+/** The first node of the lowered subgraph (the producer of its earliest new value), to insert before. */
+function firstOf(graph: Graph, rec: LoweredLiza, index: Map<string, Value>): Node | undefined {
+  const inputs = new Set(rec.inputs.filter(Boolean).map((n) => index.get(n)));
+  for (const n of graph) if (n.inputs.some((v) => v && inputs.has(v))) return n;
+  return undefined;
+}
+
+/** Prepares `model` (in place) as the forward pass of a training graph. */
+export function prepareTrainingForward(model: Model, options: TrainingForwardOptions = {}): TrainingForward {
+  const raised = raiseLoweredLiza(model);
+  const graph = model.graph;
+  const lizaNodes = graph.nodes().filter((n) => n.opType === 'LiZA' && n.domain === TPTT_DOMAIN);
+  if (lizaNodes.length === 0) throw new UserInputError('this model has no ai.tptt.LiZA memory (convert it with titanize first)');
+  const yNames = lizaNodes.map((n) => n.outputs[0]!.name);
+  const mixes: GateMix[] = [];
+  const mixSource: number[] = [];
+  for (const n of graph.nodes()) {
+    if (n.opType !== 'MaG' || n.domain !== TPTT_DOMAIN) continue;
+    const e = new Emitter(new Builder(graph, { before: n, tag: 'train', prefix: `${n.name || 'MaG'}/` }));
+    const [a, y, mu] = [n.requireInput(0), n.requireInput(1), n.requireInput(2)];
+    const out = emitMag(e, a, y, mu);
+    const old = n.output;
+    const name = old.name;
+    old.name = graph.uniqueName(`${name}_call`);
+    out.name = name;
+    old.replaceAllUsesWith(out);
+    graph.remove(n);
+    mixes.push({ a, y, mu, out });
+    mixSource.push(lizaNodes.findIndex((l) => l.outputs[0] === y));
+  }
+  const emit = (b: Builder, attrs: LizaOpAttributes, inputs: Parameters<typeof emitLizaChunked>[2]) =>
+    emitLizaChunked(b, options.maxSeqLen ? { ...attrs, max_seq_len: Math.min(options.maxSeqLen, attrs.max_seq_len ?? options.maxSeqLen) } : attrs, inputs);
+  replaceLizaNodes(model, graph, emit, 'train');
+  model.functions = model.functions.filter((f) => f.domain !== TPTT_DOMAIN);
+  const index = valueIndex(graph);
+  const lizaOutputs = yNames.map((n) => index.get(n)!);
+  // mixes recorded before inlining read the old LiZA outputs: point them at the new ones
+  mixes.forEach((m, i) => {
+    const src = mixSource[i]!;
+    if (src >= 0) m.y = lizaOutputs[src]!;
+  });
+  toposort(graph);
+  return { mixes, lizaOutputs, raised };
+}

@@ -1,0 +1,263 @@
+/**
+ * The training loop on onnxruntime: builds the training graph of a converted model (see
+ * passes/train/training_graph.ts), probes the ranks autodiff needs with one small run,
+ * opens one session, and runs one optimizer step per call. Parameters and AdamW moments
+ * are session inputs and outputs carried from step to step; the learning-rate schedule
+ * (linear warmup, then cosine decay to 0) and the bias corrections are fed per step.
+ * `applyTo` writes the trained tensors back into a converted model (μ = sigmoid(θ)), which
+ * then runs, merges and decodes as before.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { UserInputError } from '../ir/errors.js';
+import { setMetadata } from '../ir/metadata.js';
+import type { Model } from '../ir/model.js';
+import { decodeModel } from '../ir/serde/decode.js';
+import { encodeModel } from '../ir/serde/encode.js';
+import { allTensors, saveModel } from '../ir/serde/files.js';
+import { Tensor } from '../ir/tensor.js';
+import {
+  APPLY_INPUT,
+  BC1_INPUT,
+  BC2_INPUT,
+  LABELS_INPUT,
+  LR_INPUT,
+  TEACHER_INPUT,
+  type TrainingGraphOptions,
+  type TrainingGraphSpec,
+  WEIGHTS_INPUT,
+  completeTraining,
+  logitToMu,
+  prepareTraining,
+  probeTargets,
+  slotNames,
+} from '../passes/train/index.js';
+import type { TokenBatch } from './data.js';
+import type { DeclaredTypes } from './decoder_state.js';
+import { type ExecutionProviderName, createSession } from './execution_provider.js';
+import { logitsOf } from './evaluate.js';
+import { float32, int64, sequenceFeeds } from './feeds.js';
+import { irFacts, probeValues } from './probe.js';
+
+export interface ScheduleOptions {
+  /** Peak learning rate (default 2e-3). */
+  lr?: number;
+  /** Linear warmup steps (default 20, at most a tenth of the run... see lrAt). */
+  warmup?: number;
+  /** Total optimizer steps of the run (the cosine reaches 0 there). */
+  steps: number;
+  /** 'cosine' (default) or 'constant' after warmup. */
+  schedule?: 'cosine' | 'constant';
+}
+
+export interface TrainerOptions extends TrainingGraphOptions, ScheduleOptions {
+  /** Sequence length trained on. */
+  seqLen: number;
+  ep?: ExecutionProviderName;
+  /** For objective 'distill': the original model's session and declared input types. */
+  teacher?: { session: ort.InferenceSession; types: DeclaredTypes };
+  /** onnxruntime session options for the training session. */
+  ort?: ort.InferenceSession.SessionOptions;
+}
+
+export interface StepReport {
+  step: number;
+  loss: number;
+  gradNorm: number;
+  lr: number;
+  tokens: number;
+  ms: number;
+}
+
+export class TrainingError extends UserInputError {}
+
+/** Learning rate of optimizer step `step` (0-based). */
+export function lrAt(o: ScheduleOptions, step: number): number {
+  const peak = o.lr ?? 2e-3;
+  const warm = Math.min(o.warmup ?? 20, Math.max(0, o.steps - 1));
+  if (step < warm) return (peak * (step + 1)) / warm;
+  if ((o.schedule ?? 'cosine') === 'constant') return peak;
+  const span = Math.max(1, o.steps - warm);
+  const p = Math.min(1, (step - warm) / span);
+  return peak * 0.5 * (1 + Math.cos(Math.PI * p));
+}
+
+function zeros(dims: number[]): ort.Tensor {
+  return new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+}
+
+/** A session over a model held in memory (external weights are written inline to a temporary file first). */
+async function sessionFor(model: Model, ep: ExecutionProviderName | undefined, extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
+  const external = [...allTensors(model)].some((t) => t.isExternal);
+  if (!external) return (await createSession(encodeModel(model), { ep, ort: extra })).session;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-train-'));
+  try {
+    const file = path.join(dir, 'train.onnx');
+    saveModel(model, file, { externalData: 'inline' });
+    return (await createSession(file, { ep, ort: extra })).session;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface TrainerState {
+  step: number;
+  tensors: Record<string, { dims: number[]; data: Float32Array }>;
+}
+
+export class Trainer {
+  /** Optimizer steps done. */
+  stepCount = 0;
+  private readonly state = new Map<string, ort.Tensor>();
+
+  private constructor(
+    readonly session: ort.InferenceSession,
+    readonly spec: TrainingGraphSpec,
+    readonly types: DeclaredTypes,
+    readonly options: TrainerOptions,
+  ) {
+    for (const p of spec.params) {
+      const s = slotNames(p.input);
+      this.state.set(p.input, new ort.Tensor('float32', Float32Array.from(p.init), p.dims));
+      this.state.set(s.m, zeros(p.dims));
+      this.state.set(s.v, zeros(p.dims));
+      if (spec.accumulate > 1) this.state.set(s.acc, zeros(p.dims));
+    }
+  }
+
+  /** Builds the training graph of `model` (left unchanged) and opens its session. */
+  static async create(model: Model, options: TrainerOptions): Promise<Trainer> {
+    if (!(options.seqLen >= 2)) throw new UserInputError(`the sequence length must be at least 2, got ${options.seqLen}`);
+    const objective = options.objective ?? 'lm';
+    if (objective === 'distill' && !options.teacher) throw new UserInputError('objective distill needs the original model as the teacher (--teacher ORIG.onnx)');
+    const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+    const prep = prepareTraining(copy, { ...options, maxSeqLen: options.maxSeqLen ?? options.seqLen });
+    const types: DeclaredTypes = new Map(prep.model.graph.inputs.map((v) => [v.name, v.type]));
+    // one small run tells the ranks of the values on the gradient path
+    const probeIds = [Array.from({ length: Math.min(options.seqLen, 6) }, (_, i) => i + 1), Array.from({ length: Math.min(options.seqLen, 6) }, (_, i) => 2 * i + 1)];
+    const probeBatch: TokenBatch = { ids: probeIds, labels: probeIds, weights: probeIds.map((r) => r.map(() => 1)) };
+    const feeds: Record<string, ort.Tensor> = {
+      ...(await lossFeeds(prep.lossInputs, probeBatch, options.teacher)),
+      ...sequenceFeeds(prep.modelInputs, [], types, probeBatch.ids),
+    };
+    for (const p of prep.params) feeds[p.input] = new ort.Tensor('float32', Float32Array.from(p.init), p.dims);
+    const facts = await probeValues(prep.model, feeds, probeTargets(prep));
+    const tg = completeTraining(prep, (v) => irFacts(v) ?? facts.get(v.name));
+    const session = await sessionFor(tg.model, options.ep, options.ort);
+    return new Trainer(session, tg.spec, types, options);
+  }
+
+  lrAt(step = this.stepCount): number {
+    return lrAt(this.options, step);
+  }
+
+  /**
+   * One optimizer step over `micro` (one batch, or `accumulate` micro-batches). A loss that
+   * is not finite stops with an error and leaves the parameters as they were.
+   */
+  async step(micro: TokenBatch | TokenBatch[]): Promise<StepReport> {
+    const batches = Array.isArray(micro) ? micro : [micro];
+    const K = this.spec.accumulate;
+    if (batches.length !== K) throw new UserInputError(`a step takes ${K} micro-batch${K > 1 ? 'es' : ''}, got ${batches.length}`);
+    const t0 = performance.now();
+    const lr = this.lrAt();
+    const t = this.stepCount + 1;
+    const b1 = this.options.optimizer?.beta1 ?? 0.9;
+    const b2 = this.options.optimizer?.beta2 ?? 0.999;
+    const scalar = (x: number): ort.Tensor => new ort.Tensor('float32', Float32Array.from([x]), []);
+    let lossSum = 0;
+    let gradNorm = 0;
+    let tokens = 0;
+    let next = new Map(this.state);
+    for (let k = 0; k < K; k++) {
+      const batch = batches[k]!;
+      const feeds: Record<string, ort.Tensor> = {
+        ...sequenceFeeds(this.spec.modelInputs, [], this.types, batch.ids),
+        ...(await lossFeeds(this.spec.lossInputs, batch, this.options.teacher)),
+        [LR_INPUT]: scalar(lr),
+        [BC1_INPUT]: scalar(1 / (1 - b1 ** t)),
+        [BC2_INPUT]: scalar(1 / (1 - b2 ** t)),
+      };
+      if (K > 1) feeds[APPLY_INPUT] = new ort.Tensor('bool', Uint8Array.from([k === K - 1 ? 1 : 0]), []);
+      for (const [name, v] of next) feeds[name] = v;
+      const out = await this.session.run(feeds);
+      const loss = Number((out[this.spec.lossOutput] as ort.Tensor).data[0]);
+      if (!Number.isFinite(loss)) throw new TrainingError(`the loss is ${loss} at step ${t}; the parameters are left as they were after step ${this.stepCount} (lower --lr, or check the data)`);
+      lossSum += loss;
+      gradNorm = Number((out[this.spec.gradNormOutput] as ort.Tensor).data[0]);
+      tokens += batch.weights.reduce((n, r) => n + r.reduce((a, x) => a + x, 0), 0);
+      const upd = new Map<string, ort.Tensor>();
+      for (const p of this.spec.params) {
+        const s = slotNames(p.input);
+        upd.set(p.input, out[s.next] as ort.Tensor);
+        upd.set(s.m, out[s.mNext] as ort.Tensor);
+        upd.set(s.v, out[s.vNext] as ort.Tensor);
+        if (K > 1) upd.set(s.acc, out[s.accNext] as ort.Tensor);
+      }
+      next = upd;
+    }
+    for (const [k, v] of next) this.state.set(k, v);
+    this.stepCount = t;
+    return { step: t, loss: lossSum / K, gradNorm, lr, tokens, ms: performance.now() - t0 };
+  }
+
+  /** Current values of the trainable tensors, in the training parametrisation (θ for μ). */
+  parameters(): Map<string, Float32Array> {
+    return new Map(this.spec.params.map((p) => [p.input, this.state.get(p.input)!.data as Float32Array]));
+  }
+
+  /** Writes the trained tensors into `model` (a converted model with the same adapters and gates). */
+  applyTo(model: Model): void {
+    const g = model.graph;
+    for (const p of this.spec.params) {
+      const v = g.initializers.get(p.source);
+      if (!v?.initializer) throw new UserInputError(`the model has no initializer '${p.source}' to write the trained values to`);
+      const data = this.state.get(p.input)!.data as Float32Array;
+      const values = p.group === 'mu' ? Float32Array.from(data, logitToMu) : Float32Array.from(data);
+      v.initializer = Tensor.fromArray(values, v.initializer.dims.slice(), undefined, p.source);
+    }
+    const mus = this.spec.params.filter((p) => p.group === 'mu').map((p) => [p.source, logitToMu((this.state.get(p.input)!.data as Float32Array)[0]!)]);
+    setMetadata(
+      model.metadataProps,
+      'titanize.trained',
+      JSON.stringify({ steps: this.stepCount, objective: this.spec.objective, train: [...new Set(this.spec.params.map((p) => p.group))], ...(mus.length ? { mu: Object.fromEntries(mus) } : {}) }),
+    );
+  }
+
+  /** Everything a resumed run needs: the step count, parameters and moments. */
+  snapshot(): TrainerState {
+    const tensors: TrainerState['tensors'] = {};
+    for (const [k, v] of this.state) tensors[k] = { dims: v.dims.slice(), data: Float32Array.from(v.data as Float32Array) };
+    return { step: this.stepCount, tensors };
+  }
+
+  restore(s: TrainerState): void {
+    for (const k of this.state.keys()) {
+      const t = s.tensors[k];
+      if (!t) throw new UserInputError(`the checkpoint has no tensor '${k}'; was it made for this model and these options?`);
+      const have = this.state.get(k)!.dims;
+      if (t.dims.length !== have.length || t.dims.some((d, i) => d !== have[i])) throw new UserInputError(`checkpoint tensor '${k}' has dims [${t.dims.join(', ')}], the training graph wants [${have.join(', ')}]`);
+      this.state.set(k, new ort.Tensor('float32', Float32Array.from(t.data), t.dims));
+    }
+    this.stepCount = s.step;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/** Feeds of the objective's inputs (labels, weights, teacher logits). */
+async function lossFeeds(names: readonly string[], batch: TokenBatch, teacher?: TrainerOptions['teacher']): Promise<Record<string, ort.Tensor>> {
+  const feeds: Record<string, ort.Tensor> = {};
+  if (names.includes(WEIGHTS_INPUT)) feeds[WEIGHTS_INPUT] = float32(batch.weights);
+  if (names.includes(LABELS_INPUT)) feeds[LABELS_INPUT] = int64(batch.labels);
+  if (names.includes(TEACHER_INPUT)) {
+    if (!teacher) throw new UserInputError('objective distill needs a teacher model');
+    const out = await teacher.session.run(sequenceFeeds(teacher.session.inputNames, teacher.session.outputNames, teacher.types, batch.ids));
+    feeds[TEACHER_INPUT] = logitsOf(teacher.session, out);
+  }
+  return feeds;
+}
