@@ -29,6 +29,7 @@ import {
   type TrainingGraphSpec,
   WEIGHTS_INPUT,
   completeTraining,
+  gradOutputName,
   logitToMu,
   prepareTraining,
   probeTargets,
@@ -201,6 +202,25 @@ export class Trainer {
     for (const [k, v] of next) this.state.set(k, v);
     this.stepCount = t;
     return { step: t, loss: lossSum / K, gradNorm, lr, tokens, ms: performance.now() - t0 };
+  }
+
+  /**
+   * The gradients of the loss on `batch` at the current parameters, by parameter input
+   * name (needs `outputGradients`; changes nothing).
+   */
+  async gradients(batch: TokenBatch): Promise<Map<string, Float32Array>> {
+    if (!this.options.outputGradients) throw new UserInputError('gradients() needs a trainer created with outputGradients: true');
+    const feeds: Record<string, ort.Tensor> = {
+      ...sequenceFeeds(this.spec.modelInputs, [], this.types, batch.ids),
+      ...(await lossFeeds(this.spec.lossInputs, batch, this.options.teacher)),
+      [LR_INPUT]: new ort.Tensor('float32', Float32Array.from([0]), []),
+      [BC1_INPUT]: new ort.Tensor('float32', Float32Array.from([1]), []),
+      [BC2_INPUT]: new ort.Tensor('float32', Float32Array.from([1]), []),
+    };
+    if (this.spec.accumulate > 1) feeds[APPLY_INPUT] = new ort.Tensor('bool', Uint8Array.from([0]), []);
+    for (const [name, v] of this.state) feeds[name] = v;
+    const out = await this.session.run(feeds);
+    return new Map(this.spec.params.map((p) => [p.input, Float32Array.from((out[gradOutputName(p.input)] as ort.Tensor).data as Float32Array)]));
   }
 
   /** Current values of the trainable tensors, in the training parametrisation (θ for μ). */

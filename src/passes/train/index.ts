@@ -11,6 +11,7 @@ export {
   type TrainingGraphOptions,
   type TrainingGraphSpec,
   completeTraining,
+  gradOutputName,
   prepareTraining,
   probeTargets,
   slotNames,

@@ -10,7 +10,7 @@
  *
  * runtime/trainer.ts does exactly this.
  */
-import { type Model, UserInputError, type Value, eliminateDeadCode, toposort } from '../../ir/index.js';
+import { Builder, type Model, UserInputError, type Value, eliminateDeadCode, toposort } from '../../ir/index.js';
 import { differentiate, gradientPath } from './autodiff.js';
 import { type TrainingForward, prepareTrainingForward } from './forward.js';
 import type { ValueInfo } from './gradients/index.js';
@@ -28,6 +28,8 @@ export interface TrainingGraphOptions {
   optimizer?: AdamWOptions;
   /** The model output holding the logits (default: the first graph output). */
   logits?: string;
+  /** Also output every gradient (clipped: before clipping) as `<param>.grad` (for checks and tools). */
+  outputGradients?: boolean;
 }
 
 export interface PreparedTraining {
@@ -108,6 +110,13 @@ export function completeTraining(prep: PreparedTraining, info: (v: Value) => Val
     prep.params.map((p, i) => ({ param: wrt[i]!, grad: grads.get(wrt[i]!)!, decay: p.decay })),
     opt,
   );
+  if (prep.options.outputGradients) {
+    wrt.forEach((w) => {
+      const id = new Builder(graph, { tag: 'autodiff' }).op('Identity', [grads.get(w)!]);
+      id.name = gradOutputName(w.name);
+      graph.addOutput(id);
+    });
+  }
   toposort(graph);
   return {
     model: prep.model,
@@ -125,3 +134,6 @@ export function completeTraining(prep: PreparedTraining, info: (v: Value) => Val
 }
 
 export { slotNames };
+
+/** The output holding a parameter's gradient when `outputGradients` is set. */
+export const gradOutputName = (param: string): string => `${param}.grad`;
