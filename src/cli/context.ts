@@ -16,6 +16,8 @@ export interface CliContext {
   stdout: OutStream;
   stderr: OutStream;
   env: Readonly<Record<string, string | undefined>>;
+  /** Aborted on Ctrl-C (SIGINT): long commands stop cleanly at the next safe point. */
+  signal?: AbortSignal;
 }
 
 /** Exit statuses of `titanize`. */
@@ -24,3 +26,5 @@ export const EXIT_OK = 0;
 export const EXIT_INTERNAL = 1;
 /** The user's input is unusable: bad arguments, a bad or missing file. */
 export const EXIT_USAGE = 2;
+/** Stopped by the user (Ctrl-C) after saving what can be resumed. */
+export const EXIT_INTERRUPTED = 130;

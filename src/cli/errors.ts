@@ -9,9 +9,12 @@
  */
 import { CommanderError } from 'commander';
 import { UserInputError } from '../ir/index.js';
-import { type CliContext, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE } from './context.js';
+import { type CliContext, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE } from './context.js';
 
 export const PROGRAM_NAME = 'titanize';
+
+/** The user stopped a long command (Ctrl-C); the message says what was kept and how to go on. */
+export class InterruptedError extends Error {}
 
 /** Commander codes that mean "done, successfully" (help or version was printed). */
 const COMMANDER_SUCCESS = new Set(['commander.helpDisplayed', 'commander.version']);
@@ -50,6 +53,10 @@ export function reportError(e: unknown, ctx: CliContext): number {
     const msg = oneLine(e.message.replace(/^error:\s*/, ''));
     ctx.stderr.write(`${PROGRAM_NAME}: error: ${msg}\n`);
     return EXIT_USAGE;
+  }
+  if (e instanceof InterruptedError) {
+    ctx.stderr.write(`${PROGRAM_NAME}: interrupted: ${oneLine(e.message)}\n`);
+    return EXIT_INTERRUPTED;
   }
   if (e instanceof UserInputError) {
     ctx.stderr.write(`${PROGRAM_NAME}: error: ${oneLine(e.message)}\n`);

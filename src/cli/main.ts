@@ -22,6 +22,8 @@ export interface MainIO {
   stdout?: OutStream;
   stderr?: OutStream;
   env?: Readonly<Record<string, string | undefined>>;
+  /** Stops long commands (train) at the next safe point; by default SIGINT does. */
+  signal?: AbortSignal;
 }
 
 let cachedVersion: string | undefined;
@@ -83,10 +85,19 @@ export function createProgram(ctx: CliContext, commands: readonly CommandRegistr
  * resolves to the exit status: 0 success, 2 user error, 1 internal error.
  */
 export async function main(argv: string[], io: MainIO = {}): Promise<number> {
+  // Ctrl-C while a command runs: the first one asks it to stop at a safe point (train
+  // finishes its step and saves a checkpoint); a second one ends the process
+  const interrupt = io.signal ? undefined : new AbortController();
+  const onSigint = (): void => {
+    if (interrupt!.signal.aborted) process.exit(130);
+    interrupt!.abort();
+  };
+  if (interrupt) process.on('SIGINT', onSigint);
   const ctx: CliContext = {
     stdout: io.stdout ?? process.stdout,
     stderr: io.stderr ?? process.stderr,
     env: io.env ?? process.env,
+    signal: io.signal ?? interrupt!.signal,
   };
   try {
     const program = createProgram(ctx);
@@ -94,5 +105,7 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
     return EXIT_OK;
   } catch (e) {
     return reportError(e, ctx);
+  } finally {
+    if (interrupt) process.off('SIGINT', onSigint);
   }
 }

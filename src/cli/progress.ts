@@ -14,8 +14,8 @@ import type { OutStream } from './context.js';
 export interface Progress {
   /** Advances by `n` (default 1). */
   tick(n?: number): void;
-  /** Sets the absolute position. */
-  update(value: number): void;
+  /** Sets the absolute position (and the values of the format's extra {fields}). */
+  update(value: number, fields?: Record<string, string | number>): void;
   /** Stops and erases the bar; safe to call more than once (also after an error). */
   done(): void;
   /** Whether a bar is being drawn. */
@@ -27,6 +27,10 @@ export interface ProgressOptions {
   json?: boolean;
   /** Force the bar off (true) regardless of the stream. */
   quiet?: boolean;
+  /** Text after the bar, with cli-progress tokens ({value}, {total}, {eta_formatted}) and the fields given to update(). */
+  suffix?: string;
+  /** Initial values of the suffix's own fields. */
+  fields?: Record<string, string | number>;
 }
 
 const SILENT: Progress = Object.freeze({
@@ -41,7 +45,7 @@ export function progress(stream: OutStream, total: number, label: string, option
   const bar = new cliProgress.SingleBar(
     {
       stream: stream as unknown as NodeJS.WritableStream,
-      format: `${label} [{bar}] {percentage}% | {value}/{total} | {duration_formatted}`,
+      format: `${label} [{bar}] ${options.suffix ?? '{percentage}% | {value}/{total} | {duration_formatted}'}`,
       clearOnComplete: true,
       hideCursor: true,
       fps: 10,
@@ -51,17 +55,17 @@ export function progress(stream: OutStream, total: number, label: string, option
   );
   let value = 0;
   let stopped = false;
-  bar.start(total, 0);
+  bar.start(total, 0, options.fields);
   return {
     tick(n = 1) {
       if (stopped) return;
       value += n;
       bar.update(Math.min(value, total));
     },
-    update(v: number) {
+    update(v: number, fields?: Record<string, string | number>) {
       if (stopped) return;
       value = v;
-      bar.update(Math.min(value, total));
+      bar.update(Math.min(value, total), fields);
     },
     done() {
       if (stopped) return;

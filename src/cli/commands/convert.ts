@@ -1,9 +1,9 @@
 /** `titanize convert MODEL -o OUT`: every softmax attention becomes MaG(softmax, LiZA). */
 import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
 import { LIZA_RULES, type LizaRule } from '../../ops/index.js';
 import { type ConvertReport, convert } from '../../passes/convert/convert.js';
 import { CONVERT_TARGETS, type ConvertTarget, parseLayers } from '../../passes/convert/options.js';
+import { int, num, oneOf } from '../args.js';
 import type { CliContext } from '../context.js';
 import { loadModelForCli } from '../load.js';
 import { externalDataOption, saveOutput } from '../output.js';
@@ -27,29 +27,6 @@ interface ConvertCliOptions {
   externalData?: string;
   verify: boolean;
   json?: boolean;
-}
-
-function int(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
-    return n;
-  };
-}
-
-function num(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
-    return n;
-  };
-}
-
-function oneOf<T extends string>(values: readonly T[]) {
-  return (v: string): T => {
-    if (!values.includes(v as T)) throw new InvalidArgumentError(`expected one of ${values.join(', ')}`);
-    return v as T;
-  };
 }
 
 export function addConvertCommand(program: Command, ctx: CliContext): void {

@@ -7,15 +7,19 @@
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { addConvertCommand } from './convert.js';
+import { addEvalCommand } from './eval.js';
 import { addGenerateCommand } from './generate.js';
 import { addInspectCommand } from './inspect.js';
 import { addMergeCommand } from './merge.js';
+import { addTrainCommand } from './train.js';
 
 export type CommandRegistrar = (program: Command, ctx: CliContext) => void;
 
 export const COMMANDS: readonly CommandRegistrar[] = [
   (program, ctx) => addInspectCommand(program, ctx),
   (program, ctx) => addConvertCommand(program, ctx),
+  (program, ctx) => addTrainCommand(program, ctx),
+  (program, ctx) => addEvalCommand(program, ctx),
   (program, ctx) => addMergeCommand(program, ctx),
   (program, ctx) => addGenerateCommand(program, ctx),
 ];
