@@ -21,10 +21,10 @@ export interface RunResult {
   stderr: string;
 }
 
-export async function run(args: string[], env: Record<string, string | undefined> = {}): Promise<RunResult> {
-  const stdout = new Capture();
-  const stderr = new Capture();
-  const code = await main(['node', 'titanize', ...args], { stdout, stderr, env });
+export async function run(args: string[], env: Record<string, string | undefined> = {}, io: { signal?: AbortSignal; stdout?: Capture; stderr?: Capture } = {}): Promise<RunResult> {
+  const stdout = io.stdout ?? new Capture();
+  const stderr = io.stderr ?? new Capture();
+  const code = await main(['node', 'titanize', ...args], { stdout, stderr, env, signal: io.signal });
   return { code, stdout: stdout.text, stderr: stderr.text };
 }
 

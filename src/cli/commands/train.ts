@@ -143,7 +143,8 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
       }
       const checkpointFile = opts.checkpoint ?? `${opts.output}.ckpt.json`;
       const log = (o: Record<string, unknown>): void => void ctx.stdout.write(`${JSON.stringify(o)}\n`);
-      const say = (s: string): void => void (opts.json ? undefined : ctx.stderr.write(`${s}\n`));
+      // the training log is the command's output (stdout); with --json it is JSON lines only
+      const say = (s: string): void => void (opts.json ? undefined : ctx.stdout.write(`${s}\n`));
 
       let teacher: { session: ort.InferenceSession; types: ReturnType<typeof declaredTypes> } | undefined;
       if (opts.teacher) {
@@ -155,7 +156,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
         say(`held-out before: ${describeEval(before)}`);
         if (opts.json) log({ event: 'eval', when: 'before', ...before });
       }
-      say(`building the training graph (${opts.objective}, training ${opts.train.join(', ')}) ...`);
+      const t0 = performance.now();
       const trainer = await Trainer.create(model, {
         seqLen: opts.seqLen,
         steps: opts.steps,
@@ -174,6 +175,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
           say(`resumed from ${opts.resume} at step ${trainer.stepCount}`);
         }
         const params = trainer.spec.params.reduce((n, p) => n + p.init.length, 0);
+        say(`training graph (${opts.objective}; ${opts.train.join(', ')}) built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
         say(`training ${trainer.spec.params.length} tensors (${params} values) for ${opts.steps} steps of ${opts.batch * opts.accumulate} × ${opts.seqLen} tokens`);
         const bar = progress(ctx.stderr, opts.steps, 'training', {
           json: opts.json,
