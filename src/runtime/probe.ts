@@ -17,6 +17,8 @@ import { constantTensor } from '../passes/util/constants.js';
 export interface ValueFacts {
   rank: number;
   dtype: DataType;
+  /** Dims seen in each probe run. */
+  dims?: number[][];
 }
 
 const ORT_TYPES: Record<string, DataType> = {
@@ -33,7 +35,7 @@ const ORT_TYPES: Record<string, DataType> = {
 /** Rank and type known from the IR alone: initializers, constants, declared input/output types. */
 export function irFacts(v: Value): ValueFacts | undefined {
   const t = v.initializer ?? constantTensor(v);
-  if (t) return { rank: t.dims.length, dtype: t.dataType };
+  if (t) return { rank: t.dims.length, dtype: t.dataType, dims: [t.dims.slice()] };
   const ty = v.type;
   const et = elemTypeOf(ty);
   if (ty && ty.kind === 'tensor' && ty.shape && et !== undefined) return { rank: ty.shape.length, dtype: et };
@@ -61,10 +63,21 @@ export async function probeValues(model: Model, feeds: Record<string, ort.Tensor
     for (const [name, t] of Object.entries(out)) {
       const tensor = t as ort.Tensor;
       const dtype = ORT_TYPES[tensor.type];
-      if (dtype !== undefined) facts.set(name, { rank: tensor.dims.length, dtype });
+      if (dtype !== undefined) facts.set(name, { rank: tensor.dims.length, dtype, dims: [tensor.dims.slice()] });
     }
     return facts;
   } finally {
     await session.release();
   }
+}
+
+/** Facts of several probe runs merged: dims of each run kept in order; a value missing from one run has no dims. */
+export function mergeFacts(runs: readonly Map<string, ValueFacts>[]): Map<string, ValueFacts> {
+  const out = new Map<string, ValueFacts>();
+  for (const [name, f] of runs[0] ?? []) {
+    const all = runs.map((r) => r.get(name));
+    const complete = all.every((x) => x?.dims);
+    out.set(name, { rank: f.rank, dtype: f.dtype, ...(complete ? { dims: all.flatMap((x) => x!.dims!) } : {}) });
+  }
+  return out;
 }

@@ -40,7 +40,7 @@ import type { DeclaredTypes } from './decoder_state.js';
 import { type ExecutionProviderName, createSession } from './execution_provider.js';
 import { logitsOf } from './evaluate.js';
 import { float32, int64, sequenceFeeds } from './feeds.js';
-import { irFacts, probeValues } from './probe.js';
+import { irFacts, mergeFacts, probeValues } from './probe.js';
 
 export interface ScheduleOptions {
   /** Peak learning rate (default 2e-3). */
@@ -136,15 +136,22 @@ export class Trainer {
     const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
     const prep = prepareTraining(copy, { ...options, maxSeqLen: options.maxSeqLen ?? options.seqLen });
     const types: DeclaredTypes = new Map(prep.model.graph.inputs.map((v) => [v.name, v.type]));
-    // one small run tells the ranks of the values on the gradient path
-    const probeIds = [Array.from({ length: Math.min(options.seqLen, 6) }, (_, i) => i + 1), Array.from({ length: Math.min(options.seqLen, 6) }, (_, i) => 2 * i + 1)];
-    const probeBatch: TokenBatch = { ids: probeIds, labels: probeIds, weights: probeIds.map((r) => r.map(() => 1)) };
-    const feeds: Record<string, ort.Tensor> = {
-      ...(await lossFeeds(prep.lossInputs, probeBatch, options.teacher)),
-      ...sequenceFeeds(prep.modelInputs, [], types, probeBatch.ids),
-    };
-    for (const p of prep.params) feeds[p.input] = new ort.Tensor('float32', Float32Array.from(p.init), p.dims);
-    const facts = await probeValues(prep.model, feeds, probeTargets(prep));
+    // two small runs (different batch and sequence sizes, the second at the training
+    // length) tell the ranks on the gradient path, and which broadcasts and slice bounds
+    // are the same at every size
+    const targets = probeTargets(prep);
+    const runs = [];
+    for (const [B, T] of [
+      [2, Math.min(options.seqLen, 5)],
+      [3, options.seqLen],
+    ] as const) {
+      const ids = Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, i) => (7 * i + 3 * b + 1) % 17));
+      const batch: TokenBatch = { ids, labels: ids, weights: ids.map((r) => r.map(() => 1)) };
+      const feeds: Record<string, ort.Tensor> = { ...(await lossFeeds(prep.lossInputs, batch, options.teacher)), ...sequenceFeeds(prep.modelInputs, [], types, ids) };
+      for (const p of prep.params) feeds[p.input] = new ort.Tensor('float32', Float32Array.from(p.init), p.dims);
+      runs.push(await probeValues(prep.model, feeds, targets));
+    }
+    const facts = mergeFacts(runs);
     const tg = completeTraining(prep, (v) => irFacts(v) ?? facts.get(v.name));
     const session = await sessionFor(tg.model, options.ep, options.ort);
     return new Trainer(session, tg.spec, types, options);

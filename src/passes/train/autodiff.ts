@@ -72,7 +72,7 @@ export function differentiate(graph: Graph, loss: Value, wrt: readonly Value[], 
   const dtypeOf = (v: Value): DataType | undefined => options.info(v)?.dtype;
   const path = gradientPath(graph, loss, wrt, { stopGradient: options.stopGradient, dtype: dtypeOf });
   const b = new Builder(graph, { tag: options.tag ?? 'autodiff', prefix: 'grad/' });
-  const e = new Emitter(b);
+  const e = new ShapeCachingEmitter(b);
   // values made by rules have no recorded rank; a gradient being reduced by unbroadcast has
   // the rank of the output of the node being differentiated (elementwise and MatMul rules)
   let current: Node | null = null;
@@ -86,7 +86,18 @@ export function differentiate(graph: Graph, loss: Value, wrt: readonly Value[], 
       return i.rank;
     },
     dtype: dtypeOf,
-    unbroadcast: (g, like, ranks) => unbroadcast(cx, g, like, ranks?.g ?? gradRank(g), ranks?.like ?? cx.rank(like)),
+    dims: (v) => options.info(v)?.dims,
+    unbroadcast: (g, like, ranks) => {
+      const rg = ranks?.g ?? gradRank(g);
+      const rl = ranks?.like ?? cx.rank(like);
+      // g has the differentiated node's output shape unless the rule says otherwise
+      const axes = ranks ? undefined : staticBroadcastAxes(options.info(g)?.dims ?? cx.dims(current!.outputs[0]!), cx.dims(like), rg, rl);
+      if (axes) {
+        const summed = axes.length ? e.op('ReduceSum', [g, e.ints(axes)], { keepdims: 1 }) : g;
+        return rl === rg ? summed : e.reshapeTo(summed, e.shape(like));
+      }
+      return unbroadcast(cx, g, like, rg, rl);
+    },
     zerosLike: (v) => {
       const z = e.op('ConstantOfShape', [e.shape(v)]);
       const t = dtypeOf(v);
@@ -141,6 +152,63 @@ export function differentiate(graph: Graph, loss: Value, wrt: readonly Value[], 
   const out = new Map<Value, Value>();
   for (const w of wrt) out.set(w, take(w) ?? cx.zerosLike(w));
   return out;
+}
+
+/** Shape and Dim of a value are computed once per backward graph (pure, and very frequent in rules). */
+class ShapeCachingEmitter extends Emitter {
+  private readonly shapes = new Map<Value, Value>();
+  private readonly dimsCache = new Map<string, Value>();
+  private readonly ids = new Map<Value, number>();
+
+  override shape(x: Value): Value {
+    let s = this.shapes.get(x);
+    if (!s) {
+      s = super.shape(x);
+      this.shapes.set(x, s);
+    }
+    return s;
+  }
+
+  override dim(x: Value, i: number): Value {
+    let id = this.ids.get(x);
+    if (id === undefined) {
+      id = this.ids.size;
+      this.ids.set(x, id);
+    }
+    const key = `${id}:${i}`;
+    let d = this.dimsCache.get(key);
+    if (!d) {
+      d = super.dim(x, i);
+      this.dimsCache.set(key, d);
+    }
+    return d;
+  }
+}
+
+/**
+ * The axes along which `like` was broadcast to g's shape when they are the same in every
+ * probe run (and like's dims are 1 there); undefined when not provable, which sends the
+ * caller to the dynamic form.
+ */
+export function staticBroadcastAxes(gDims: number[][] | undefined, likeDims: number[][] | undefined, rg: number, rl: number): number[] | undefined {
+  if (!gDims || !likeDims || gDims.length === 0) return undefined;
+  const runs = likeDims.length === 1 ? gDims.map(() => likeDims[0]!) : likeDims;
+  if (runs.length !== gDims.length) return undefined;
+  let axes: number[] | undefined;
+  for (let r = 0; r < gDims.length; r++) {
+    const g = gDims[r]!;
+    const l = [...Array.from({ length: rg - rl }, () => 1), ...runs[r]!];
+    if (g.length !== rg || l.length !== rg) return undefined;
+    const a: number[] = [];
+    for (let i = 0; i < rg; i++) {
+      if (l[i] === g[i]) continue;
+      if (l[i] !== 1) return undefined;
+      a.push(i);
+    }
+    if (axes && axes.join(',') !== a.join(',')) return undefined;
+    axes = a;
+  }
+  return axes;
 }
 
 /**

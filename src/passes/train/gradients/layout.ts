@@ -108,6 +108,22 @@ function selectionGradient(cx: GradContext, n: Node, dy: readonly (Value | null)
 for (const op of ['Gather', 'GatherElements', 'GatherND', 'Tile']) registerGradient(op, selectionGradient, DATA);
 
 /**
+ * Pads of a unit-step slice with constant bounds that lie inside the dim (and leave a
+ * non-empty range) in every probe run: no clamping needed. begin is a constant or
+ * 'dim+' (dim + start, for a negative start); end is a constant or 'dim-' (dim - end).
+ */
+function staticSlicePads(start: number | undefined, end: number | undefined, dims: number[] | undefined): { begin: number | 'dim+'; end: number | 'dim-' } | undefined {
+  if (start === undefined || end === undefined || !dims?.length) return undefined;
+  const big = end > Number.MAX_SAFE_INTEGER / 2;
+  for (const n of dims) {
+    const s = start < 0 ? n + start : start;
+    const t = big ? n : end < 0 ? n + end : end;
+    if (s < 0 || s > n || t < 0 || t > n || t <= s) return undefined;
+  }
+  return { begin: start < 0 ? 'dim+' : start, end: big ? 0 : end < 0 ? -end : 'dim-' };
+}
+
+/**
  * Slice with unit steps: the gradient is dy padded back, the pads computed from the
  * clamped, normalised bounds (dynamic bounds and negative indices included). Other steps
  * go through the selection rule.
@@ -144,7 +160,14 @@ registerGradient('Slice', (cx, n, dy) => {
     return e.slice(v, 0, i, i + 1);
   };
   const constEnds = constantValues(endsIn);
+  const seen = cx.dims(x);
   norm.forEach((a, i) => {
+    const fast = staticSlicePads(constStarts?.[i], constEnds?.[i], seen?.map((d) => d[a]!));
+    if (fast) {
+      begins[a] = fast.begin === 'dim+' ? e.add(e.dim(x, a), e.ints([constStarts![i]!])) : e.ints([fast.begin]);
+      finals[a] = fast.end === 'dim-' ? e.sub(e.dim(x, a), e.ints([constEnds![i]!])) : e.ints([fast.end]);
+      return;
+    }
     const len = e.dim(x, a);
     const s = clampIndex(pick(startsIn, i, constStarts), len);
     const t = clampIndex(pick(endsIn, i, constEnds), len);

@@ -10,10 +10,16 @@ import type { Node } from '../../../ir/node.js';
 import type { Value } from '../../../ir/value.js';
 import type { Emitter } from '../../../ops/emit.js';
 
-/** What autodiff knows about a value: its rank and element type. */
+/** What autodiff knows about a value: its rank and element type, and the dims seen in probe runs. */
 export interface ValueInfo {
   rank: number;
   dtype: DataType;
+  /**
+   * Concrete dims in each probe run (runs at different batch and sequence sizes). Rules
+   * use them only to skip work that is provably a no-op in every run (a broadcast over no
+   * axis, a slice bound inside the dim), never as the shape itself.
+   */
+  dims?: number[][];
 }
 
 export interface GradContext {
@@ -24,6 +30,8 @@ export interface GradContext {
   rank(v: Value): number;
   /** Element type of a value, when known. */
   dtype(v: Value): DataType | undefined;
+  /** Dims of a value in each probe run, when known (see ValueInfo.dims). */
+  dims(v: Value): number[][] | undefined;
   /**
    * Sums a gradient over the axes along which `like` was broadcast; result has like's
    * shape. Ranks default to the recorded ones (g: the differentiated node's output rank).
