@@ -15,5 +15,6 @@ import './discovery.bench.js';
 import './ops.bench.js';
 import './convert.bench.js';
 import './decode.bench.js';
+import './train.bench.js';
 
 process.exitCode = await main(process.argv.slice(2));
