@@ -33,7 +33,9 @@ export function loadTokens(file: string, tokenizer: TextTokenizer, vocabSize?: n
   if (ids.length === 0) throw new UserInputError(`data file ${file}: the tokenizer produced no tokens from ${text.length} characters`);
   if (vocabSize !== undefined) {
     const bad = ids.find((t) => t < 0 || t >= vocabSize);
-    if (bad !== undefined) throw new UserInputError(`data file ${file}: the tokenizer gives id ${bad}, outside the model's vocabulary (${vocabSize}); is it the model's tokenizer?`);
+    if (bad !== undefined) {
+      throw new UserInputError(`data file ${file}: the tokenizer gives id ${bad}, outside the model's output width (${vocabSize}); is it the model's tokenizer, and is the model a decoder LM with logits over its vocabulary?`);
+    }
   }
   return Int32Array.from(ids);
 }

@@ -7,6 +7,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { DataType } from '../ir/dtype.js';
+import { UserInputError } from '../ir/errors.js';
 import type { Model } from '../ir/model.js';
 import { decodeModel } from '../ir/serde/decode.js';
 import { encodeModel } from '../ir/serde/encode.js';
@@ -56,9 +57,14 @@ export async function probeValues(model: Model, feeds: Record<string, ort.Tensor
     present.add(c.name);
     wanted.push(c.name);
   }
-  const session = await ort.InferenceSession.create(encodeModel(copy), { logSeverityLevel: 3, graphOptimizationLevel: 'disabled', ...sessionOptions });
+  const session = await ort.InferenceSession.create(encodeModel(copy), { logSeverityLevel: 4, graphOptimizationLevel: 'disabled', ...sessionOptions });
   try {
-    const out = await session.run(feeds);
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await session.run(feeds);
+    } catch (e) {
+      throw explainRunFailure(e, feeds);
+    }
     const facts = new Map<string, ValueFacts>();
     for (const [name, t] of Object.entries(out)) {
       const tensor = t as ort.Tensor;
@@ -80,4 +86,20 @@ export function mergeFacts(runs: readonly Map<string, ValueFacts>[]): Map<string
     out.set(name, { rank: f.rank, dtype: f.dtype, ...(complete ? { dims: all.flatMap((x) => x!.dims!) } : {}) });
   }
   return out;
+}
+
+/**
+ * onnxruntime's failure on the user's model and batch, as a user error: an index outside
+ * a table (positions, vocabulary) means the batch asks for more than the model has.
+ */
+export function explainRunFailure(e: unknown, feeds: Record<string, ort.Tensor>): Error {
+  const msg = String((e as Error)?.message ?? e);
+  const ids = feeds.input_ids;
+  const shape = ids ? ` on a batch of ${ids.dims.join(' × ')} tokens` : '';
+  const m = /indices element out of data bounds, idx=(-?\d+) must be within the inclusive range \[-?(\d+),(\d+)\]/.exec(msg);
+  if (m) {
+    const rows = Number(m[3]) + 1;
+    return new UserInputError(`the model failed${shape}: index ${m[1]} is outside a table of ${rows} rows (${msg.split('Name:')[1]?.split(' ')[0]?.replace(/'/g, '') ?? 'a Gather'}); the sequence is probably longer than the model allows (${rows} positions?) or a token id is outside its vocabulary: use a smaller --seq-len`);
+  }
+  return new UserInputError(`the model failed${shape} in onnxruntime: ${msg.split('\n')[0]!.slice(0, 400)}`);
 }

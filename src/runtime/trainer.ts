@@ -40,7 +40,7 @@ import type { DeclaredTypes } from './decoder_state.js';
 import { type ExecutionProviderName, createSession } from './execution_provider.js';
 import { logitsOf } from './evaluate.js';
 import { float32, int64, sequenceFeeds } from './feeds.js';
-import { irFacts, mergeFacts, probeValues } from './probe.js';
+import { explainRunFailure, irFacts, mergeFacts, probeValues } from './probe.js';
 
 export interface ScheduleOptions {
   /** Peak learning rate (default 2e-3). */
@@ -92,12 +92,13 @@ function zeros(dims: number[]): ort.Tensor {
 /** A session over a model held in memory (external weights are written inline to a temporary file first). */
 async function sessionFor(model: Model, ep: ExecutionProviderName | undefined, extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
   const external = [...allTensors(model)].some((t) => t.isExternal);
-  if (!external) return (await createSession(encodeModel(model), { ep, ort: extra })).session;
+  const opts = { logSeverityLevel: 4 as const, ...extra };
+  if (!external) return (await createSession(encodeModel(model), { ep, ort: opts })).session;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-train-'));
   try {
     const file = path.join(dir, 'train.onnx');
     saveModel(model, file, { externalData: 'inline' });
-    return (await createSession(file, { ep, ort: extra })).session;
+    return (await createSession(file, { ep, ort: opts })).session;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -190,7 +191,12 @@ export class Trainer {
       };
       if (K > 1) feeds[APPLY_INPUT] = new ort.Tensor('bool', Uint8Array.from([k === K - 1 ? 1 : 0]), []);
       for (const [name, v] of next) feeds[name] = v;
-      const out = await this.session.run(feeds);
+      let out: ort.InferenceSession.OnnxValueMapType;
+      try {
+        out = await this.session.run(feeds);
+      } catch (e) {
+        throw explainRunFailure(e, feeds);
+      }
       const loss = Number((out[this.spec.lossOutput] as ort.Tensor).data[0]);
       if (!Number.isFinite(loss)) throw new TrainingError(`the loss is ${loss} at step ${t}; the parameters are left as they were after step ${this.stepCount} (lower --lr, or check the data)`);
       lossSum += loss;

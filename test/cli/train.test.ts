@@ -122,6 +122,14 @@ describe('titanize train / eval', () => {
     expect((await run(['convert', LLAMA, '-o', linear, '--mu', '1', '--lora-rank', '2'])).code).toBe(0);
     expectUserError(await run(['train', linear, '--data', data, ...base, '--objective', 'transfer']), /transfer needs the softmax branch/);
     expectUserError(await run(['eval', titan, '--data', empty, '--tokenizer', TOKENIZER]), /is empty/);
+    const gpt2 = path.join(tmp, 'gpt2.onnx');
+    expect((await run(['convert', path.join(ROOT, 'test/fixtures/gpt2.onnx'), '-o', gpt2, '--lora-rank', '2'])).code).toBe(0);
+    expectUserError(await run(['train', gpt2, '--data', data, ...base, '--seq-len', '100', '--steps', '1']), /index 64 is outside a table of 64 rows .*longer than the model allows/);
+    const bert = path.join(tmp, 'bert.onnx');
+    expect((await run(['convert', path.join(ROOT, 'test/fixtures/bert.onnx'), '-o', bert, '--lora-rank', '2'])).code).toBe(0);
+    const bertTokens = path.join(tmp, 'small-ids.txt');
+    fs.writeFileSync(bertTokens, '0123456789+-*/=()'.repeat(40));
+    expectUserError(await run(['train', bert, '--data', bertTokens, ...base, '--seq-len', '8']), /bidirectional \(an encoder\); train it with objective 'transfer'/);
     expect(fs.existsSync(out)).toBe(false);
   });
 

@@ -216,6 +216,50 @@ describe('training graph', () => {
     expect(Object.values(mu.mu).every((x) => x > 0 && x < 1)).toBe(true);
   });
 
+  it('norm weights train, and their gradients match central differences', async () => {
+    const m = converted('delta_product', 0.5);
+    const batch = trainingBatch(patternTokens(400), 2, T, 5, 0);
+    const tr = await Trainer.create(m, { seqLen: T, steps: 1, train: ['norms'], outputGradients: true });
+    const grads = await tr.gradients(batch);
+    const params = new Map([...tr.parameters()].map(([k, v]) => [k, Float32Array.from(v)]));
+    await tr.release();
+    // Llama: input and post-attention RMSNorm of each of the 2 layers, and the final norm
+    expect(grads.size).toBe(5);
+    const loss = await lossAt(m, [...grads.keys()]);
+    for (const [k, g] of grads) {
+      let j = 0;
+      for (let i = 0; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[j]!)) j = i;
+      const at = (d: number): Map<string, Float32Array> => {
+        const v = Float32Array.from(params.get(k)!);
+        v[j]! += d;
+        return new Map([...params, [k, v]]);
+      };
+      const numeric = ((await loss(at(1e-2), batch)) - (await loss(at(-1e-2), batch))) / 2e-2;
+      expect(Math.abs(numeric - g[j]!) / (Math.abs(g[j]!) + 5e-3), `${k}[${j}]`).toBeLessThan(2e-2);
+    }
+  });
+
+  it('gradient accumulation over 2 micro-batches equals one step on both together', async () => {
+    const tokens = patternTokens(600);
+    const [b1, b2] = [trainingBatch(tokens, 2, T, 8, 0), trainingBatch(tokens, 2, T, 8, 1)];
+    const both = { ids: [...b1.ids, ...b2.ids], labels: [...b1.labels, ...b2.labels], weights: [...b1.weights, ...b2.weights] };
+    const opts = { seqLen: T, steps: 3, lr: 5e-3, warmup: 1, train: ['lora', 'mu'] as ('lora' | 'mu')[] };
+    const m = converted('delta_product', 0.5);
+    randomizeB(m);
+    const one = await Trainer.create(m, opts);
+    const acc = await Trainer.create(m, { ...opts, optimizer: { accumulate: 2 } });
+    const r1 = await one.step(both);
+    const r2 = await acc.step([b1, b2]);
+    expect(r2.loss).toBeCloseTo(r1.loss, 5);
+    expect(r2.gradNorm).toBeCloseTo(r1.gradNorm, 4);
+    for (const [k, v] of one.parameters()) {
+      const w = acc.parameters().get(k)!;
+      const err = Math.max(...Array.from(v, (x, i) => Math.abs(x - w[i]!)));
+      expect(err, k).toBeLessThan(1e-6);
+    }
+    await Promise.all([one.release(), acc.release()]);
+  });
+
   it('μ logit parametrisation round-trips and stays inside (0, 1)', () => {
     expect(logitToMu(muToLogit(0.5))).toBeCloseTo(0.5, 12);
     expect(logitToMu(muToLogit(0))).toBeCloseTo(1e-4, 8);

@@ -29,6 +29,8 @@ export interface GateMix {
 }
 
 export interface TrainingForward {
+  /** Whether every LiZA memory is causal (a decoder); bidirectional ones are encoders. */
+  causal: boolean;
   /** The MaG mixes, in graph order (empty for a μ = 1 model: nothing left to mix). */
   mixes: GateMix[];
   /** LiZA outputs y, in graph order. */
@@ -88,6 +90,7 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
   const lizaNodes = graph.nodes().filter((n) => n.opType === 'LiZA' && n.domain === TPTT_DOMAIN);
   if (lizaNodes.length === 0) throw new UserInputError('this model has no ai.tptt.LiZA memory (convert it with titanize first)');
   const yNames = lizaNodes.map((n) => n.outputs[0]!.name);
+  const causal = lizaNodes.every((n) => n.getInt('causal', 1) !== 0);
   const mixes: GateMix[] = [];
   const mixSource: number[] = [];
   for (const n of graph.nodes()) {
@@ -116,5 +119,5 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
     if (src >= 0) m.y = lizaOutputs[src]!;
   });
   toposort(graph);
-  return { mixes, lizaOutputs, raised };
+  return { causal, mixes, lizaOutputs, raised };
 }

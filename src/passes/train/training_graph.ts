@@ -71,6 +71,9 @@ export function prepareTraining(model: Model, options: TrainingGraphOptions = {}
   const logits = graph.outputs.find((v) => v.name === logitsName);
   if (!logits) throw new UserInputError(`the model has no output '${logitsName ?? ''}' to train on`);
   const forward = prepareTrainingForward(model, { maxSeqLen: options.maxSeqLen });
+  if (!forward.causal && objective !== 'transfer') {
+    throw new UserInputError(`objective '${objective}' predicts the next token, but this model's attention is bidirectional (an encoder); train it with objective 'transfer', or convert a decoder`);
+  }
   const params = makeTrainable(model, options.train ?? ['lora'], forward.mixes);
   const lossGraph = appendLoss(graph, objective, logits, forward.mixes);
   graph.setOutputs([lossGraph.loss]);
