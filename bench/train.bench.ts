@@ -12,7 +12,6 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import type * as ort from 'onnxruntime-node';
 import { type Model, decodeModel, encodeModel, loadModel, saveModel } from '../src/ir/index.js';
 import { convert } from '../src/passes/convert/convert.js';
 import type { LizaRule } from '../src/ops/index.js';
@@ -68,8 +67,6 @@ suite('train.fidelity', async (ctx) => {
         { mu: 1, rule: 'delta_product', objective: 'distill', loraTargets: 'all' },
       ];
   ctx.note(`original held-out accuracy ${base.toFixed(4)} on ${evalBatches.reduce((n, b) => n + b.ids.length, 0)} windows of ${T + 1} tokens`);
-  const teacherSession = (await createSession(encodeModel(original))).session;
-  const teacher = { session: teacherSession as ort.InferenceSession, types: declaredTypes(original) };
   const rows = [];
   const stepMs: number[] = [];
   for (const c of configs) {
@@ -82,7 +79,7 @@ suite('train.fidelity', async (ctx) => {
       LoRA: c.loraTargets ?? 'attention',
       before: ratio(await accuracyOf(converted, evalBatches), base),
     };
-    const tr = await Trainer.create(converted, { seqLen: T, steps, lr: 2e-3, warmup: 20, objective: c.objective, teacher: c.objective === 'distill' ? teacher : undefined });
+    const tr = await Trainer.create(converted, { seqLen: T, steps, lr: 2e-3, warmup: 20, objective: c.objective, teacher: c.objective === 'distill' ? original : undefined });
     try {
       for (let s = 0; s < steps; s++) {
         const r = await tr.step(trainingBatch(train, B, T, 0, s));
@@ -99,7 +96,6 @@ suite('train.fidelity', async (ctx) => {
     rows.push(row);
     ctx.note(`μ ${c.mu} ${c.rule} ${c.objective}${c.loraTargets ? ` (LoRA ${c.loraTargets})` : ''}: ${Object.entries(row).filter(([k]) => k.includes('steps') || k === 'before').map(([k, v]) => `${k} ${typeof v === 'string' ? v : v.text}`).join(', ')}`);
   }
-  await teacherSession.release();
   ctx.table(`held-out accuracy / original's (${base.toFixed(3)}), batch ${B} × ${T}`, rows);
   stepMs.sort((a, b) => a - b);
   ctx.note(`median step ${sig(stepMs[Math.floor(stepMs.length / 2)]!)} ms over all runs`);

@@ -71,6 +71,8 @@ export interface LoweredLiza {
   inputs: string[];
   /** y, present_state, present_window ('' where unused). */
   outputs: string[];
+  /** The LiZA node's metadata (layer, attention output, ...), restored when raised. */
+  metadata?: { key: string; value: string }[];
 }
 
 /** The LinearAttention update_rule a LiZA rule maps to. */
@@ -164,7 +166,7 @@ function replaceOne(graph: Graph, node: Node, emit: Emit, tag: string): void {
   // (training differentiates the standard-op body, not LinearAttention)
   const anchor = b.created.find((n) => n.opType === 'LinearAttention') ?? b.created[0];
   if (anchor) {
-    const record: LoweredLiza = { attrs, inputs: node.inputs.map((v) => v?.name ?? ''), outputs: node.outputs.map((v) => v.name) };
+    const record: LoweredLiza = { attrs, inputs: node.inputs.map((v) => v?.name ?? ''), outputs: node.outputs.map((v) => v.name), metadata: node.metadataProps.map((m) => ({ key: m.key, value: m.value })) };
     setMetadata(anchor.metadataProps, LOWERED_LIZA_KEY, JSON.stringify(record));
   }
   node.outputs.forEach((old, i) => {

@@ -57,8 +57,11 @@ export interface TrainerOptions extends TrainingGraphOptions, ScheduleOptions {
   /** Sequence length trained on. */
   seqLen: number;
   ep?: ExecutionProviderName;
-  /** For objective 'distill': the original model's session and declared input types. */
-  teacher?: { session: ort.InferenceSession; types: DeclaredTypes };
+  /**
+   * The original model: its logits for objective 'distill', its attention outputs for
+   * 'transfer' on a model without a softmax branch (μ = 1). Run on every batch.
+   */
+  teacher?: Model;
   /** onnxruntime session options for the training session. */
   ort?: ort.InferenceSession.SessionOptions;
 }
@@ -73,6 +76,33 @@ export interface StepReport {
 }
 
 export class TrainingError extends UserInputError {}
+
+/** The teacher's session, with the values the objective reads from it as outputs. */
+interface TeacherRun {
+  session: ort.InferenceSession;
+  types: DeclaredTypes;
+  /** Loss input → teacher value name. */
+  values: Map<string, string>;
+}
+
+async function openTeacher(model: Model | undefined, lossInputs: readonly string[], values: Map<string, string>, options: TrainerOptions): Promise<TeacherRun | undefined> {
+  if (!lossInputs.includes(TEACHER_INPUT) && values.size === 0) return undefined;
+  if (!model) {
+    throw new UserInputError(`objective ${options.objective ?? 'lm'} needs the original model as the teacher (${values.size ? 'this model has no softmax branch to take the attention targets from' : 'its logits are the target'}; --teacher ORIGINAL.onnx)`);
+  }
+  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+  const produced = new Map<string, import('../ir/value.js').Value>();
+  for (const n of copy.graph) for (const o of n.outputs) if (o.name) produced.set(o.name, o);
+  const outputs = new Set(copy.graph.outputs.map((o) => o.name));
+  for (const name of values.values()) {
+    const v = produced.get(name);
+    if (!v) throw new UserInputError(`the teacher has no value '${name}' (a converted layer's attention output): give the original model that this one was converted from`);
+    if (!outputs.has(name)) copy.graph.addOutput(v);
+    outputs.add(name);
+  }
+  const session = await sessionFor(copy, options.ep);
+  return { session, types: new Map(copy.graph.inputs.map((v) => [v.name, v.type])), values };
+}
 
 /** Learning rate of optimizer step `step` (0-based). */
 export function lrAt(o: ScheduleOptions, step: number): number {
@@ -119,6 +149,7 @@ export class Trainer {
     readonly spec: TrainingGraphSpec,
     readonly types: DeclaredTypes,
     readonly options: TrainerOptions,
+    private readonly teacher: TeacherRun | undefined,
   ) {
     for (const p of spec.params) {
       const s = slotNames(p.input);
@@ -132,11 +163,10 @@ export class Trainer {
   /** Builds the training graph of `model` (left unchanged) and opens its session. */
   static async create(model: Model, options: TrainerOptions): Promise<Trainer> {
     if (!(options.seqLen >= 2)) throw new UserInputError(`the sequence length must be at least 2, got ${options.seqLen}`);
-    const objective = options.objective ?? 'lm';
-    if (objective === 'distill' && !options.teacher) throw new UserInputError('objective distill needs the original model as the teacher (--teacher ORIG.onnx)');
     const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
     const prep = prepareTraining(copy, { ...options, maxSeqLen: options.maxSeqLen ?? options.seqLen });
     const types: DeclaredTypes = new Map(prep.model.graph.inputs.map((v) => [v.name, v.type]));
+    const teacher = await openTeacher(options.teacher, prep.lossInputs, prep.teacherValues, options);
     // two small runs (different batch and sequence sizes, the second at the training
     // length) tell the ranks on the gradient path, and which broadcasts and slice bounds
     // are the same at every size
@@ -148,14 +178,14 @@ export class Trainer {
     ] as const) {
       const ids = Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, i) => (7 * i + 3 * b + 1) % 17));
       const batch: TokenBatch = { ids, labels: ids, weights: ids.map((r) => r.map(() => 1)) };
-      const feeds: Record<string, ort.Tensor> = { ...(await lossFeeds(prep.lossInputs, batch, options.teacher)), ...sequenceFeeds(prep.modelInputs, [], types, ids) };
+      const feeds: Record<string, ort.Tensor> = { ...(await lossFeeds(prep.lossInputs, batch, teacher)), ...sequenceFeeds(prep.modelInputs, [], types, ids) };
       for (const p of prep.params) feeds[p.input] = new ort.Tensor('float32', Float32Array.from(p.init), p.dims);
       runs.push(await probeValues(prep.model, feeds, targets));
     }
     const facts = mergeFacts(runs);
     const tg = completeTraining(prep, (v) => irFacts(v) ?? facts.get(v.name));
     const session = await sessionFor(tg.model, options.ep, options.ort);
-    return new Trainer(session, tg.spec, types, options);
+    return new Trainer(session, tg.spec, types, options, teacher);
   }
 
   lrAt(step = this.stepCount): number {
@@ -184,7 +214,7 @@ export class Trainer {
       const batch = batches[k]!;
       const feeds: Record<string, ort.Tensor> = {
         ...sequenceFeeds(this.spec.modelInputs, [], this.types, batch.ids),
-        ...(await lossFeeds(this.spec.lossInputs, batch, this.options.teacher)),
+        ...(await lossFeeds(this.spec.lossInputs, batch, this.teacher)),
         [LR_INPUT]: scalar(lr),
         [BC1_INPUT]: scalar(1 / (1 - b1 ** t)),
         [BC2_INPUT]: scalar(1 / (1 - b2 ** t)),
@@ -225,7 +255,7 @@ export class Trainer {
     if (!this.options.outputGradients) throw new UserInputError('gradients() needs a trainer created with outputGradients: true');
     const feeds: Record<string, ort.Tensor> = {
       ...sequenceFeeds(this.spec.modelInputs, [], this.types, batch.ids),
-      ...(await lossFeeds(this.spec.lossInputs, batch, this.options.teacher)),
+      ...(await lossFeeds(this.spec.lossInputs, batch, this.teacher)),
       [LR_INPUT]: new ort.Tensor('float32', Float32Array.from([0]), []),
       [BC1_INPUT]: new ort.Tensor('float32', Float32Array.from([1]), []),
       [BC2_INPUT]: new ort.Tensor('float32', Float32Array.from([1]), []),
@@ -279,18 +309,19 @@ export class Trainer {
 
   async release(): Promise<void> {
     await this.session.release();
+    await this.teacher?.session.release();
   }
 }
 
-/** Feeds of the objective's inputs (labels, weights, teacher logits). */
-async function lossFeeds(names: readonly string[], batch: TokenBatch, teacher?: TrainerOptions['teacher']): Promise<Record<string, ort.Tensor>> {
+/** Feeds of the objective's inputs (labels, weights, and what the teacher gives). */
+async function lossFeeds(names: readonly string[], batch: TokenBatch, teacher?: TeacherRun): Promise<Record<string, ort.Tensor>> {
   const feeds: Record<string, ort.Tensor> = {};
   if (names.includes(WEIGHTS_INPUT)) feeds[WEIGHTS_INPUT] = float32(batch.weights);
   if (names.includes(LABELS_INPUT)) feeds[LABELS_INPUT] = int64(batch.labels);
-  if (names.includes(TEACHER_INPUT)) {
-    if (!teacher) throw new UserInputError('objective distill needs a teacher model');
+  if (teacher) {
     const out = await teacher.session.run(sequenceFeeds(teacher.session.inputNames, teacher.session.outputNames, teacher.types, batch.ids));
-    feeds[TEACHER_INPUT] = logitsOf(teacher.session, out);
+    if (names.includes(TEACHER_INPUT)) feeds[TEACHER_INPUT] = logitsOf(teacher.session, out);
+    for (const [input, value] of teacher.values) feeds[input] = out[value] as ort.Tensor;
   }
   return feeds;
 }

@@ -120,7 +120,7 @@ describe('titanize train / eval', () => {
     expectUserError(await run(['train', noLora, '--data', data, ...base]), /no LoRA adapters to train \(convert it with a LoRA rank/);
     const linear = path.join(tmp, 'linear.onnx');
     expect((await run(['convert', LLAMA, '-o', linear, '--mu', '1', '--lora-rank', '2'])).code).toBe(0);
-    expectUserError(await run(['train', linear, '--data', data, ...base, '--objective', 'transfer']), /transfer needs the softmax branch/);
+    expectUserError(await run(['train', linear, '--data', data, ...base, '--objective', 'transfer']), /objective transfer needs the original model as the teacher \(this model has no softmax branch/);
     expectUserError(await run(['eval', titan, '--data', empty, '--tokenizer', TOKENIZER]), /is empty/);
     const gpt2 = path.join(tmp, 'gpt2.onnx');
     expect((await run(['convert', path.join(ROOT, 'test/fixtures/gpt2.onnx'), '-o', gpt2, '--lora-rank', '2'])).code).toBe(0);
@@ -134,9 +134,17 @@ describe('titanize train / eval', () => {
   });
 
   it('distill and transfer objectives train', async () => {
-    for (const extra of [['--objective', 'distill', '--teacher', LLAMA], ['--objective', 'transfer']]) {
-      const out = path.join(tmp, `obj-${extra[1]}.onnx`);
-      const r = await run(['train', titan, '--data', data, '--tokenizer', TOKENIZER, ...small, ...extra, '--json', '-o', out]);
+    const linear = path.join(tmp, 'linear-t.onnx');
+    expect((await run(['convert', LLAMA, '-o', linear, '--mu', '1', '--lora-rank', '2'])).code).toBe(0);
+    const cases: [string, string[]][] = [
+      [titan, ['--objective', 'distill', '--teacher', LLAMA]],
+      [titan, ['--objective', 'transfer']],
+      // μ = 1: no softmax branch left; the targets come from the original model
+      [linear, ['--objective', 'transfer', '--teacher', LLAMA]],
+    ];
+    for (const [model, extra] of cases) {
+      const out = path.join(tmp, `obj-${extra[1]}-${path.basename(model)}`);
+      const r = await run(['train', model, '--data', data, '--tokenizer', TOKENIZER, ...small, ...extra, '--json', '-o', out]);
       expect(r.code, r.stderr).toBe(0);
       const steps = lines(r.stdout).map((l) => JSON.parse(l) as { loss?: number; event?: string }).filter((e) => e.event === undefined);
       expect(steps.every((s) => Number.isFinite(s.loss) && s.loss! >= 0)).toBe(true);

@@ -1,13 +1,11 @@
 /** `titanize train MODEL --data FILE --tokenizer tokenizer.json -o OUT`: train LoRA deltas (and gates) in onnxruntime. */
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import type * as ort from 'onnxruntime-node';
 import { UserInputError, getMetadata, loadModel } from '../../ir/index.js';
 import { OBJECTIVES, type Objective, TRAINABLE_GROUPS, type TrainableGroup } from '../../passes/train/index.js';
 import { loadCheckpoint, saveCheckpoint } from '../../runtime/checkpoint.js';
 import { evaluationBatches, loadTokens, trainingBatch } from '../../runtime/data.js';
-import { EXECUTION_PROVIDERS, type ExecutionProviderName, createSession } from '../../runtime/execution_provider.js';
-import { declaredTypes } from '../../runtime/generate.js';
+import { EXECUTION_PROVIDERS, type ExecutionProviderName } from '../../runtime/execution_provider.js';
 import { describeEval, evaluateModel, vocabSize } from '../evaluation.js';
 import { loadTokenizer } from '../../runtime/tokenizer.js';
 import { Trainer, TrainingError } from '../../runtime/trainer.js';
@@ -85,7 +83,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
     .option('--clip <x>', 'global gradient-norm clip (0 = off)', num('--clip', (n) => n >= 0, '>= 0'), 1)
     .option('--accumulate <k>', 'micro-batches per optimizer step', positiveInt('--accumulate'), 1)
     .option('--objective <o>', `${OBJECTIVES.join(' | ')}: next-token cross-entropy, KL to --teacher's logits, or LiZA→softmax attention transfer`, oneOf(OBJECTIVES), 'lm')
-    .option('--teacher <file>', 'the original (unconverted) model, for --objective distill')
+    .option('--teacher <file>', 'the original (unconverted) model: the target of --objective distill, and of transfer on a μ = 1 model')
     .option('--train <groups>', `what to train: ${TRAINABLE_GROUPS.join(',')} (comma-separated)`, subsetOf(TRAINABLE_GROUPS), ['lora'] as TrainableGroup[])
     .option('--seed <n>', 'seed of the batch sampling', int('--seed'), 0)
     .option('--eval <file>', 'held-out text: loss, perplexity and accuracy before and after training')
@@ -109,7 +107,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
     )
     .action(async (file: string, opts: TrainCliOptions) => {
       if (opts.objective === 'distill' && !opts.teacher) throw new UserInputError('--objective distill needs --teacher ORIGINAL.onnx (the model before conversion)');
-      if (opts.teacher && opts.objective !== 'distill') throw new UserInputError('--teacher is used only with --objective distill');
+      if (opts.teacher && opts.objective === 'lm') throw new UserInputError('--teacher is used only with --objective distill or transfer');
       const model = loadModel(file);
       if (getMetadata(model.metadataProps, 'titanize.converted') === undefined) {
         throw new UserInputError(`${file} is not a titanize-converted model; run titanize convert (with --lora-rank R) first`);
@@ -146,11 +144,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
       // the training log is the command's output (stdout); with --json it is JSON lines only
       const say = (s: string): void => void (opts.json ? undefined : ctx.stdout.write(`${s}\n`));
 
-      let teacher: { session: ort.InferenceSession; types: ReturnType<typeof declaredTypes> } | undefined;
-      if (opts.teacher) {
-        const t = loadModel(opts.teacher);
-        teacher = { session: (await createSession(opts.teacher, { ep: opts.ep })).session, types: declaredTypes(t) };
-      }
+      const teacher = opts.teacher ? loadModel(opts.teacher) : undefined;
       const before = evalBatches ? await evaluateModel(model, evalBatches, opts.ep) : undefined;
       if (before) {
         say(`held-out before: ${describeEval(before)}`);
@@ -237,7 +231,6 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
         }
       } finally {
         await trainer.release();
-        await teacher?.session.release();
       }
     });
 }

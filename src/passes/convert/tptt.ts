@@ -12,6 +12,9 @@ import type { ResolvedConvertOptions } from './options.js';
 
 export const TPTT_RULE = 'tptt';
 
+/** LiZA node metadata: the name of the softmax attention output of its site (in the original model). */
+export const ATTENTION_OUTPUT_KEY = 'titanize.attention_output';
+
 export interface ConvertedSite {
   layer: number;
   form: string;
@@ -107,6 +110,9 @@ export function convertSite(
   setMetadata(liza.node.metadataProps, 'titanize.rule', TPTT_RULE);
   setMetadata(liza.node.metadataProps, 'titanize.layer', String(site.layer));
   const a = site.refs.output;
+  // the softmax attention output this memory stands beside: the target of attention
+  // transfer (read from the original model when μ = 1 removes it here)
+  setMetadata(liza.node.metadataProps, ATTENTION_OUTPUT_KEY, a.name);
   let mixed: Value;
   let magName: string | null = null;
   let muName: string | null = null;

@@ -5,7 +5,7 @@
  * then every LiZA and MaG call is inlined as its standard-op body (the chunked WY form),
  * which autodiff differentiates. The model is changed in place: pass a copy.
  */
-import { Builder, type Graph, type Model, type Node, UserInputError, type Value, eliminateDeadCode, getMetadata, toposort } from '../../ir/index.js';
+import { Builder, type Graph, type Model, type Node, UserInputError, type Value, eliminateDeadCode, getMetadata, setMetadata, toposort } from '../../ir/index.js';
 import {
   LOWERED_LIZA_KEY,
   type LizaOpAttributes,
@@ -17,7 +17,7 @@ import {
   replaceLizaNodes,
 } from '../../ops/index.js';
 import { Emitter } from '../../ops/emit.js';
-import { valueIndex } from '../convert/tptt.js';
+import { ATTENTION_OUTPUT_KEY, valueIndex } from '../convert/tptt.js';
 
 /** One memory-as-gate mix of the model: softmax output a, LiZA output y, gate μ (an initializer). */
 export interface GateMix {
@@ -35,6 +35,8 @@ export interface TrainingForward {
   mixes: GateMix[];
   /** LiZA outputs y, in graph order. */
   lizaOutputs: Value[];
+  /** For each LiZA output: the name of its site's softmax attention output in the original model (when recorded). */
+  attentionOutputs: (string | undefined)[];
   /** How many lowered LiZA subgraphs were raised back. */
   raised: number;
 }
@@ -60,6 +62,7 @@ export function raiseLoweredLiza(model: Model): number {
       return v;
     };
     const liza = addLizaNode(model, graph, rec.attrs, { xq: input(0)!, xk: input(1)!, xv: input(2)!, pastState: input(3), pastWindow: input(4), mask: input(5) }, { before: firstOf(graph, rec, index) ?? anchor, name: `${anchor.name}/raised` });
+    for (const m of rec.metadata ?? []) if (m.key !== 'titanize.rule') setMetadata(liza.node.metadataProps, m.key, m.value);
     const outs = [liza.y, liza.presentState, liza.presentWindow];
     rec.outputs.forEach((name, i) => {
       const old = name ? index.get(name) : undefined;
@@ -91,6 +94,7 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
   if (lizaNodes.length === 0) throw new UserInputError('this model has no ai.tptt.LiZA memory (convert it with titanize first)');
   const yNames = lizaNodes.map((n) => n.outputs[0]!.name);
   const causal = lizaNodes.every((n) => n.getInt('causal', 1) !== 0);
+  const attentionOutputs = lizaNodes.map((n) => getMetadata(n.metadataProps, ATTENTION_OUTPUT_KEY));
   const mixes: GateMix[] = [];
   const mixSource: number[] = [];
   for (const n of graph.nodes()) {
@@ -119,5 +123,5 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
     if (src >= 0) m.y = lizaOutputs[src]!;
   });
   toposort(graph);
-  return { causal, mixes, lizaOutputs, raised };
+  return { causal, mixes, lizaOutputs, attentionOutputs, raised };
 }

@@ -6,13 +6,15 @@
  * - `lm`: next-token cross-entropy of logits [B, T, V] against `labels` [B, T] (int64; the
  *   caller shifts them: labels[t] is the token after position t);
  * - `distill`: KL(teacher ‖ model) per position, teacher logits fed as `teacher_logits`;
- * - `transfer`: for every gate mix, the mean squared difference between the LiZA output and
- *   the RMS-normalised softmax attention output (the target, no gradient through it),
- *   averaged over layers: LoLCATs-style attention transfer, a first stage before `lm`.
+ * - `transfer`: per layer, the mean squared difference between the LiZA output and the
+ *   RMS-normalised softmax attention output (the target, no gradient through it),
+ *   averaged over layers: LoLCATs-style attention transfer, a first stage before `lm`. The
+ *   target is the layer's own softmax branch when the model kept one (μ < 1), else the
+ *   original model's attention output of the same site, fed from a teacher run.
  */
 import { Builder, DataType, type Graph, UserInputError, Value, tensorType } from '../../ir/index.js';
 import { Emitter } from '../../ops/emit.js';
-import type { GateMix } from './forward.js';
+import type { TrainingForward } from './forward.js';
 
 export type Objective = 'lm' | 'distill' | 'transfer';
 export const OBJECTIVES: readonly Objective[] = ['lm', 'distill', 'transfer'];
@@ -21,6 +23,8 @@ export const LABELS_INPUT = 'labels';
 export const WEIGHTS_INPUT = 'label_weights';
 export const TEACHER_INPUT = 'teacher_logits';
 export const LOSS_OUTPUT = 'loss';
+/** Transfer targets read from the teacher when the model has no softmax branch of its own: `transfer_target.{i}`. */
+export const transferTargetInput = (i: number): string => `transfer_target.${i}`;
 
 export interface LossGraph {
   loss: Value;
@@ -28,6 +32,8 @@ export interface LossGraph {
   stopGradient: Set<Value>;
   /** Extra graph inputs the objective reads. */
   inputs: string[];
+  /** Inputs fed from the teacher model's values: input name → the teacher's value name. */
+  teacherValues: Map<string, string>;
 }
 
 /** Σ w·x / max(Σ w, 1) over [B, T]. */
@@ -35,7 +41,18 @@ function weightedMean(e: Emitter, x: Value, w: Value): Value {
   return e.div(e.reduceSum(e.mul(x, w), [0, 1], false), e.op('Max', [e.reduceSum(w, [0, 1], false), e.f(1)]));
 }
 
-export function appendLoss(graph: Graph, objective: Objective, logits: Value, mixes: readonly GateMix[]): LossGraph {
+/** y ≈ a / rms(a) per token: the mean squared difference over the last axis, [B, T]. */
+function transferTerm(e: Emitter, y: Value, a: Value): Value {
+  const width = e.op('CastLike', [e.op('Shape', [a], { start: -1 }), a]);
+  const ms = e.div(e.reduceSum(e.mul(a, a), [-1], true), width);
+  const target = e.div(a, e.op('Sqrt', [e.add(ms, e.f(1e-6))]));
+  const d = e.sub(y, target);
+  return e.div(e.reduceSum(e.mul(d, d), [-1], false), e.reshape(width, []));
+}
+
+export function appendLoss(graph: Graph, objective: Objective, logits: Value, forward: TrainingForward): LossGraph {
+  const mixes = forward.mixes;
+  const teacherValues = new Map<string, string>();
   const e = new Emitter(new Builder(graph, { tag: 'loss', prefix: 'loss/' }));
   const w = graph.addInput(new Value(WEIGHTS_INPUT, tensorType(DataType.FLOAT, ['batch_size', 'sequence_length'])));
   const stopGradient = new Set<Value>();
@@ -58,23 +75,30 @@ export function appendLoss(graph: Graph, objective: Objective, logits: Value, mi
     const kl = e.reduceSum(e.mul(e.exp(logq), e.sub(logq, logp)), [-1], false);
     loss = weightedMean(e, kl, w);
   } else if (objective === 'transfer') {
-    if (mixes.length === 0) {
-      throw new UserInputError('objective transfer needs the softmax branch as its target, and a μ = 1 conversion has none: convert with μ < 1 (e.g. --mu 0.5) for this stage');
+    // the softmax branch of each layer is the target: in the graph when μ < 1 kept it,
+    // else the original (teacher) model's attention output of the same site
+    const pairs: { y: Value; a: Value }[] = [];
+    if (mixes.length > 0) {
+      for (const m of mixes) {
+        stopGradient.add(m.a);
+        pairs.push({ y: m.y, a: m.a });
+      }
+    } else {
+      forward.lizaOutputs.forEach((y, i) => {
+        const name = forward.attentionOutputs[i];
+        if (!name) throw new UserInputError('objective transfer on a μ = 1 model needs the name of each site\'s attention output, which this model does not record: convert it again with this version of titanize');
+        const input = graph.addInput(new Value(transferTargetInput(i), tensorType(DataType.FLOAT, ['batch_size', 'sequence_length', null])));
+        inputs.push(input.name);
+        teacherValues.set(input.name, name);
+        pairs.push({ y, a: input });
+      });
     }
-    const terms = mixes.map((m) => {
-      stopGradient.add(m.a);
-      const width = e.op('CastLike', [e.op('Shape', [m.a], { start: -1 }), m.a]);
-      const ms = e.div(e.reduceSum(e.mul(m.a, m.a), [-1], true), width);
-      const target = e.div(m.a, e.op('Sqrt', [e.add(ms, e.f(1e-6))]));
-      const d = e.sub(m.y, target);
-      const mse = e.div(e.reduceSum(e.mul(d, d), [-1], false), e.reshape(width, []));
-      return weightedMean(e, mse, w);
-    });
+    const terms = pairs.map(({ y, a }) => weightedMean(e, transferTerm(e, y, a), w));
     loss = e.scale(terms.length === 1 ? terms[0]! : e.op('Sum', terms), 1 / terms.length);
   } else {
     throw new UserInputError(`unknown objective '${objective as string}'; expected ${OBJECTIVES.join(', ')}`);
   }
   const out = e.op('Identity', [loss]);
   out.name = graph.uniqueName(LOSS_OUTPUT);
-  return { loss: out, stopGradient, inputs };
+  return { loss: out, stopGradient, inputs, teacherValues };
 }

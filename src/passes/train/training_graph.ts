@@ -43,6 +43,8 @@ export interface PreparedTraining {
   modelInputs: string[];
   /** Inputs the objective reads (labels, weights, teacher logits). */
   lossInputs: string[];
+  /** Loss inputs fed from a teacher run: input name → the teacher's value name. */
+  teacherValues: Map<string, string>;
   options: TrainingGraphOptions;
 }
 
@@ -51,6 +53,7 @@ export interface TrainingGraphSpec {
   params: TrainableParam[];
   modelInputs: string[];
   lossInputs: string[];
+  teacherValues: Map<string, string>;
   optimizerInputs: string[];
   lossOutput: string;
   gradNormOutput: string;
@@ -75,13 +78,13 @@ export function prepareTraining(model: Model, options: TrainingGraphOptions = {}
     throw new UserInputError(`objective '${objective}' predicts the next token, but this model's attention is bidirectional (an encoder); train it with objective 'transfer', or convert a decoder`);
   }
   const params = makeTrainable(model, options.train ?? ['lora'], forward.mixes);
-  const lossGraph = appendLoss(graph, objective, logits, forward.mixes);
+  const lossGraph = appendLoss(graph, objective, logits, forward);
   graph.setOutputs([lossGraph.loss]);
   eliminateDeadCode(graph);
   toposort(graph);
   const paramNames = new Set(params.map((p) => p.input));
   const modelInputs = graph.inputs.map((v) => v.name).filter((n) => originalInputs.includes(n) && !paramNames.has(n));
-  return { model, objective, loss: lossGraph.loss, params, stopGradient: lossGraph.stopGradient, forward, modelInputs, lossInputs: lossGraph.inputs, options };
+  return { model, objective, loss: lossGraph.loss, params, stopGradient: lossGraph.stopGradient, forward, modelInputs, lossInputs: lossGraph.inputs, teacherValues: lossGraph.teacherValues, options };
 }
 
 function paramValues(prep: PreparedTraining): Value[] {
@@ -128,6 +131,7 @@ export function completeTraining(prep: PreparedTraining, info: (v: Value) => Val
       params: prep.params,
       modelInputs: prep.modelInputs,
       lossInputs: prep.lossInputs,
+      teacherValues: prep.teacherValues,
       optimizerInputs: adam.inputs,
       lossOutput: prep.loss.name,
       gradNormOutput: adam.gradNorm.name,
