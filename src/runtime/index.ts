@@ -8,4 +8,4 @@ export { type TokenBatch, evaluationBatches, loadTokens, trainingBatch } from '.
 export { type EvalResult, type EvaluateOptions, evaluate, scoreLogits } from './evaluate.js';
 export { sequenceFeeds } from './feeds.js';
 export { type ValueFacts, irFacts, probeValues } from './probe.js';
-export { type ScheduleOptions, type StepReport, Trainer, type TrainerOptions, type TrainerState, TrainingError, lrAt } from './trainer.js';
+export { type ScheduleOptions, type StepReport, Trainer, buildTrainingGraph, type TrainerOptions, type TrainerState, TrainingError, lrAt } from './trainer.js';

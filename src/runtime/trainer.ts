@@ -25,6 +25,7 @@ import {
   LABELS_INPUT,
   LR_INPUT,
   TEACHER_INPUT,
+  type TrainingGraph,
   type TrainingGraphOptions,
   type TrainingGraphSpec,
   WEIGHTS_INPUT,
@@ -162,30 +163,9 @@ export class Trainer {
 
   /** Builds the training graph of `model` (left unchanged) and opens its session. */
   static async create(model: Model, options: TrainerOptions): Promise<Trainer> {
-    if (!(options.seqLen >= 2)) throw new UserInputError(`the sequence length must be at least 2, got ${options.seqLen}`);
-    const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
-    const prep = prepareTraining(copy, { ...options, maxSeqLen: options.maxSeqLen ?? options.seqLen });
-    const types: DeclaredTypes = new Map(prep.model.graph.inputs.map((v) => [v.name, v.type]));
-    const teacher = await openTeacher(options.teacher, prep.lossInputs, prep.teacherValues, options);
-    // two small runs (different batch and sequence sizes, the second at the training
-    // length) tell the ranks on the gradient path, and which broadcasts and slice bounds
-    // are the same at every size
-    const targets = probeTargets(prep);
-    const runs = [];
-    for (const [B, T] of [
-      [2, Math.min(options.seqLen, 5)],
-      [3, options.seqLen],
-    ] as const) {
-      const ids = Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, i) => (7 * i + 3 * b + 1) % 17));
-      const batch: TokenBatch = { ids, labels: ids, weights: ids.map((r) => r.map(() => 1)) };
-      const feeds: Record<string, ort.Tensor> = { ...(await lossFeeds(prep.lossInputs, batch, teacher)), ...sequenceFeeds(prep.modelInputs, [], types, ids) };
-      for (const p of prep.params) feeds[p.input] = new ort.Tensor('float32', Float32Array.from(p.init), p.dims);
-      runs.push(await probeValues(prep.model, feeds, targets));
-    }
-    const facts = mergeFacts(runs);
-    const tg = completeTraining(prep, (v) => irFacts(v) ?? facts.get(v.name));
-    const session = await sessionFor(tg.model, options.ep, options.ort);
-    return new Trainer(session, tg.spec, types, options, teacher);
+    const built = await build(model, options);
+    const session = await sessionFor(built.graph.model, options.ep, options.ort);
+    return new Trainer(session, built.graph.spec, built.types, options, built.teacher);
   }
 
   lrAt(step = this.stepCount): number {
@@ -310,6 +290,46 @@ export class Trainer {
   async release(): Promise<void> {
     await this.session.release();
     await this.teacher?.session.release();
+  }
+}
+
+/**
+ * The training graph of a converted model (left unchanged), ready to save or to run:
+ * prepareTraining, two probe runs for the ranks autodiff needs, completeTraining.
+ */
+export async function buildTrainingGraph(model: Model, options: TrainerOptions): Promise<TrainingGraph> {
+  const built = await build(model, options);
+  await built.teacher?.session.release();
+  return built.graph;
+}
+
+async function build(model: Model, options: TrainerOptions): Promise<{ graph: TrainingGraph; types: DeclaredTypes; teacher: TeacherRun | undefined }> {
+  if (!(options.seqLen >= 2)) throw new UserInputError(`the sequence length must be at least 2, got ${options.seqLen}`);
+  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+  const prep = prepareTraining(copy, { ...options, maxSeqLen: options.maxSeqLen ?? options.seqLen });
+  const types: DeclaredTypes = new Map(prep.model.graph.inputs.map((v) => [v.name, v.type]));
+  const teacher = await openTeacher(options.teacher, prep.lossInputs, prep.teacherValues, options);
+  try {
+    // two small runs (different batch and sequence sizes, the second at the training
+    // length) tell the ranks on the gradient path, and which broadcasts and slice bounds
+    // are the same at every size
+    const targets = probeTargets(prep);
+    const runs = [];
+    for (const [B, T] of [
+      [2, Math.min(options.seqLen, 5)],
+      [3, options.seqLen],
+    ] as const) {
+      const ids = Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, i) => (7 * i + 3 * b + 1) % 17));
+      const batch: TokenBatch = { ids, labels: ids, weights: ids.map((r) => r.map(() => 1)) };
+      const feeds: Record<string, ort.Tensor> = { ...(await lossFeeds(prep.lossInputs, batch, teacher)), ...sequenceFeeds(prep.modelInputs, [], types, ids) };
+      for (const p of prep.params) feeds[p.input] = new ort.Tensor('float32', Float32Array.from(p.init), p.dims);
+      runs.push(await probeValues(prep.model, feeds, targets));
+    }
+    const facts = mergeFacts(runs);
+    return { graph: completeTraining(prep, (v) => irFacts(v) ?? facts.get(v.name)), types, teacher };
+  } catch (e) {
+    await teacher?.session.release();
+    throw e;
   }
 }
 

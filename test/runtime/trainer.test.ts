@@ -21,7 +21,7 @@ import { evaluate, logitsOf, scoreLogits } from '../../src/runtime/evaluate.js';
 import { sequenceFeeds } from '../../src/runtime/feeds.js';
 import { createSession } from '../../src/runtime/execution_provider.js';
 import { declaredTypes } from '../../src/runtime/generate.js';
-import { Trainer, lrAt } from '../../src/runtime/trainer.js';
+import { Trainer, buildTrainingGraph, lrAt } from '../../src/runtime/trainer.js';
 import { logitToMu, muToLogit } from '../../src/passes/train/index.js';
 
 const FIX = path.resolve(__dirname, '../fixtures');
@@ -258,6 +258,17 @@ describe('training graph', () => {
       expect(err, k).toBeLessThan(1e-6);
     }
     await Promise.all([one.release(), acc.release()]);
+  });
+
+  it('buildTrainingGraph gives a standalone ONNX model: loss, gradient norm and every updated tensor as outputs', async () => {
+    const tg = await buildTrainingGraph(converted('delta_product', 0.5), { seqLen: T, steps: 1, train: ['lora', 'mu'] });
+    const outs = tg.model.graph.outputs.map((o) => o.name);
+    expect(outs).toContain(tg.spec.lossOutput);
+    expect(outs).toContain(tg.spec.gradNormOutput);
+    for (const p of tg.spec.params) for (const n of [`${p.input}.next`, `${p.input}.adam_m.next`, `${p.input}.adam_v.next`]) expect(outs).toContain(n);
+    // nothing of ai.tptt or com.microsoft is left: autodiff saw standard ops only
+    expect(tg.model.graph.nodes().filter((n) => n.domain !== '' && n.domain !== 'ai.onnx')).toHaveLength(0);
+    expect(decodeModel(encodeModel(tg.model)).graph.size).toBe(tg.model.graph.size);
   });
 
   it('μ logit parametrisation round-trips and stays inside (0, 1)', () => {
