@@ -44,9 +44,12 @@ import { float32, int64, sequenceFeeds } from './feeds.js';
 import { explainRunFailure, irFacts, mergeFacts, probeValues } from './probe.js';
 
 export interface ScheduleOptions {
-  /** Peak learning rate (default 2e-3). */
+  /**
+   * Peak learning rate. Default: 2e-3 for a model that keeps its softmax branch (μ < 1),
+   * 5e-3 for a purely linear one (μ = 1), from the fidelity table (docs/train.md).
+   */
   lr?: number;
-  /** Linear warmup steps (default 20, at most a tenth of the run... see lrAt). */
+  /** Linear warmup steps (default 20; fewer when the run is shorter). */
   warmup?: number;
   /** Total optimizer steps of the run (the cosine reaches 0 there). */
   steps: number;
@@ -106,8 +109,11 @@ async function openTeacher(model: Model | undefined, lossInputs: readonly string
 }
 
 /** Learning rate of optimizer step `step` (0-based). */
+export const DEFAULT_LR = 2e-3;
+export const DEFAULT_LR_LINEAR = 5e-3;
+
 export function lrAt(o: ScheduleOptions, step: number): number {
-  const peak = o.lr ?? 2e-3;
+  const peak = o.lr ?? DEFAULT_LR;
   const warm = Math.min(o.warmup ?? 20, Math.max(0, o.steps - 1));
   if (step < warm) return (peak * (step + 1)) / warm;
   if ((o.schedule ?? 'cosine') === 'constant') return peak;
@@ -168,8 +174,13 @@ export class Trainer {
     return new Trainer(session, built.graph.spec, built.types, options, built.teacher);
   }
 
+  /** The peak learning rate of this run (the option, or the default for this model). */
+  get peakLr(): number {
+    return this.options.lr ?? (this.spec.linearOnly ? DEFAULT_LR_LINEAR : DEFAULT_LR);
+  }
+
   lrAt(step = this.stepCount): number {
-    return lrAt(this.options, step);
+    return lrAt({ ...this.options, lr: this.peakLr }, step);
   }
 
   /**

@@ -22,7 +22,7 @@ interface TrainCliOptions {
   steps: number;
   batch: number;
   seqLen: number;
-  lr: number;
+  lr?: number;
   warmup: number;
   schedule: 'cosine' | 'constant';
   weightDecay: number;
@@ -48,7 +48,7 @@ interface RunSettings {
   steps: number;
   batch: number;
   seqLen: number;
-  lr: number;
+  lr: number | 'default';
   warmup: number;
   schedule: string;
   weightDecay: number;
@@ -76,7 +76,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
     .option('--steps <n>', 'optimizer steps', positiveInt('--steps'), 100)
     .option('--batch <n>', 'sequences per step (per micro-batch with --accumulate)', positiveInt('--batch'), 8)
     .option('--seq-len <n>', 'tokens per sequence', int('--seq-len', (n) => n >= 2, 'an integer >= 2'), 128)
-    .option('--lr <x>', 'peak learning rate', num('--lr', (n) => n > 0, 'a positive number'), 2e-3)
+    .option('--lr <x>', 'peak learning rate (default 2e-3; 5e-3 for a μ = 1 model)', num('--lr', (n) => n > 0, 'a positive number'))
     .option('--warmup <n>', 'linear warmup steps', int('--warmup', (n) => n >= 0, 'a non-negative integer'), 20)
     .option('--schedule <s>', 'after warmup: cosine (decay to 0 at --steps) | constant', oneOf(['cosine', 'constant'] as const), 'cosine')
     .option('--weight-decay <x>', 'AdamW decoupled weight decay (LoRA tensors only)', num('--weight-decay', (n) => n >= 0, '>= 0'), 0)
@@ -122,7 +122,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
         steps: opts.steps,
         batch: opts.batch,
         seqLen: opts.seqLen,
-        lr: opts.lr,
+        lr: opts.lr ?? 'default',
         warmup: opts.warmup,
         schedule: opts.schedule,
         weightDecay: opts.weightDecay,
@@ -170,7 +170,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
         }
         const params = trainer.spec.params.reduce((n, p) => n + p.init.length, 0);
         say(`training graph (${opts.objective}; ${opts.train.join(', ')}) built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-        say(`training ${trainer.spec.params.length} tensors (${params} values) for ${opts.steps} steps of ${opts.batch * opts.accumulate} × ${opts.seqLen} tokens`);
+        say(`training ${trainer.spec.params.length} tensors (${params} values) for ${opts.steps} steps of ${opts.batch * opts.accumulate} × ${opts.seqLen} tokens, peak lr ${trainer.peakLr}`);
         const bar = progress(ctx.stderr, opts.steps, 'training', {
           json: opts.json,
           suffix: '{value}/{total} | loss {loss} | {tps} tokens/s | ETA {eta_formatted}',

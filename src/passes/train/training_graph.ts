@@ -58,6 +58,8 @@ export interface TrainingGraphSpec {
   lossOutput: string;
   gradNormOutput: string;
   accumulate: number;
+  /** The model has no softmax branch left (μ = 1): every converted layer is purely linear. */
+  linearOnly: boolean;
 }
 
 export interface TrainingGraph {
@@ -136,6 +138,7 @@ export function completeTraining(prep: PreparedTraining, info: (v: Value) => Val
       lossOutput: prep.loss.name,
       gradNormOutput: adam.gradNorm.name,
       accumulate: opt.accumulate ?? 1,
+      linearOnly: prep.forward.mixes.length === 0,
     },
   };
 }
