@@ -41,7 +41,8 @@ Output: one JSON line on stdout (everything else goes to stderr):
   {"step_ms_median", "step_ms_all", "peak_rss_mib" (ru_maxrss at the end),
    "rss_before_train_mib" (current RSS after loading, just before the first step),
    "maxrss_before_train_mib", "tokens_per_s", "loss_first", "loss_last", "torch",
-   "threads", "rule", "order", "batch", "seq_len", "chunk_size"}
+   "threads", "omp_wait_policy", "rule", "order", "batch", "seq_len", "chunk_size"}
+  OMP_WAIT_POLICY defaults to PASSIVE (see below; an explicit value in the environment wins).
 
 --check: on one fixed batch (B tensors set to deterministic non-zero values, else the
 A gradients are 0), compares loss and LoRA gradients of the chunked LiZA with a plain
@@ -204,7 +205,8 @@ def load_converted(path, rule_arg, order_arg):
     if sorted(lora) != expect:
         raise SystemExit(f"unexpected LoRA initializers: {sorted(lora)[:6]} ...")
     cfg = {"layers": L, "hidden": hidden, "Hq": Hq, "Hkv": Hkv, "d": d, "rule": rule, "order": order,
-           "lora_scale": scale, "rank": lora["lora.layers.0.q_proj.A"].shape[1]}
+           "model_rule": conv.get("rule"), "model_order": conv.get("order"), "lora_scale": scale,
+           "rank": lora["lora.layers.0.q_proj.A"].shape[1]}
     return cfg, W, lora
 
 
@@ -546,7 +548,10 @@ def check(model, tokens, args):
 
     # (3) the converted ONNX itself (B set) in onnxruntime-node vs this model's logits
     pkg = ROOT / "package.json"
-    if shutil.which("node") and (ROOT / "node_modules" / "onnxruntime-node").exists():
+    same_rule = (model.cfg["rule"], model.cfg["order"]) == (model.cfg["model_rule"], model.cfg["model_order"])
+    if not same_rule:
+        log("(3) onnxruntime-node check skipped (--rule / --order differ from the model's)")
+    elif shutil.which("node") and (ROOT / "node_modules" / "onnxruntime-node").exists():
         tmp = Path(tempfile.mkdtemp(prefix="train_ref_check_"))
         try:
             m = onnx.load(args.model)
@@ -556,10 +561,10 @@ def check(model, tokens, args):
                     init.CopyFrom(numpy_helper.from_array(arr, init.name))
             mp = tmp / "withB.onnx"
             onnx.save(m, str(mp))
-            ib, it = ids[:2], ids[:2]
+            ib = ids[:2]
             feeds = {"input_ids": {"data": ib.reshape(-1).tolist(), "dims": list(ib.shape)},
                      "attention_mask": {"data": [1] * ib.numel(), "dims": list(ib.shape)},
-                     "position_ids": {"data": list(range(it.shape[1])) * ib.shape[0], "dims": list(ib.shape)}}
+                     "position_ids": {"data": list(range(ib.shape[1])) * ib.shape[0], "dims": list(ib.shape)}}
             (tmp / "feeds.json").write_text(json.dumps(feeds))
             (tmp / "ort.mjs").write_text(NODE_ORT)
             r = subprocess.run(["node", str(tmp / "ort.mjs"), str(pkg), str(mp), str(tmp / "feeds.json"),
@@ -598,7 +603,8 @@ def main():
     tokens = load_tokens(data)
     log(f"model: {cfg}; data {data} ({tokens.numel()} tokens); torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads")
-    out = {"torch": torch.__version__, "threads": args.threads, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "rule": cfg["rule"], "order": cfg["order"],
+    out = {"torch": torch.__version__, "threads": args.threads, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+           "rule": cfg["rule"], "order": cfg["order"],
            "batch": args.batch, "seq_len": args.seq_len, "chunk_size": args.chunk_size}
     if args.check:
         res = check(model, tokens, args)
