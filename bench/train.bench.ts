@@ -98,11 +98,11 @@ suite('train.fidelity', async (ctx) => {
           stepMs.push(r.ms);
           if (checkpoints.includes(done + s + 1)) {
             const snapshot = decodeModel(encodeModel(converted));
-            tr.applyTo(snapshot);
+            await tr.applyTo(snapshot);
             row[`${done + s + 1} steps`] = ratio(await accuracyOf(snapshot, evalBatches), base);
           }
         }
-        tr.applyTo(converted);
+        await tr.applyTo(converted);
       } finally {
         await tr.release();
       }

@@ -78,7 +78,7 @@ async function main(): Promise<void> {
       msTotal += r.ms;
       if ((s + 1) % 20 === 0) console.log(`  step ${s + 1}: loss ${r.loss.toFixed(3)}`);
     }
-    trainer.applyTo(model);
+    await trainer.applyTo(model);
     await trainer.release();
     console.log(`  ${((tokens / msTotal) * 1000).toFixed(0)} tokens/s`);
     const trainedFile = path.join(dir, 'trained.onnx');

@@ -66,6 +66,8 @@ export interface TrainerOptions extends TrainingGraphOptions, ScheduleOptions {
    * 'transfer' on a model without a softmax branch (μ = 1). Run on every batch.
    */
   teacher?: Model;
+  /** WebGPU: keep parameters and moments in GPU buffers between steps (see Trainer.create: no read-back yet). */
+  deviceState?: boolean;
   /** onnxruntime session options for the training session. */
   ort?: ort.InferenceSession.SessionOptions;
 }
@@ -80,6 +82,10 @@ export interface StepReport {
 }
 
 export class TrainingError extends UserInputError {}
+
+function disposeOnGpu(t: ort.Tensor): void {
+  if (t.location === 'gpu-buffer') t.dispose();
+}
 
 /** The teacher's session, with the values the objective reads from it as outputs. */
 interface TeacherRun {
@@ -170,7 +176,17 @@ export class Trainer {
   /** Builds the training graph of `model` (left unchanged) and opens its session. */
   static async create(model: Model, options: TrainerOptions): Promise<Trainer> {
     const built = await build(model, options);
-    const session = await sessionFor(built.graph.model, options.ep, options.ort);
+    // Keeping the carried tensors in GPU buffers between steps (preferredOutputLocation
+    // 'gpu-buffer' for every `.next` output) works in onnxruntime-node 1.30's WebGPU
+    // provider, but reading such a tensor back (Tensor.getData, needed for checkpoints and
+    // the result) aborts the process there; `deviceState` opts in for runs that need no
+    // read-back until the end of the process. Off by default.
+    const carried = built.graph.spec.params.flatMap((p) => {
+      const s = slotNames(p.input);
+      return [s.next, s.mNext, s.vNext, ...(built.graph.spec.accumulate > 1 ? [s.accNext] : [])];
+    });
+    const onDevice = options.deviceState && options.ep === 'webgpu' ? { preferredOutputLocation: Object.fromEntries(carried.map((n) => [n, 'gpu-buffer' as const])) } : {};
+    const session = await sessionFor(built.graph.model, options.ep, { ...onDevice, ...options.ort });
     return new Trainer(session, built.graph.spec, built.types, options, built.teacher);
   }
 
@@ -223,6 +239,9 @@ export class Trainer {
       lossSum += loss;
       gradNorm = Number((out[this.spec.gradNormOutput] as ort.Tensor).data[0]);
       tokens += batch.weights.reduce((n, r) => n + r.reduce((a, x) => a + x, 0), 0);
+      // the previous micro-step's outputs are not needed any more (the step's inputs are
+      // released at the end, once the step has succeeded)
+      if (k > 0) for (const t of next.values()) disposeOnGpu(t);
       const upd = new Map<string, ort.Tensor>();
       for (const p of this.spec.params) {
         const s = slotNames(p.input);
@@ -233,7 +252,10 @@ export class Trainer {
       }
       next = upd;
     }
-    for (const [k, v] of next) this.state.set(k, v);
+    for (const [k, v] of next) {
+      disposeOnGpu(this.state.get(k)!);
+      this.state.set(k, v);
+    }
     this.stepCount = t;
     return { step: t, loss: lossSum / K, gradNorm, lr, tokens, ms: performance.now() - t0 };
   }
@@ -257,22 +279,36 @@ export class Trainer {
     return new Map(this.spec.params.map((p) => [p.input, Float32Array.from((out[gradOutputName(p.input)] as ort.Tensor).data as Float32Array)]));
   }
 
+  /** Values of a carried tensor on the host (downloaded when it lives on the GPU). */
+  private async host(name: string): Promise<Float32Array> {
+    const t = this.state.get(name)!;
+    return Float32Array.from((t.location === 'gpu-buffer' ? await t.getData() : t.data) as Float32Array);
+  }
+
+  /** Where the carried parameters and moments live: 'cpu', or 'gpu-buffer' on a GPU provider after the first step. */
+  stateLocations(): Set<string> {
+    return new Set([...this.state.values()].map((t) => t.location));
+  }
+
   /** Current values of the trainable tensors, in the training parametrisation (θ for μ). */
-  parameters(): Map<string, Float32Array> {
-    return new Map(this.spec.params.map((p) => [p.input, this.state.get(p.input)!.data as Float32Array]));
+  async parameters(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const p of this.spec.params) out.set(p.input, await this.host(p.input));
+    return out;
   }
 
   /** Writes the trained tensors into `model` (a converted model with the same adapters and gates). */
-  applyTo(model: Model): void {
+  async applyTo(model: Model): Promise<void> {
     const g = model.graph;
+    const params = await this.parameters();
     for (const p of this.spec.params) {
       const v = g.initializers.get(p.source);
       if (!v?.initializer) throw new UserInputError(`the model has no initializer '${p.source}' to write the trained values to`);
-      const data = this.state.get(p.input)!.data as Float32Array;
+      const data = params.get(p.input)!;
       const values = p.group === 'mu' ? Float32Array.from(data, logitToMu) : Float32Array.from(data);
       v.initializer = Tensor.fromArray(values, v.initializer.dims.slice(), undefined, p.source);
     }
-    const mus = this.spec.params.filter((p) => p.group === 'mu').map((p) => [p.source, logitToMu((this.state.get(p.input)!.data as Float32Array)[0]!)]);
+    const mus = this.spec.params.filter((p) => p.group === 'mu').map((p) => [p.source, logitToMu(params.get(p.input)![0]!)]);
     setMetadata(
       model.metadataProps,
       'titanize.trained',
@@ -281,9 +317,9 @@ export class Trainer {
   }
 
   /** Everything a resumed run needs: the step count, parameters and moments. */
-  snapshot(): TrainerState {
+  async snapshot(): Promise<TrainerState> {
     const tensors: TrainerState['tensors'] = {};
-    for (const [k, v] of this.state) tensors[k] = { dims: v.dims.slice(), data: Float32Array.from(v.data as Float32Array) };
+    for (const [k, v] of this.state) tensors[k] = { dims: v.dims.slice(), data: await this.host(k) };
     return { step: this.stepCount, tensors };
   }
 
@@ -293,6 +329,7 @@ export class Trainer {
       if (!t) throw new UserInputError(`the checkpoint has no tensor '${k}'; was it made for this model and these options?`);
       const have = this.state.get(k)!.dims;
       if (t.dims.length !== have.length || t.dims.some((d, i) => d !== have[i])) throw new UserInputError(`checkpoint tensor '${k}' has dims [${t.dims.join(', ')}], the training graph wants [${have.join(', ')}]`);
+      disposeOnGpu(this.state.get(k)!);
       this.state.set(k, new ort.Tensor('float32', Float32Array.from(t.data), t.dims));
     }
     this.stepCount = s.step;

@@ -97,11 +97,20 @@ describe('generation loop', () => {
 
   it('an unavailable execution provider fails with what is missing, or falls back when asked', async () => {
     const file = path.join(FIX, 'bert.onnx');
+    // the CUDA provider is never installed by this project's offline install
     await expect(createSession(file, { ep: 'cuda' })).rejects.toThrow(/CUDA execution provider/);
-    await expect(createSession(file, { ep: 'webgpu' })).rejects.toThrow(/WebGPU|webgpu/);
     const notes: string[] = [];
-    const { ep } = await createSession(file, { ep: 'webgpu', fallback: true, onFallback: (m) => notes.push(m) });
+    const { ep } = await createSession(file, { ep: 'cuda', fallback: true, onFallback: (m) => notes.push(m) });
     expect(ep).toBe('cpu');
     expect(notes[0]).toMatch(/falling back to the CPU/);
+    // WebGPU works where a Vulkan adapter exists (e.g. Mesa's lavapipe), else says what is missing
+    const webgpu = await createSession(file, { ep: 'webgpu' }).then(
+      async (r) => {
+        await r.session.release();
+        return 'ok';
+      },
+      (e: Error) => e.message,
+    );
+    if (webgpu !== 'ok') expect(webgpu).toMatch(/WebGPU|webgpu/);
   });
 });

@@ -118,7 +118,7 @@ describe('training graph', () => {
       const batch = trainingBatch(patternTokens(400), 2, T, 2, 0);
       const tr = await Trainer.create(m, { seqLen: T, steps: 1, train: ['lora', 'mu'], outputGradients: true });
       const grads = await tr.gradients(batch);
-      const params = new Map([...tr.parameters()].map(([k, v]) => [k, Float32Array.from(v)]));
+      const params = new Map([...(await tr.parameters())].map(([k, v]) => [k, Float32Array.from(v)]));
       await tr.release();
       expect([...grads.keys()].filter((k) => k.endsWith('.logit'))).toHaveLength(2);
       expect(grads.size).toBe(18);
@@ -158,9 +158,9 @@ describe('training graph', () => {
     const opts = { seqLen: T, steps: 10, lr: 3e-3, warmup: 2, train: ['lora', 'mu'] as ('lora' | 'mu')[], outputGradients: true, optimizer: { weightDecay: 0.1, clip: 0.5 } };
     const tr = await Trainer.create(m, opts);
     const g = await tr.gradients(batch);
-    const before = new Map([...tr.parameters()].map(([k, v]) => [k, Float32Array.from(v)]));
+    const before = new Map([...(await tr.parameters())].map(([k, v]) => [k, Float32Array.from(v)]));
     const r = await tr.step(batch);
-    const after = tr.parameters();
+    const after = await tr.parameters();
     await tr.release();
     const norm = Math.sqrt([...g.values()].reduce((s, x) => s + x.reduce((a, y) => a + y * y, 0), 0));
     expect(r.gradNorm).toBeCloseTo(norm, 4);
@@ -191,11 +191,12 @@ describe('training graph', () => {
     for (let s = 0; s < 4; s++) await whole.step(trainingBatch(tokens, 2, T, 7, s));
     const a = await Trainer.create(converted('delta_product', 0.5), opts);
     for (let s = 0; s < 2; s++) await a.step(trainingBatch(tokens, 2, T, 7, s));
-    const snap = a.snapshot();
+    const snap = await a.snapshot();
     const b = await Trainer.create(converted('delta_product', 0.5), opts);
     b.restore(snap);
     for (let s = b.stepCount; s < 4; s++) await b.step(trainingBatch(tokens, 2, T, 7, s));
-    for (const [k, v] of whole.parameters()) expect(Array.from(b.parameters().get(k)!)).toEqual(Array.from(v));
+    const bp = await b.parameters();
+    for (const [k, v] of await whole.parameters()) expect(Array.from(bp.get(k)!)).toEqual(Array.from(v));
     await Promise.all([whole.release(), a.release(), b.release()]);
   });
 
@@ -207,7 +208,7 @@ describe('training graph', () => {
     const before = await lossOf(m, evalBatches[0]!);
     const tr = await Trainer.create(m, { seqLen: T, steps: 30, lr: 2e-2, warmup: 3, train: ['lora', 'mu'] });
     for (let s = 0; s < 30; s++) await tr.step(trainingBatch(train.subarray(0, 2000), 4, T, 1, s));
-    tr.applyTo(m);
+    await tr.applyTo(m);
     await tr.release();
     const after = await lossOf(m, evalBatches[0]!);
     expect(after).toBeLessThan(before * 0.9);
@@ -221,7 +222,7 @@ describe('training graph', () => {
     const batch = trainingBatch(patternTokens(400), 2, T, 5, 0);
     const tr = await Trainer.create(m, { seqLen: T, steps: 1, train: ['norms'], outputGradients: true });
     const grads = await tr.gradients(batch);
-    const params = new Map([...tr.parameters()].map(([k, v]) => [k, Float32Array.from(v)]));
+    const params = new Map([...(await tr.parameters())].map(([k, v]) => [k, Float32Array.from(v)]));
     await tr.release();
     // Llama: input and post-attention RMSNorm of each of the 2 layers, and the final norm
     expect(grads.size).toBe(5);
@@ -252,8 +253,9 @@ describe('training graph', () => {
     const r2 = await acc.step([b1, b2]);
     expect(r2.loss).toBeCloseTo(r1.loss, 5);
     expect(r2.gradNorm).toBeCloseTo(r1.gradNorm, 4);
-    for (const [k, v] of one.parameters()) {
-      const w = acc.parameters().get(k)!;
+    const ap = await acc.parameters();
+    for (const [k, v] of await one.parameters()) {
+      const w = ap.get(k)!;
       const err = Math.max(...Array.from(v, (x, i) => Math.abs(x - w[i]!)));
       expect(err, k).toBeLessThan(1e-6);
     }

@@ -183,7 +183,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
         try {
           for (let s = trainer.stepCount; s < opts.steps; s++) {
             if (ctx.signal?.aborted) {
-              saveCheckpoint(checkpointFile, settings, trainer.snapshot());
+              saveCheckpoint(checkpointFile, settings, await trainer.snapshot());
               throw new InterruptedError(`stopped after step ${s} of ${opts.steps}; checkpoint ${checkpointFile} written (continue with --resume ${checkpointFile})`);
             }
             const micro = Array.from({ length: opts.accumulate }, (_, k) => trainingBatch(tokens, opts.batch, opts.seqLen, opts.seed, s * opts.accumulate + k));
@@ -192,7 +192,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
               r = await trainer.step(micro);
             } catch (e) {
               if (e instanceof TrainingError && trainer.stepCount > 0) {
-                saveCheckpoint(checkpointFile, settings, trainer.snapshot());
+                saveCheckpoint(checkpointFile, settings, await trainer.snapshot());
                 throw new TrainingError(`${e.message}; the last good state is in ${checkpointFile}`);
               }
               throw e;
@@ -206,12 +206,12 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
               if (opts.json) log({ step: r.step, loss: r.loss, grad_norm: r.gradNorm, lr: r.lr, tokens_per_s: tps });
               else if (!bar.active) say(`step ${r.step}/${opts.steps}: loss ${r.loss.toFixed(4)}, grad norm ${r.gradNorm.toFixed(3)}, lr ${r.lr.toExponential(2)}, ${tps.toFixed(0)} tokens/s`);
             }
-            if (opts.checkpointEvery > 0 && r.step % opts.checkpointEvery === 0) saveCheckpoint(checkpointFile, settings, trainer.snapshot());
+            if (opts.checkpointEvery > 0 && r.step % opts.checkpointEvery === 0) saveCheckpoint(checkpointFile, settings, await trainer.snapshot());
           }
         } finally {
           bar.done();
         }
-        trainer.applyTo(model);
+        await trainer.applyTo(model);
         saveOutput(model, file, opts.output, 'keep', { stream: ctx.stderr, json: opts.json });
         const after = evalBatches ? await evaluateModel(model, evalBatches, opts.ep) : undefined;
         const summary = {
