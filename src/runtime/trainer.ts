@@ -13,7 +13,11 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserInputError } from '../ir/errors.js';
 import { setMetadata } from '../ir/metadata.js';
-import type { Model } from '../ir/model.js';
+import { Builder } from '../ir/builder.js';
+import { DataType } from '../ir/dtype.js';
+import { Model } from '../ir/model.js';
+import { tensorType } from '../ir/types.js';
+import { Value } from '../ir/value.js';
 import { decodeModel } from '../ir/serde/decode.js';
 import { encodeModel } from '../ir/serde/encode.js';
 import { allTensors, saveModel } from '../ir/serde/files.js';
@@ -66,7 +70,7 @@ export interface TrainerOptions extends TrainingGraphOptions, ScheduleOptions {
    * 'transfer' on a model without a softmax branch (μ = 1). Run on every batch.
    */
   teacher?: Model;
-  /** WebGPU: keep parameters and moments in GPU buffers between steps (see Trainer.create: no read-back yet). */
+  /** WebGPU: keep parameters and moments in GPU buffers between steps (default true). */
   deviceState?: boolean;
   /** onnxruntime session options for the training session. */
   ort?: ort.InferenceSession.SessionOptions;
@@ -82,6 +86,16 @@ export interface StepReport {
 }
 
 export class TrainingError extends UserInputError {}
+
+/** y = Identity(x) for float tensors of any shape: copies a device tensor to the host. */
+function identityModel(): Uint8Array {
+  const m = new Model({ opsetImports: { '': 17 } });
+  const x = m.graph.addInput(new Value('x', tensorType(DataType.FLOAT)));
+  const y = new Builder(m.graph).op('Identity', [x]);
+  y.name = 'y';
+  m.graph.addOutput(y);
+  return encodeModel(m);
+}
 
 function disposeOnGpu(t: ort.Tensor): void {
   if (t.location === 'gpu-buffer') t.dispose();
@@ -101,7 +115,7 @@ async function openTeacher(model: Model | undefined, lossInputs: readonly string
     throw new UserInputError(`objective ${options.objective ?? 'lm'} needs the original model as the teacher (${values.size ? 'this model has no softmax branch to take the attention targets from' : 'its logits are the target'}; --teacher ORIGINAL.onnx)`);
   }
   const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
-  const produced = new Map<string, import('../ir/value.js').Value>();
+  const produced = new Map<string, Value>();
   for (const n of copy.graph) for (const o of n.outputs) if (o.name) produced.set(o.name, o);
   const outputs = new Set(copy.graph.outputs.map((o) => o.name));
   for (const name of values.values()) {
@@ -176,16 +190,15 @@ export class Trainer {
   /** Builds the training graph of `model` (left unchanged) and opens its session. */
   static async create(model: Model, options: TrainerOptions): Promise<Trainer> {
     const built = await build(model, options);
-    // Keeping the carried tensors in GPU buffers between steps (preferredOutputLocation
-    // 'gpu-buffer' for every `.next` output) works in onnxruntime-node 1.30's WebGPU
-    // provider, but reading such a tensor back (Tensor.getData, needed for checkpoints and
-    // the result) aborts the process there; `deviceState` opts in for runs that need no
-    // read-back until the end of the process. Off by default.
+    // on the WebGPU provider the updated parameters and moments stay in GPU buffers
+    // (preferredOutputLocation) and the next step reads them there; the host sees them only
+    // for checkpoints and the result, through a one-node Identity session (onnxruntime-node
+    // 1.30 aborts on Tensor.getData of a gpu-buffer tensor)
     const carried = built.graph.spec.params.flatMap((p) => {
       const s = slotNames(p.input);
       return [s.next, s.mNext, s.vNext, ...(built.graph.spec.accumulate > 1 ? [s.accNext] : [])];
     });
-    const onDevice = options.deviceState && options.ep === 'webgpu' ? { preferredOutputLocation: Object.fromEntries(carried.map((n) => [n, 'gpu-buffer' as const])) } : {};
+    const onDevice = options.deviceState !== false && options.ep === 'webgpu' ? { preferredOutputLocation: Object.fromEntries(carried.map((n) => [n, 'gpu-buffer' as const])) } : {};
     const session = await sessionFor(built.graph.model, options.ep, { ...onDevice, ...options.ort });
     return new Trainer(session, built.graph.spec, built.types, options, built.teacher);
   }
@@ -279,10 +292,15 @@ export class Trainer {
     return new Map(this.spec.params.map((p) => [p.input, Float32Array.from((out[gradOutputName(p.input)] as ort.Tensor).data as Float32Array)]));
   }
 
-  /** Values of a carried tensor on the host (downloaded when it lives on the GPU). */
+  private readback: ort.InferenceSession | undefined;
+
+  /** Values of a carried tensor on the host (copied out by an Identity run when it lives on the GPU). */
   private async host(name: string): Promise<Float32Array> {
     const t = this.state.get(name)!;
-    return Float32Array.from((t.location === 'gpu-buffer' ? await t.getData() : t.data) as Float32Array);
+    if (t.location !== 'gpu-buffer') return Float32Array.from(t.data as Float32Array);
+    this.readback ??= await ort.InferenceSession.create(identityModel(), { executionProviders: [this.options.ep ?? 'cpu'], logSeverityLevel: 4 });
+    const out = await this.readback.run({ x: t });
+    return Float32Array.from(out.y!.data as Float32Array);
   }
 
   /** Where the carried parameters and moments live: 'cpu', or 'gpu-buffer' on a GPU provider after the first step. */
@@ -336,6 +354,8 @@ export class Trainer {
   }
 
   async release(): Promise<void> {
+    for (const t of this.state.values()) disposeOnGpu(t);
+    await this.readback?.release();
     await this.session.release();
     await this.teacher?.session.release();
   }
