@@ -1,8 +1,10 @@
 /**
- * Raises the default-domain opset of a model (needed by `--target onnx27`, whose
- * LinearAttention exists from opset 27 on). Between opset 14 and 27 most operator updates
- * only widen the accepted types; the ones that change what a node means are handled here
- * or refused with the node named:
+ * Raises the default-domain opset of a model: to 17 for exports at opset 13–16 (the LiZA
+ * and MaG bodies need 17), to 27 for `--target onnx27` (LinearAttention). Between opset 13
+ * and 27 most operator updates only widen the accepted types or add attributes whose
+ * default keeps the old meaning (Reshape allowzero 14, Shape start/end 15, ScatterND /
+ * ScatterElements reduction 16, RNN layout 14); the ones that change what a node means are
+ * handled here or refused with the node named:
  *
  * - opset 18: ReduceMean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare take `axes` as an
  *   input instead of an attribute (rewritten); Split gains `num_outputs` (compatible).
@@ -28,7 +30,7 @@ export function upgradeOpset(model: Model, target: number): UpgradeReport {
   const from = model.opsetVersion('');
   if (from === undefined) throw new UserInputError('the model imports no default-domain opset');
   if (from >= target) return { from, to: from, changes: [] };
-  if (from < 14) throw new UserInputError(`upgrading from opset ${from} is not supported (titanize upgrades from opset 14 or later)`);
+  if (from < 13) throw new UserInputError(`upgrading from opset ${from} is not supported (titanize upgrades from opset 13 or later)`);
   const counts = new Map<string, number>();
   const bump = (what: string): void => {
     counts.set(what, (counts.get(what) ?? 0) + 1);

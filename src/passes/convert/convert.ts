@@ -15,6 +15,7 @@ import {
 } from '../../ir/index.js';
 import { LINEAR_ATTENTION_OPSET, TPTT_DOMAIN, lowerLizaToContrib, lowerLizaToOnnx27, type LoweringReport } from '../../ops/index.js';
 import { type UpgradeReport, upgradeOpset } from '../upgrade_opset.js';
+import { MIN_ONNX_OPSET } from '../../ops/schema.js';
 import { discoverAttention } from '../attention/discover.js';
 import type { AttentionDiscovery, AttentionSite } from '../attention/site.js';
 import { type Pass, PassError, runPasses } from '../pass.js';
@@ -89,7 +90,22 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
   const stateSites: AttentionSite[] = [];
   const state = { inputs: [] as string[], outputs: [] as string[], removedKv: [] as string[], cutKv: [] as string[], notes: [] as string[] };
 
-  const passes: Pass[] = [
+  const passes: Pass[] = [];
+  const declared = model.opsetVersion('');
+  if (declared !== undefined && declared < MIN_ONNX_OPSET) {
+    // the LiZA and MaG bodies need opset 17; the ops of older exports mean the same there
+    // (upgradeOpset refuses the ones that do not)
+    passes.push({
+      name: 'upgrade-opset',
+      inPlace: true,
+      run(m) {
+        opsetUpgrade = upgradeOpset(m, MIN_ONNX_OPSET);
+        for (const f of m.functions) if ((f.opsetImports.get('') ?? MIN_ONNX_OPSET) < MIN_ONNX_OPSET) f.opsetImports.set('', MIN_ONNX_OPSET);
+        return { model: m, modified: true };
+      },
+    });
+  }
+  passes.push(
     {
       name: 'discover-attention',
       inPlace: true,
@@ -132,7 +148,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
         return { model: m, modified: converted.length > 0 };
       },
     },
-  ];
+  );
   if (opts.state) {
     passes.push({
       name: 'recurrent-state',
@@ -174,7 +190,9 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
       inPlace: true,
       run(m) {
         if (opts.target === 'onnx27') {
-          opsetUpgrade = upgradeOpset(m, LINEAR_ATTENTION_OPSET);
+          const first: UpgradeReport | null = opsetUpgrade;
+          const up = upgradeOpset(m, LINEAR_ATTENTION_OPSET);
+          opsetUpgrade = first ? { from: first.from, to: up.to, changes: [...first.changes, ...up.changes] } : up;
           // model-local functions follow the model's default opset (onnxruntime requires it)
           for (const f of m.functions) if (f.opsetImports.has('')) f.opsetImports.set('', LINEAR_ATTENTION_OPSET);
         }
