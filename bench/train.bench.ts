@@ -18,9 +18,7 @@ import { convert } from '../src/passes/convert/convert.js';
 import type { LizaRule } from '../src/ops/index.js';
 import type { Objective } from '../src/passes/train/index.js';
 import { type TokenBatch, evaluationBatches, loadTokens, trainingBatch } from '../src/runtime/data.js';
-import { evaluate } from '../src/runtime/evaluate.js';
-import { createSession } from '../src/runtime/execution_provider.js';
-import { declaredTypes } from '../src/runtime/generate.js';
+import { evaluateModel } from '../src/runtime/evaluate.js';
 import { loadTokenizer } from '../src/runtime/tokenizer.js';
 import { Trainer } from '../src/runtime/trainer.js';
 import { bytes, ms, ratio, repoRoot, sig, suite } from './harness.js';
@@ -36,12 +34,7 @@ interface Config {
 }
 
 async function accuracyOf(model: Model, batches: TokenBatch[]): Promise<number> {
-  const { session } = await createSession(encodeModel(model));
-  try {
-    return (await evaluate(session, declaredTypes(model), batches)).accuracy;
-  } finally {
-    await session.release();
-  }
+  return (await evaluateModel(model, batches)).accuracy;
 }
 
 suite('train.fidelity', async (ctx) => {

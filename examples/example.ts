@@ -15,14 +15,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  type Model,
   Trainer,
   convert,
-  createSession,
-  declaredTypes,
   decodeModel,
   encodeModel,
-  evaluate,
+  evaluateModel,
   evaluationBatches,
   loadModel,
   loadTokenizer,
@@ -36,15 +33,6 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const fixture = path.join(root, 'test/fixtures/fidelity');
 const STEPS = Number(process.env.TITANIZE_EXAMPLE_STEPS ?? 80);
 
-async function heldOut(model: Model, batches: ReturnType<typeof evaluationBatches>): Promise<{ loss: number; accuracy: number }> {
-  const { session } = await createSession(encodeModel(model));
-  try {
-    return await evaluate(session, declaredTypes(model), batches);
-  } finally {
-    await session.release();
-  }
-}
-
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-example-'));
   try {
@@ -52,7 +40,7 @@ async function main(): Promise<void> {
     const train = loadTokens(path.join(fixture, 'train.txt'), tokenizer);
     const evalSet = evaluationBatches(loadTokens(path.join(fixture, 'eval.txt'), tokenizer), 8, 128, 32);
     const original = loadModel(path.join(fixture, 'lm.onnx'));
-    const base = await heldOut(original, evalSet);
+    const base = await evaluateModel(original, evalSet);
     const show = (what: string, r: { loss: number; accuracy: number }): void =>
       console.log(`${what.padEnd(34)} loss ${r.loss.toFixed(3)}  accuracy ${r.accuracy.toFixed(3)}  (${(r.accuracy / base.accuracy).toFixed(2)}× the original)`);
     console.log(`model: test/fixtures/fidelity/lm.onnx (Llama-style, 4 layers, 0.8M parameters, byte-level); held-out: ${evalSet.length * 8} windows of 129 bytes`);
@@ -60,12 +48,12 @@ async function main(): Promise<void> {
 
     const same = loadModel(path.join(fixture, 'lm.onnx'));
     convert(same, { mu: 0 });
-    show('converted, μ = 0 (must equal)', await heldOut(same, evalSet));
+    show('converted, μ = 0 (must equal)', await evaluateModel(same, evalSet));
 
     const model = loadModel(path.join(fixture, 'lm.onnx'));
     const report = convert(model, { mu: 0.5, rule: 'delta_product', loraRank: 8, loraAlpha: 16 });
     console.log(`\nconverted ${report.sites.length} layers: rule ${report.options.rule} (order ${report.options.order}), μ 0.5, LoRA rank 8 (${report.parametersAdded} parameters added), target ${report.options.target}`);
-    show('converted, μ = 0.5, before training', await heldOut(model, evalSet));
+    show('converted, μ = 0.5, before training', await evaluateModel(model, evalSet));
 
     const t0 = performance.now();
     const trainer = await Trainer.create(model, { seqLen: 128, steps: STEPS, lr: 2e-3, warmup: 10 });
@@ -83,11 +71,11 @@ async function main(): Promise<void> {
     console.log(`  ${((tokens / msTotal) * 1000).toFixed(0)} tokens/s`);
     const trainedFile = path.join(dir, 'trained.onnx');
     saveModel(model, trainedFile);
-    show(`trained (${STEPS} steps)`, await heldOut(loadModel(trainedFile), evalSet));
+    show(`trained (${STEPS} steps)`, await evaluateModel(loadModel(trainedFile), evalSet));
 
     const merged = decodeModel(encodeModel(model));
     console.log(`merged ${mergeLora(merged)} LoRA adapters into the weights`);
-    show('merged', await heldOut(merged, evalSet));
+    show('merged', await evaluateModel(merged, evalSet));
     console.log('\nLonger runs recover more: see the fidelity table in README.md (npm run bench -- --only train).');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -5,6 +5,10 @@
  */
 import type * as ort from 'onnxruntime-node';
 import { UserInputError } from '../ir/errors.js';
+import type { Model } from '../ir/model.js';
+import { encodeModel } from '../ir/serde/encode.js';
+import { type ExecutionProviderName, createSession } from './execution_provider.js';
+import { declaredTypes } from './generate.js';
 import type { TokenBatch } from './data.js';
 import type { DeclaredTypes } from './decoder_state.js';
 import { sequenceFeeds } from './feeds.js';
@@ -83,4 +87,14 @@ export async function evaluate(session: ort.InferenceSession, types: DeclaredTyp
   }
   const loss = count ? nll / count : Number.NaN;
   return { loss, perplexity: Math.exp(loss), accuracy: count ? correct / count : Number.NaN, tokens: count, windows };
+}
+
+/** `evaluate` on a model held in memory, in a session of its own (opened and released here). */
+export async function evaluateModel(model: Model, batches: readonly TokenBatch[], ep: ExecutionProviderName = 'cpu'): Promise<EvalResult> {
+  const { session } = await createSession(encodeModel(model), { ep });
+  try {
+    return await evaluate(session, declaredTypes(model), batches);
+  } finally {
+    await session.release();
+  }
 }

@@ -5,7 +5,7 @@ export { type GenerateOptions, type GenerateStats, type GenerateStep, type Gener
 export { Sampler, type SamplingOptions, argmax } from './sampling.js';
 export { type TextTokenizer, loadTokenizer } from './tokenizer.js';
 export { type TokenBatch, evaluationBatches, loadTokens, trainingBatch } from './data.js';
-export { type EvalResult, type EvaluateOptions, evaluate, scoreLogits } from './evaluate.js';
+export { type EvalResult, type EvaluateOptions, evaluate, evaluateModel, scoreLogits } from './evaluate.js';
 export { sequenceFeeds } from './feeds.js';
 export { type ValueFacts, irFacts, probeValues } from './probe.js';
 export { type ScheduleOptions, type StepReport, Trainer, buildTrainingGraph, type TrainerOptions, type TrainerState, TrainingError, lrAt } from './trainer.js';

@@ -161,6 +161,21 @@ async function sessionFor(model: Model, ep: ExecutionProviderName | undefined, e
   }
 }
 
+/** Each tensor carried from step to step: the graph input it is fed to, the output it comes back from. */
+function carriedSlots(spec: TrainingGraphSpec): { input: string; output: string; dims: number[]; init?: Float32Array }[] {
+  return spec.params.flatMap((p) => {
+    const s = slotNames(p.input);
+    return [
+      { input: p.input, output: s.next, dims: p.dims, init: p.init },
+      { input: s.m, output: s.mNext, dims: p.dims },
+      { input: s.v, output: s.vNext, dims: p.dims },
+      ...(spec.accumulate > 1 ? [{ input: s.acc, output: s.accNext, dims: p.dims }] : []),
+    ];
+  });
+}
+
+const scalar = (x: number): ort.Tensor => new ort.Tensor('float32', Float32Array.from([x]), []);
+
 export interface TrainerState {
   step: number;
   tensors: Record<string, { dims: number[]; data: Float32Array }>;
@@ -178,13 +193,7 @@ export class Trainer {
     readonly options: TrainerOptions,
     private readonly teacher: TeacherRun | undefined,
   ) {
-    for (const p of spec.params) {
-      const s = slotNames(p.input);
-      this.state.set(p.input, new ort.Tensor('float32', Float32Array.from(p.init), p.dims));
-      this.state.set(s.m, zeros(p.dims));
-      this.state.set(s.v, zeros(p.dims));
-      if (spec.accumulate > 1) this.state.set(s.acc, zeros(p.dims));
-    }
+    for (const c of carriedSlots(spec)) this.state.set(c.input, c.init ? new ort.Tensor('float32', Float32Array.from(c.init), c.dims) : zeros(c.dims));
   }
 
   /** Builds the training graph of `model` (left unchanged) and opens its session. */
@@ -194,10 +203,7 @@ export class Trainer {
     // (preferredOutputLocation) and the next step reads them there; the host sees them only
     // for checkpoints and the result, through a one-node Identity session (onnxruntime-node
     // 1.30 aborts on Tensor.getData of a gpu-buffer tensor)
-    const carried = built.graph.spec.params.flatMap((p) => {
-      const s = slotNames(p.input);
-      return [s.next, s.mNext, s.vNext, ...(built.graph.spec.accumulate > 1 ? [s.accNext] : [])];
-    });
+    const carried = carriedSlots(built.graph.spec).map((c) => c.output);
     const onDevice = options.deviceState !== false && options.ep === 'webgpu' ? { preferredOutputLocation: Object.fromEntries(carried.map((n) => [n, 'gpu-buffer' as const])) } : {};
     const session = await sessionFor(built.graph.model, options.ep, { ...onDevice, ...options.ort });
     return new Trainer(session, built.graph.spec, built.types, options, built.teacher);
@@ -225,28 +231,14 @@ export class Trainer {
     const t = this.stepCount + 1;
     const b1 = this.options.optimizer?.beta1 ?? 0.9;
     const b2 = this.options.optimizer?.beta2 ?? 0.999;
-    const scalar = (x: number): ort.Tensor => new ort.Tensor('float32', Float32Array.from([x]), []);
+    const slots = carriedSlots(this.spec);
     let lossSum = 0;
     let gradNorm = 0;
     let tokens = 0;
     let next = new Map(this.state);
     for (let k = 0; k < K; k++) {
       const batch = batches[k]!;
-      const feeds: Record<string, ort.Tensor> = {
-        ...sequenceFeeds(this.spec.modelInputs, [], this.types, batch.ids),
-        ...(await lossFeeds(this.spec.lossInputs, batch, this.teacher)),
-        [LR_INPUT]: scalar(lr),
-        [BC1_INPUT]: scalar(1 / (1 - b1 ** t)),
-        [BC2_INPUT]: scalar(1 / (1 - b2 ** t)),
-      };
-      if (K > 1) feeds[APPLY_INPUT] = new ort.Tensor('bool', Uint8Array.from([k === K - 1 ? 1 : 0]), []);
-      for (const [name, v] of next) feeds[name] = v;
-      let out: ort.InferenceSession.OnnxValueMapType;
-      try {
-        out = await this.session.run(feeds);
-      } catch (e) {
-        throw explainRunFailure(e, feeds);
-      }
+      const out = await this.run(batch, next, { lr, c1: 1 / (1 - b1 ** t), c2: 1 / (1 - b2 ** t), apply: k === K - 1 });
       const loss = Number((out[this.spec.lossOutput] as ort.Tensor).data[0]);
       if (!Number.isFinite(loss)) throw new TrainingError(`the loss is ${loss} at step ${t}; the parameters are left as they were after step ${this.stepCount} (lower --lr, or check the data)`);
       lossSum += loss;
@@ -255,15 +247,7 @@ export class Trainer {
       // the previous micro-step's outputs are not needed any more (the step's inputs are
       // released at the end, once the step has succeeded)
       if (k > 0) for (const t of next.values()) disposeOnGpu(t);
-      const upd = new Map<string, ort.Tensor>();
-      for (const p of this.spec.params) {
-        const s = slotNames(p.input);
-        upd.set(p.input, out[s.next] as ort.Tensor);
-        upd.set(s.m, out[s.mNext] as ort.Tensor);
-        upd.set(s.v, out[s.vNext] as ort.Tensor);
-        if (K > 1) upd.set(s.acc, out[s.accNext] as ort.Tensor);
-      }
-      next = upd;
+      next = new Map(slots.map((c) => [c.input, out[c.output] as ort.Tensor]));
     }
     for (const [k, v] of next) {
       disposeOnGpu(this.state.get(k)!);
@@ -279,17 +263,27 @@ export class Trainer {
    */
   async gradients(batch: TokenBatch): Promise<Map<string, Float32Array>> {
     if (!this.options.outputGradients) throw new UserInputError('gradients() needs a trainer created with outputGradients: true');
+    // lr 0 and no accumulation step: the carried tensors come back unchanged and are dropped
+    const out = await this.run(batch, this.state, { lr: 0, c1: 1, c2: 1, apply: false });
+    return new Map(this.spec.params.map((p) => [p.input, Float32Array.from((out[gradOutputName(p.input)] as ort.Tensor).data as Float32Array)]));
+  }
+
+  /** One run of the training graph on `batch` with the carried tensors `carried`. */
+  private async run(batch: TokenBatch, carried: ReadonlyMap<string, ort.Tensor>, o: { lr: number; c1: number; c2: number; apply: boolean }): Promise<ort.InferenceSession.OnnxValueMapType> {
     const feeds: Record<string, ort.Tensor> = {
       ...sequenceFeeds(this.spec.modelInputs, [], this.types, batch.ids),
       ...(await lossFeeds(this.spec.lossInputs, batch, this.teacher)),
-      [LR_INPUT]: new ort.Tensor('float32', Float32Array.from([0]), []),
-      [BC1_INPUT]: new ort.Tensor('float32', Float32Array.from([1]), []),
-      [BC2_INPUT]: new ort.Tensor('float32', Float32Array.from([1]), []),
+      [LR_INPUT]: scalar(o.lr),
+      [BC1_INPUT]: scalar(o.c1),
+      [BC2_INPUT]: scalar(o.c2),
     };
-    if (this.spec.accumulate > 1) feeds[APPLY_INPUT] = new ort.Tensor('bool', Uint8Array.from([0]), []);
-    for (const [name, v] of this.state) feeds[name] = v;
-    const out = await this.session.run(feeds);
-    return new Map(this.spec.params.map((p) => [p.input, Float32Array.from((out[gradOutputName(p.input)] as ort.Tensor).data as Float32Array)]));
+    if (this.spec.accumulate > 1) feeds[APPLY_INPUT] = new ort.Tensor('bool', Uint8Array.from([o.apply ? 1 : 0]), []);
+    for (const [name, v] of carried) feeds[name] = v;
+    try {
+      return await this.session.run(feeds);
+    } catch (e) {
+      throw explainRunFailure(e, feeds);
+    }
   }
 
   private readback: ort.InferenceSession | undefined;

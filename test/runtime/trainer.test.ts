@@ -17,7 +17,7 @@ import { seededRandom } from '../../src/ir/random.js';
 import { convert } from '../../src/passes/convert/index.js';
 import type { LizaRule } from '../../src/ops/index.js';
 import { type TokenBatch, evaluationBatches, trainingBatch } from '../../src/runtime/data.js';
-import { evaluate, logitsOf, scoreLogits } from '../../src/runtime/evaluate.js';
+import { evaluateModel, logitsOf, scoreLogits } from '../../src/runtime/evaluate.js';
 import { sequenceFeeds } from '../../src/runtime/feeds.js';
 import { createSession } from '../../src/runtime/execution_provider.js';
 import { declaredTypes } from '../../src/runtime/generate.js';
@@ -53,12 +53,7 @@ function randomizeB(m: Model, seed = 9): void {
 }
 
 async function lossOf(m: Model, batch: TokenBatch): Promise<number> {
-  const { session } = await createSession(encodeModel(m));
-  try {
-    return (await evaluate(session, declaredTypes(m), [batch])).loss;
-  } finally {
-    await session.release();
-  }
+  return (await evaluateModel(m, [batch])).loss;
 }
 
 /**

@@ -6,7 +6,8 @@ import { EXECUTION_PROVIDERS, type ExecutionProviderName } from '../../runtime/e
 import { loadTokenizer } from '../../runtime/tokenizer.js';
 import { int, oneOf, positiveInt } from '../args.js';
 import type { CliContext } from '../context.js';
-import { describeEval, evaluateModel, vocabSize } from '../evaluation.js';
+import { evaluateModel } from '../../runtime/evaluate.js';
+import { describeEval, vocabSize } from '../evaluation.js';
 
 interface EvalCliOptions {
   data: string;

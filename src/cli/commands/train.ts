@@ -6,7 +6,8 @@ import { OBJECTIVES, type Objective, TRAINABLE_GROUPS, type TrainableGroup } fro
 import { loadCheckpoint, saveCheckpoint } from '../../runtime/checkpoint.js';
 import { evaluationBatches, loadTokens, trainingBatch } from '../../runtime/data.js';
 import { EXECUTION_PROVIDERS, type ExecutionProviderName } from '../../runtime/execution_provider.js';
-import { describeEval, evaluateModel, vocabSize } from '../evaluation.js';
+import { evaluateModel } from '../../runtime/evaluate.js';
+import { describeEval, vocabSize } from '../evaluation.js';
 import { loadTokenizer } from '../../runtime/tokenizer.js';
 import { Trainer, TrainingError } from '../../runtime/trainer.js';
 import { int, num, oneOf, positiveInt, subsetOf } from '../args.js';
