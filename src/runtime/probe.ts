@@ -43,42 +43,52 @@ export function irFacts(v: Value): ValueFacts | undefined {
   return undefined;
 }
 
-/** Runs a copy of `model` on `feeds` with `values` as extra outputs; returns their facts by name. */
-export async function probeValues(model: Model, feeds: Record<string, ort.Tensor>, values: Iterable<Value>, sessionOptions: ort.InferenceSession.SessionOptions = {}): Promise<Map<string, ValueFacts>> {
+/**
+ * Runs a copy of `model` with `values` as extra outputs, once per feed set (one session for
+ * all runs); returns their facts by name, with the dims of every run in order.
+ */
+export async function probeValues(
+  model: Model,
+  feeds: Record<string, ort.Tensor> | readonly Record<string, ort.Tensor>[],
+  values: Iterable<Value>,
+  sessionOptions: ort.InferenceSession.SessionOptions = {},
+): Promise<Map<string, ValueFacts>> {
   const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
   const byName = new Map<string, Value>();
   for (const n of copy.graph) for (const o of n.outputs) if (o.name) byName.set(o.name, o);
-  const wanted: string[] = [];
   const present = new Set(copy.graph.outputs.map((o) => o.name));
   for (const v of values) {
     const c = byName.get(v.name);
     if (!c || present.has(c.name)) continue;
     copy.graph.addOutput(c);
     present.add(c.name);
-    wanted.push(c.name);
   }
   const session = await ort.InferenceSession.create(encodeModel(copy), { logSeverityLevel: 4, graphOptimizationLevel: 'disabled', ...sessionOptions });
   try {
-    let out: ort.InferenceSession.OnnxValueMapType;
-    try {
-      out = await session.run(feeds);
-    } catch (e) {
-      throw explainRunFailure(e, feeds);
+    const runs: Map<string, ValueFacts>[] = [];
+    for (const f of Array.isArray(feeds) ? feeds : [feeds]) {
+      let out: ort.InferenceSession.OnnxValueMapType;
+      try {
+        out = await session.run(f);
+      } catch (e) {
+        throw explainRunFailure(e, f);
+      }
+      const facts = new Map<string, ValueFacts>();
+      for (const [name, t] of Object.entries(out)) {
+        const tensor = t as ort.Tensor;
+        const dtype = ORT_TYPES[tensor.type];
+        if (dtype !== undefined) facts.set(name, { rank: tensor.dims.length, dtype, dims: [tensor.dims.slice()] });
+      }
+      runs.push(facts);
     }
-    const facts = new Map<string, ValueFacts>();
-    for (const [name, t] of Object.entries(out)) {
-      const tensor = t as ort.Tensor;
-      const dtype = ORT_TYPES[tensor.type];
-      if (dtype !== undefined) facts.set(name, { rank: tensor.dims.length, dtype, dims: [tensor.dims.slice()] });
-    }
-    return facts;
+    return mergeFacts(runs);
   } finally {
     await session.release();
   }
 }
 
 /** Facts of several probe runs merged: dims of each run kept in order; a value missing from one run has no dims. */
-export function mergeFacts(runs: readonly Map<string, ValueFacts>[]): Map<string, ValueFacts> {
+function mergeFacts(runs: readonly Map<string, ValueFacts>[]): Map<string, ValueFacts> {
   const out = new Map<string, ValueFacts>();
   for (const [name, f] of runs[0] ?? []) {
     const all = runs.map((r) => r.get(name));

@@ -45,7 +45,7 @@ import type { DeclaredTypes } from './decoder_state.js';
 import { type ExecutionProviderName, createSession } from './execution_provider.js';
 import { logitsOf } from './evaluate.js';
 import { float32, int64, sequenceFeeds } from './feeds.js';
-import { explainRunFailure, irFacts, mergeFacts, probeValues } from './probe.js';
+import { explainRunFailure, irFacts, probeValues } from './probe.js';
 
 export interface ScheduleOptions {
   /**
@@ -376,7 +376,7 @@ async function build(model: Model, options: TrainerOptions): Promise<{ graph: Tr
     // length) tell the ranks on the gradient path, and which broadcasts and slice bounds
     // are the same at every size
     const targets = probeTargets(prep);
-    const runs = [];
+    const runs: Record<string, ort.Tensor>[] = [];
     for (const [B, T] of [
       [2, Math.min(options.seqLen, 5)],
       [3, options.seqLen],
@@ -385,9 +385,9 @@ async function build(model: Model, options: TrainerOptions): Promise<{ graph: Tr
       const batch: TokenBatch = { ids, labels: ids, weights: ids.map((r) => r.map(() => 1)) };
       const feeds: Record<string, ort.Tensor> = { ...(await lossFeeds(prep.lossInputs, batch, teacher)), ...sequenceFeeds(prep.modelInputs, [], types, ids) };
       for (const p of prep.params) feeds[p.input] = new ort.Tensor('float32', Float32Array.from(p.init), p.dims);
-      runs.push(await probeValues(prep.model, feeds, targets));
+      runs.push(feeds);
     }
-    const facts = mergeFacts(runs);
+    const facts = await probeValues(prep.model, runs, targets);
     return { graph: completeTraining(prep, (v) => irFacts(v) ?? facts.get(v.name)), types, teacher };
   } catch (e) {
     await teacher?.session.release();
