@@ -141,7 +141,9 @@ export function decomposedModel(o: DecomposedOptions = {}): Model {
       const w = weight(b, `layers.${i}.c_attn.weight`, [HIDDEN, heads * d + 2 * kvHeads * d], r);
       const bias = weight(b, `layers.${i}.c_attn.bias`, [heads * d + 2 * kvHeads * d], r);
       const flat = b.op('Reshape', [h, b.ints([-1, HIDDEN])]);
-      const fused = b.op('Reshape', [b.op('Gemm', [flat, w, bias], {}, { name: 'c_attn/Gemm' }), b.ints([0, -1, heads * d + 2 * kvHeads * d])]);
+      // GPT-2's Conv1D: view(x.size()[:-1] + (nf,)) — the rows of x, then the fused width
+      const rows = b.op('Slice', [b.op('Shape', [h]), b.ints([0]), b.ints([2])]);
+      const fused = b.op('Reshape', [b.op('Gemm', [flat, w, bias], {}, { name: 'c_attn/Gemm' }), b.op('Concat', [rows, b.ints([heads * d + 2 * kvHeads * d])], { axis: 0 })]);
       const sizes = n === 3 ? [heads * d, kvHeads * d, kvHeads * d] : [heads * d, 2 * kvHeads * d];
       const parts = b.op('Split', [fused, b.ints(sizes)], { axis: 2 }, { outputs: n });
       [q, k, v] = [parts[0]!, parts[1]!, parts[n - 1]!];

@@ -4,6 +4,7 @@
  * same answer on a graph whose nodes are shuffled.
  */
 import { type Graph, type Model, type Node, type Value, describeNode } from '../../ir/index.js';
+import { type ShapeAnalysis, inferShapes } from '../analysis/shapes.js';
 import { constantTensor, constantValues } from '../util/constants.js';
 
 /** Thrown by the analysis helpers to reject a candidate; caught by discovery and reported. */
@@ -22,12 +23,19 @@ export class DiscoveryContext {
   /** Default-domain opset version (17 when the model does not say). */
   readonly opset: number;
   private depths: Map<Node, number> | null = null;
+  private shapeAnalysis: ShapeAnalysis | null = null;
   /** Cache for mask analyses (shared masks are analysed once). */
   readonly maskCache = new Map<Value, unknown>();
 
   constructor(readonly model: Model) {
     this.graph = model.graph;
     this.opset = model.opsetVersion('') ?? 17;
+  }
+
+  /** Shapes of the main graph (inferred once, on first use). */
+  get shapes(): ShapeAnalysis {
+    if (!this.shapeAnalysis) this.shapeAnalysis = inferShapes(this.model);
+    return this.shapeAnalysis;
   }
 
   /** Longest path (in nodes) from the graph inputs to `n`; independent of node order. */

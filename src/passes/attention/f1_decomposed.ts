@@ -22,10 +22,11 @@ import {
   rankOf,
   reject,
 } from './context.js';
-import { outputProjection } from './f3_fused_qkv.js';
-import { type HeadPath, type RotaryDraft, attentionOutput, isComputedScale, rotarySource, walkHeads, walkKeys } from './heads.js';
+import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
 import { maskInfo } from './mask.js';
-import type { AttentionSite, KvNames, RotaryInfo } from './site.js';
+import type { AttentionSite, AxisPiece, KvNames, RotaryInfo } from './site.js';
+import { type CoreHeads, type HeadPath, coreHeads, traceOutput, tracePath } from './trace.js';
+import { type RotaryDraft, isComputedScale, rotarySource } from './units.js';
 
 /** Softmax over the last axis (opset < 13 defaults to axis 1, which is the last axis only for 2-D inputs). */
 function lastAxisOnly(axis: unknown, node: Node): boolean | string {
@@ -95,53 +96,32 @@ export interface SiteDraft {
   maskSource: Value | null;
 }
 
-/** Heads of a decomposed site from the heads Reshapes, projection widths and repeat_kv. */
-export function deriveHeads(
-  q: HeadPath,
-  k: HeadPath,
-  v: HeadPath,
-  where: string,
-  options: { nativeGqa?: boolean; hq?: number | null; hkv?: number | null } = {},
-): { hq: number; hkv: number; d: number } {
-  const qw = q.projection.width;
-  const kw = k.projection.width;
-  let d = q.headDim ?? k.headDim ?? v.headDim ?? null;
-  let hq = q.heads ?? options.hq ?? null;
-  if (d === null && hq !== null && qw !== null && qw % hq === 0) d = qw / hq;
-  if (hq === null && d !== null && qw !== null && qw % d === 0) hq = qw / d;
-  if (hq === null || d === null) {
-    return reject(`${where}: cannot determine the number of query heads and the head size (the Q heads Reshape ${q.reshape ? describeNode(q.reshape) : ''} has no constant H and d, and the projection width is unknown)`);
-  }
-  if (k.headDim !== null && k.headDim !== d) return reject(`${where}: Q head size ${d} differs from K head size ${k.headDim}`);
-  if (v.headDim !== null && v.headDim !== d) return reject(`${where}: V head size ${v.headDim} differs from the Q/K head size ${d}; LiZA needs equal sizes`);
-  if (qw !== null && qw !== hq * d) return reject(`${where}: Q projection ${q.projection.info.node} has width ${qw}, but the heads Reshape says ${hq} × ${d}`);
-  let hkv = k.heads ?? options.hkv ?? (kw !== null && kw % d === 0 ? kw / d : null);
-  const hv = v.heads ?? (v.projection.width !== null && v.projection.width % d === 0 ? v.projection.width / d : null);
-  if (hkv === null) hkv = hv;
-  if (hkv === null) {
-    const f = k.repeat?.factor;
-    if (f) hkv = hq / f;
-    else if (!k.repeat) hkv = hq;
-  }
-  if (hkv === null) return reject(`${where}: cannot determine the number of key/value heads`);
-  if (kw !== null && kw !== hkv * d) return reject(`${where}: K projection ${k.projection.info.node} has width ${kw}, but the heads Reshape says ${hkv} × ${d}`);
-  if (hv !== null && hv !== hkv) return reject(`${where}: K has ${hkv} heads but V has ${hv}`);
-  if (hq !== hkv && options.nativeGqa) {
-    if (hq % hkv !== 0) return reject(`${where}: ${hq} query heads is not a multiple of ${hkv} key/value heads`);
-  } else if (hq !== hkv) {
-    if (!k.repeat || !v.repeat) {
-      return reject(`${where}: ${hq} query heads but ${hkv} key/value heads, and no repeat_kv (Unsqueeze → Expand → Reshape) on the ${!k.repeat ? 'K' : 'V'} path`);
-    }
-    if (hq % hkv !== 0) return reject(`${where}: ${hq} query heads is not a multiple of ${hkv} key/value heads`);
-    for (const r of [k.repeat, v.repeat]) {
-      if (r.factor !== null && r.factor * hkv !== hq) {
-        return reject(`${where}: repeat_kv ${describeNode(r.nodes[0]!)} repeats ${r.factor}×, but ${hq} / ${hkv} = ${hq / hkv}`);
-      }
-    }
-  } else if (k.repeat?.factor && k.repeat.factor !== 1) {
-    return reject(`${where}: repeat_kv ${describeNode(k.repeat.nodes[0]!)} repeats ${k.repeat.factor}×, but Q and K have the same number of heads (${hq})`);
-  }
-  return { hq, hkv, d };
+/**
+ * The projection of one operand: the whole projection, or the columns of a packed one
+ * (the labels' column range), with the node that carves them out.
+ */
+export function operandProjection(path: HeadPath, columns: [number, number]): ProjectionDraft {
+  const p = path.projection;
+  const width = p.width;
+  if (columns[0] === 0 && width !== null && columns[1] === width) return p;
+  const cutter = path.chain.find((n) => ['Slice', 'Split', 'Gather'].includes(n.opType)) ?? null;
+  return {
+    info: { ...p.info, output: null, columns, packed: p.value?.name ?? null, split: cutter ? nodeName(cutter) : null },
+    value: null,
+    input: p.input,
+    node: p.node,
+    width: columns[1] - columns[0],
+  };
+}
+
+/** The site fields that come from the traced heads. */
+export function headFields(q: HeadPath, k: HeadPath, v: HeadPath, heads: CoreHeads, outputLayout: AxisPiece[][]) {
+  return {
+    q: operandProjection(q, heads.columns.q),
+    k: operandProjection(k, heads.columns.k),
+    v: operandProjection(v, heads.columns.v),
+    layout: { ...heads.layout, output: outputLayout },
+  };
 }
 
 export function rotaryInfo(q: RotaryDraft | null, k: RotaryDraft | null): { info: RotaryInfo; cos: Value | null; sin: Value | null } | null {
@@ -192,12 +172,15 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
   const vIn = pv.inputs[1];
   if (!vIn) return reject(`${where}: ${describeNode(pv)} has no V operand`);
 
-  const qPath = walkHeads(match.value('q'), 'Q', 'BHSd', where);
-  const kPath = walkKeys(match.value('kT'), where);
-  const vPath = walkHeads(vIn, 'V', 'BHSd', where);
-  const { output } = attentionOutput(pv, where);
+  const shapes = ctx.shapes;
+  const qPath = tracePath(match.value('q'), 'Q', shapes, where);
+  const kPath = tracePath(match.value('kT'), 'K', shapes, where);
+  const vPath = tracePath(vIn, 'V', shapes, where);
+  const heads = coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: true });
+  const { hq, hkv, d } = heads;
+  const { output, layout: outputLayout } = traceOutput(pv.output, heads, shapes, where);
   const oproj = outputProjection(output, where);
-  const { hq, hkv, d } = deriveHeads(qPath, kPath, vPath, where);
+  const fields = headFields(qPath, kPath, vPath, heads, outputLayout);
 
   // scale: the Div/Mul after Q·Kᵀ, and/or √scale factors on Q and K
   let scale = 1;
@@ -227,14 +210,15 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
   const present = past ? kvNames(kPath.present, vPath.present, 'the KV cache output', where) : null;
   const mask = maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null }, null);
   const rot = rotaryInfo(qPath.rotary, kPath.rotary);
-  const packed = qPath.projection.info.columns !== null;
+  const packed = fields.q.info.columns !== null;
   const causal = mask.info.causal;
   const site: Omit<AttentionSite, 'layer'> = {
     form: packed ? 'F3' : causal ? 'F1' : 'F4',
     nodes: { qk: nodeName(qk), softmax: nodeName(sm), pv: nodeName(pv), fused: null },
-    q: qPath.projection.info,
-    k: kPath.projection.info,
-    v: vPath.projection.info,
+    q: fields.q.info,
+    k: fields.k.info,
+    v: fields.v.info,
+    layout: fields.layout,
     numHeads: hq,
     numKvHeads: hkv,
     headDim: d,
@@ -254,12 +238,12 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
       softmax: sm,
       pv,
       fused: null,
-      q: qPath.projection.value,
-      k: kPath.projection.value,
-      v: vPath.projection.value,
-      qInput: qPath.projection.input,
-      kInput: kPath.projection.input,
-      vInput: vPath.projection.input,
+      q: fields.q.value,
+      k: fields.k.value,
+      v: fields.v.value,
+      qInput: fields.q.input,
+      kInput: fields.k.input,
+      vInput: fields.v.input,
       output,
       outputProjection: oproj.node,
       pastKey: kPath.past,

@@ -28,9 +28,9 @@ import {
   plainProjection,
   resolveProjection,
 } from './f3_fused_qkv.js';
-import { rotarySource } from './heads.js';
+import { rotarySource } from './units.js';
 import { maskInfo } from './mask.js';
-import type { AttentionSite, RotaryInfo } from './site.js';
+import { type AttentionSite, CANONICAL_LAYOUT, type RotaryInfo } from './site.js';
 
 export const CONTRIB_OPS = ['GroupQueryAttention', 'MultiHeadAttention', 'Attention'];
 
@@ -112,6 +112,7 @@ function finish(n: Node, where: string, parts: Parts): SiteDraft {
   const present = kvNames(parts.presentKey, parts.presentValue, 'the KV cache output', where);
   const site: Omit<AttentionSite, 'layer'> = {
     form: 'F2',
+    layout: CANONICAL_LAYOUT,
     nodes: { qk: null, softmax: null, pv: null, fused: nodeName(n) },
     q: parts.q.info,
     k: parts.k.info,

@@ -18,11 +18,12 @@ import {
   shapeVector,
   transposePerm,
 } from './context.js';
-import { type SiteDraft, deriveHeads, kvNames, qkNorm, rotaryInfo } from './f1_decomposed.js';
+import { type SiteDraft, headFields, kvNames, qkNorm, rotaryInfo } from './f1_decomposed.js';
 import { type ProjectionDraft, outputProjection, resolveProjection } from './f3_fused_qkv.js';
-import { type RotaryDraft, attentionOutput, rotaryOp, walkHeads } from './heads.js';
+import { coreHeads, traceOutput, tracePath } from './trace.js';
+import { type RotaryDraft, rotaryOp } from './units.js';
 import { maskInfo } from './mask.js';
-import type { AttentionSite } from './site.js';
+import { type AttentionSite, CANONICAL_LAYOUT, type SiteLayout } from './site.js';
 
 const KNOWN = ['is_causal', 'kv_num_heads', 'q_num_heads', 'qk_matmul_output_mode', 'scale', 'softcap', 'softmax_precision'];
 
@@ -80,6 +81,7 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
   let rot: ReturnType<typeof rotaryInfo>;
   let norms: AttentionSite['qkNorm'] = null;
   let output: Value;
+  let layout: SiteLayout = CANONICAL_LAYOUT;
   if (rank === 3) {
     if (!(qHeadsAttr && qHeadsAttr > 0) || !(kvHeadsAttr && kvHeadsAttr > 0)) {
       return reject(`${where} takes 3-D Q/K/V ([B, S, H·d]) but has no q_num_heads / kv_num_heads attributes; the number of heads cannot be known`);
@@ -105,16 +107,18 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
     rot = rotaryInfo(qp.rotary, kp.rotary);
     output = n.outputs[0]!;
   } else if (rank === 4) {
-    const qPath = walkHeads(Q, 'Q', 'BHSd', where);
-    const kPath = walkHeads(K, 'K', 'BHSd', where);
-    const vPath = walkHeads(V, 'V', 'BHSd', where);
-    ({ hq, hkv, d } = deriveHeads(qPath, kPath, vPath, where, { nativeGqa: true }));
-    q = qPath.projection;
-    k = kPath.projection;
-    v = vPath.projection;
+    const shapes = ctx.shapes;
+    const qPath = tracePath(Q, 'Q', shapes, where);
+    const kPath = tracePath(K, 'K', shapes, where);
+    const vPath = tracePath(V, 'V', shapes, where);
+    const heads = coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: false, nativeGqa: true });
+    ({ hq, hkv, d } = heads);
+    const out = traceOutput(n.outputs[0]!, heads, shapes, where);
+    const fields = headFields(qPath, kPath, vPath, heads, out.layout);
+    ({ q, k, v, layout } = fields);
     rot = rotaryInfo(qPath.rotary, kPath.rotary);
     norms = qkNorm(qPath, kPath);
-    output = attentionOutput(n, where).output;
+    output = out.output;
   } else {
     return reject(`${where}: Q has rank ${rank}; expected 3 ([B, S, H·d]) or 4 ([B, H, S, d])`);
   }
@@ -130,6 +134,7 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
   const presentValue = n.outputs[2] && n.outputs[2].name ? exportedAs(n.outputs[2]) : null;
   const site: Omit<AttentionSite, 'layer'> = {
     form: 'F5',
+    layout,
     nodes: { qk: null, softmax: null, pv: null, fused: nodeName(n) },
     q: q.info,
     k: k.info,

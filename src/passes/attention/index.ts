@@ -2,11 +2,13 @@
 export { discoverAttention, discoverAttentionPass, type DiscoverOptions } from './discover.js';
 export { attentionReport, renderAttention, type AttentionReport, type AttentionSiteReport } from './report.js';
 export { SOFTMAX_CORE } from './f1_decomposed.js';
-export { ROTATE_HALF } from './heads.js';
+export { ROTATE_HALF } from './units.js';
 export type {
   AttentionDiscovery,
   AttentionForm,
   AttentionSite,
+  AxisPiece,
+  SiteLayout,
   KvNames,
   MaskInfo,
   Projection,

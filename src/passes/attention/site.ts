@@ -87,6 +87,29 @@ export interface RotaryInfo {
   shared: number;
 }
 
+/**
+ * What one axis of a tensor holds, major piece first: the batch, the sequence, the
+ * heads, the head size, or (for projection outputs) all the features.
+ */
+export type AxisPiece = 'batch' | 'seq' | 'heads' | 'head_dim' | 'features';
+
+/** Axis layouts: e.g. [['seq'], ['batch'], ['features']] for torch.nn.MultiheadAttention's projections. */
+export interface SiteLayout {
+  q: AxisPiece[][];
+  k: AxisPiece[][];
+  v: AxisPiece[][];
+  /** The attention output, e.g. [['seq', 'batch'], ['heads', 'head_dim']] for [T·B, E]. */
+  output: AxisPiece[][];
+}
+
+/** [B, T, features]: the layout of Hugging Face projections and of fused ops. */
+export const CANONICAL_LAYOUT: SiteLayout = {
+  q: [['batch'], ['seq'], ['features']],
+  k: [['batch'], ['seq'], ['features']],
+  v: [['batch'], ['seq'], ['features']],
+  output: [['batch'], ['seq'], ['heads', 'head_dim']],
+};
+
 export interface KvNames {
   key: string;
   value: string;
@@ -101,6 +124,8 @@ export interface AttentionSite {
   q: Projection;
   k: Projection;
   v: Projection;
+  /** Axis layouts of the projection outputs and the attention output (the memory branch adapts to them). */
+  layout: SiteLayout;
   /** Hq, Hkv, d. */
   numHeads: number;
   numKvHeads: number;

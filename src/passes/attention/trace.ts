@@ -1,0 +1,427 @@
+/**
+ * Tracing Q, K and V from an attention core back to their projections, and the core's
+ * output forward to the output projection, by axis provenance (axes.ts):
+ *
+ * 1. backwards, the path is a chain of layout ops (LAYOUT_RULES), value-preserving units
+ *    (rotary, q/k norms, casts, √scale factors) and at most one KV-cache Concat, ending
+ *    at a projection (MatMul/Gemm with a weight, + bias);
+ * 2. forwards, the projection output's axes are labelled (rows + features) and each op
+ *    moves the labels;
+ * 3. at the core, the labels say which axis is the sequence, which pieces of the
+ *    features are heads and head size, which columns of a packed projection belong to
+ *    this operand, and where repeat_kv copies heads.
+ *
+ * Nothing depends on the op order or on Reshape constants: the shapes come from shape
+ * inference, so a [T, B·H, d] layout (torch.nn.MultiheadAttention), a Reshape of the
+ * expanded keys (dynamo repeat_kv) or a Gather of a [.., 3, H, d] packed tensor (timm)
+ * read the same way as the Hugging Face layout.
+ */
+import { type Node, type Value, describeNode } from '../../ir/index.js';
+import { SymDim } from '../analysis/dim.js';
+import type { ShapeAnalysis } from '../analysis/shapes.js';
+import { evalScalar } from '../util/constants.js';
+import { type Atom, FEATURES, LAYOUT_RULES, type Labels, applyLayout, describeLabels, isRepeat, isRow, pieces, projectionLabels } from './axes.js';
+import { describeValue, exportedAs, graphInputBehind, isOp, reject } from './context.js';
+import { type ProjectionDraft, isWeightLike, plainProjection } from './f3_fused_qkv.js';
+import { skipNorm } from './norm.js';
+import type { AxisPiece } from './site.js';
+import { type RotaryDraft, isComputedScale, matchRotateHalf, matchedX, rotaryOp } from './units.js';
+
+export type Role = 'Q' | 'K' | 'V';
+
+export interface HeadPath {
+  role: Role;
+  projection: ProjectionDraft;
+  /** Labels of the operand the core reads. */
+  labels: Labels;
+  /** The nodes between the projection and the core, projection side first. */
+  chain: Node[];
+  rotary: RotaryDraft | null;
+  /** KV cache: the graph input concatenated in front, and the Concat output. */
+  past: Value | null;
+  concat: Node | null;
+  present: Value | null;
+  /** Constant factors applied on this path (√scale on Q or K); factor null when computed from shapes. */
+  scale: { factor: number | null; computed: boolean; node: Node } | null;
+  /** A normalization on this path (per-head q_norm/k_norm, or on the projection output). */
+  norm: Node[] | null;
+}
+
+interface Step {
+  node: Node;
+  input: Value;
+  output: Value;
+  /** The op keeps the labels (casts, scales, rotary, norms). */
+  preserving: boolean;
+}
+
+const MAX_STEPS = 64;
+const PASS_THROUGH = ['Identity', 'Cast', 'CastLike', 'Dropout'];
+
+/** A scalar operand (rank 0 or all dims 1) of a Mul / Div: the scale and the data input. */
+function scaleOperand(n: Node, shapes: ShapeAnalysis): { data: Value; factor: number | null; computed: boolean } | null {
+  if (!isOp(n, 'Mul', 'Div')) return null;
+  const [a, b] = n.inputs;
+  if (!a || !b) return null;
+  const orders: [Value, Value][] = n.opType === 'Mul' ? [[a, b], [b, a]] : [[a, b]];
+  for (const [x, s] of orders) {
+    const dims = shapes.shape(s);
+    if (dims && dims.some((d) => d.value !== 1)) continue;
+    const v = evalScalar(s);
+    if (v !== undefined) return { data: x, factor: n.opType === 'Div' ? 1 / v : v, computed: false };
+    if (isComputedScale(s)) return { data: x, factor: null, computed: true };
+  }
+  return null;
+}
+
+/** The projection ending at `v`, when its output keeps the feature width (not a heads Reshape of it). */
+function projectionAt(v: Value, shapes: ShapeAnalysis): ProjectionDraft | undefined {
+  const p = plainProjection(v);
+  if (!p) return undefined;
+  const last = shapes.dim(v, -1)?.value;
+  if (p.width !== null && last !== undefined && last !== p.width) return undefined;
+  return p;
+}
+
+/**
+ * Traces the operand `start` of an attention core back to its projection. Rejects, with
+ * the stage and the node, when the path meets an op with no rule.
+ */
+export function tracePath(start: Value, role: Role, shapes: ShapeAnalysis, where: string): HeadPath {
+  const path: Omit<HeadPath, 'projection' | 'labels'> = { role, chain: [], rotary: null, past: null, concat: null, present: null, scale: null, norm: null };
+  const steps: Step[] = [];
+  let cur = start;
+  let projection: ProjectionDraft | undefined;
+  for (let i = 0; i < MAX_STEPS && !(projection = projectionAt(cur, shapes)); i++) {
+    const p = cur.producer;
+    if (!p) return reject(`${where}: the ${role} path reaches ${describeValue(cur)} without meeting a projection (MatMul/Gemm with a weight)`);
+    const step = (input: Value | null | undefined, preserving: boolean): void => {
+      if (!input) reject(`${where}: ${describeNode(p)} on the ${role} path has no data input`);
+      steps.push({ node: p, input: input!, output: cur, preserving });
+      cur = input!;
+    };
+    if (role !== 'V' && !path.rotary) {
+      const rot = isOp(p, 'Add') ? matchRotateHalf(p) : rotaryOp(p);
+      if (rot) {
+        path.rotary = rot;
+        step(rot.kind === 'rotate_half' ? matchedX(rot, p) : p.inputs[0], true);
+        continue;
+      }
+    }
+    if (role !== 'V' && !path.norm) {
+      const n = skipNorm(cur);
+      if (n) {
+        path.norm = n.nodes;
+        step(n.x, true);
+        continue;
+      }
+    }
+    const s = scaleOperand(p, shapes);
+    if (s) {
+      if (path.scale) return reject(`${where}: two scale factors on the ${role} path (${describeNode(path.scale.node)} and ${describeNode(p)})`);
+      path.scale = { factor: s.factor, computed: s.computed, node: p };
+      step(s.data, true);
+      continue;
+    }
+    if (p.isOnnxDomain() && PASS_THROUGH.includes(p.opType)) {
+      step(p.inputs[0], true);
+      continue;
+    }
+    if (isOp(p, 'Concat') && role !== 'Q') {
+      if (path.concat) return reject(`${where}: two Concats on the ${role} path (${describeNode(path.concat)} and ${describeNode(p)})`);
+      if (p.inputs.length !== 2) return reject(`${where}: ${role} ${describeNode(p)} has ${p.inputs.length} inputs, a KV-cache Concat has 2 (past, new)`);
+      const [a, b] = p.inputs;
+      const pa = graphInputBehind(a);
+      const pb = graphInputBehind(b);
+      const past = pa && b ? pa : pb && a ? pb : null;
+      if (!past) return reject(`${where}: ${role} ${describeNode(p)} joins no graph input (past ${role === 'K' ? 'key' : 'value'})`);
+      path.past = past;
+      path.concat = p;
+      path.present = exportedAs(p.output);
+      step(past === pa ? b : a, false);
+      continue;
+    }
+    if (p.isOnnxDomain() && LAYOUT_RULES[p.opType]) {
+      step(p.inputs[0], false);
+      continue;
+    }
+    if (isOp(p, 'MatMul', 'Gemm') && p.inputs[1] && !isWeightLike(p.inputs[1])) {
+      return reject(`${where}: the ${role} path reaches ${describeNode(p)}, which multiplies two activations ('${p.inputs[1].name}' is not a weight)`);
+    }
+    return reject(
+      `${where}: the ${role} path meets ${describeNode(p)}, which is none of a projection, a layout op (${Object.keys(LAYOUT_RULES).join(', ')}), rotary, a norm, a scale or a KV-cache Concat`,
+    );
+  }
+  if (!projection) return reject(`${where}: the ${role} path is too long (no projection within ${MAX_STEPS} steps)`);
+  const dims = shapes.shape(projection.value ?? cur);
+  if (!dims || dims.length < 2) {
+    return reject(`${where}: the rank of the ${role} projection output ${describeValue(cur)} is unknown (shape ${shapes.describe(cur)})`);
+  }
+  let labels = projectionLabels(dims);
+  for (const s of steps.reverse()) {
+    const r = applyLayout(labels, { node: s.node, input: s.input, output: s.output, shapes }, s.preserving);
+    if (typeof r === 'string') return reject(`${where}: on the ${role} path, ${r}`);
+    labels = r;
+    path.chain.push(s.node);
+  }
+  return { ...path, projection, labels };
+}
+
+// ---- the core -------------------------------------------------------------------------------
+
+/** Q, K or V as the core reads it: leading (batch/head) axes, the sequence atom, the head-size atom. */
+interface CoreOperand {
+  lead: Atom[][];
+  seq: Atom;
+  d: Atom;
+}
+
+function coreOperand(p: HeadPath, last: 'd' | 'seq', where: string): CoreOperand {
+  const axes = p.labels.axes;
+  const transposed = last === 'seq';
+  const what = `${where}: ${p.role}${transposed ? 'ᵀ' : ''} ${describeLabels(p.labels)}`;
+  const hint = transposed ? '; Q·Kᵀ needs the keys transposed to [.., head size, sequence]' : '';
+  if (axes.length < 2) return reject(`${what} has rank ${axes.length}; an attention operand has at least 2 axes`);
+  const a = pieces(axes[axes.length - 1]!);
+  const b = pieces(axes[axes.length - 2]!);
+  const [dAxis, seqAxis] = last === 'd' ? [a, b] : [b, a];
+  const dWhere = last === 'd' ? 'last' : 'second-to-last';
+  if (dAxis.length !== 1 || dAxis[0]!.src !== FEATURES) {
+    return reject(`${what}: its ${dWhere} axis is not the head size (one piece of the projection's features)${hint}`);
+  }
+  if (seqAxis.length !== 1 || !isRow(seqAxis[0]!)) {
+    return reject(`${what}: its ${last === 'd' ? 'second-to-last' : 'last'} axis is not a sequence axis of the projection output${hint}`);
+  }
+  return { lead: axes.slice(0, -2).map(pieces), seq: seqAxis[0]!, d: dAxis[0]! };
+}
+
+interface HeadGroup {
+  heads: number;
+  repeat: number;
+}
+
+/**
+ * The heads of one operand, checked to be blocks of `d` consecutive columns in head
+ * order; returns the number of heads and the column range in the projection.
+ */
+function headColumns(p: HeadPath, c: CoreOperand, where: string): { heads: number; columns: [number, number]; width: number } {
+  const headAtoms = c.lead.flat().filter((a) => a.src === FEATURES);
+  const d = c.d.size.value;
+  if (d === undefined) return reject(`${where}: the ${p.role} head size ${c.d.size} is not constant`);
+  if (c.d.stride.value !== 1) return reject(`${where}: the ${p.role} head size axis does not run over consecutive columns (stride ${c.d.stride})`);
+  let expected = d;
+  let heads = 1;
+  for (const a of [...headAtoms].reverse()) {
+    const size = a.size.value;
+    if (size === undefined || a.stride.value !== expected) {
+      return reject(`${where}: the ${p.role} heads are not consecutive blocks of ${d} columns (head piece of size ${a.size} has stride ${a.stride}, expected ${expected})`);
+    }
+    heads *= size;
+    expected *= size;
+  }
+  const base = p.labels.base.get(FEATURES)?.value ?? 0;
+  return { heads, columns: [base, base + heads * d], width: heads * d };
+}
+
+/** Per leading axis: 'b' (rows) and one head group (heads · repeat copies). */
+function groups(c: CoreOperand, role: Role, where: string): { kinds: string[]; heads: HeadGroup | null; rows: Atom[] } {
+  const kinds: string[] = [];
+  let heads: HeadGroup | null = null;
+  const rows: Atom[] = [];
+  for (const axis of c.lead) {
+    let i = 0;
+    while (i < axis.length) {
+      const a = axis[i]!;
+      if (isRow(a)) {
+        kinds.push('b');
+        rows.push(a);
+        i++;
+        continue;
+      }
+      // a run of head / repeat pieces
+      let h = 1;
+      let r = 1;
+      let sawHead = false;
+      while (i < axis.length && !isRow(axis[i]!)) {
+        const x = axis[i]!;
+        const n = x.size.value;
+        if (n === undefined) return reject(`${where}: the ${role} heads have symbolic size ${x.size}`);
+        if (isRepeat(x)) {
+          if (!sawHead && h === 1 && i + 1 < axis.length && axis[i + 1]!.src === FEATURES) {
+            return reject(`${where}: repeat_kv on the ${role} path copies the key/value heads outside them (head h reads key head h mod Hkv); LiZA groups query heads h·G … h·G+G−1 per key head`);
+          }
+          r *= n;
+        } else {
+          sawHead = true;
+          h *= n;
+        }
+        i++;
+      }
+      if (heads) return reject(`${where}: the ${role} heads are split over several axes`);
+      heads = { heads: h, repeat: r };
+      kinds.push('H');
+    }
+  }
+  return { kinds, heads, rows };
+}
+
+export interface CoreHeads {
+  hq: number;
+  hkv: number;
+  d: number;
+  /** repeat_kv factor found on K (1 when none). */
+  repeat: number;
+  columns: { q: [number, number]; k: [number, number]; v: [number, number] };
+  /** Layouts of the q/k/v projection outputs. */
+  layout: { q: AxisPiece[][]; k: AxisPiece[][]; v: AxisPiece[][] };
+  /** Labels of the core's output (P·V or the fused op's output), for tracing it forward. */
+  outputLabels: Labels;
+  /** Which labels are the query sequence and the batch of the output. */
+  roles: (a: Atom) => AxisPiece;
+}
+
+/** Projection-output layout: each row is the batch or the sequence, the last axis the features. */
+function projectionLayout(p: HeadPath, seq: Atom, rows: Atom[], shapes: ShapeAnalysis, where: string): AxisPiece[][] {
+  const dims = shapes.shape(p.projection.value) ?? [];
+  const rank = dims.length;
+  const layout: AxisPiece[][] = [];
+  for (let i = 0; i < rank - 1; i++) {
+    const src = `row${i}`;
+    if (seq.src === src) {
+      if (!seq.size.equals(dims[i]!) && !p.concat) return reject(`${where}: the ${p.role} sequence is a part of projection axis ${i}`);
+      layout.push(['seq']);
+    } else if (rows.some((r) => r.src === src)) {
+      const r = rows.find((x) => x.src === src)!;
+      if (!r.size.equals(dims[i]!)) return reject(`${where}: the ${p.role} batch is a part (${r.size}) of projection axis ${i} (${dims[i]})`);
+      layout.push(['batch']);
+    } else if (dims[i]!.value === 1) {
+      layout.push([]);
+    } else {
+      return reject(`${where}: axis ${i} (size ${dims[i]}) of the ${p.role} projection output is neither the batch nor the sequence`);
+    }
+  }
+  layout.push(['features']);
+  if (layout.filter((a) => a[0] === 'batch').length !== 1) return reject(`${where}: the ${p.role} projection output has no single batch axis`);
+  return layout;
+}
+
+/**
+ * Heads, head size, packed columns and repeat_kv of a core from the labels of its
+ * operands. `k` is read as Kᵀ ([.., d, S]) when `kTransposed`.
+ */
+export function coreHeads(
+  q: HeadPath,
+  k: HeadPath,
+  v: HeadPath,
+  shapes: ShapeAnalysis,
+  where: string,
+  options: { kTransposed: boolean; nativeGqa?: boolean },
+): CoreHeads {
+  const cq = coreOperand(q, 'd', where);
+  const ck = coreOperand(k, options.kTransposed ? 'seq' : 'd', where);
+  const cv = coreOperand(v, 'd', where);
+  const hq = headColumns(q, cq, where);
+  const hk = headColumns(k, ck, where);
+  const hv = headColumns(v, cv, where);
+  const d = cq.d.size.value!;
+  if (ck.d.size.value !== d) return reject(`${where}: Q head size ${d} differs from K head size ${ck.d.size}`);
+  if (cv.d.size.value !== d) return reject(`${where}: V head size ${cv.d.size} differs from the Q/K head size ${d}; LiZA needs equal sizes`);
+  const gq = groups(cq, 'Q', where);
+  const gk = groups(ck, 'K', where);
+  const gv = groups(cv, 'V', where);
+  if (gq.heads?.repeat && gq.heads.repeat !== 1) return reject(`${where}: Q heads are broadcast copies`);
+  const Hq = gq.heads?.heads ?? 1;
+  if (Hq !== hq.heads) return reject(`${where}: Q heads ${Hq} do not match its columns`);
+  const Hkv = hk.heads;
+  if (hv.heads !== Hkv) return reject(`${where}: K has ${Hkv} heads but V has ${hv.heads}`);
+  for (const [g, what] of [
+    [gk, 'K'],
+    [gv, 'V'],
+  ] as const) {
+    if (g.kinds.join() !== gq.kinds.join() && !(options.nativeGqa || !g.heads)) {
+      return reject(`${where}: the ${what} leading axes (${g.kinds.join(', ')}) do not line up with Q's (${gq.kinds.join(', ')})`);
+    }
+    const total = (g.heads?.heads ?? 1) * (g.heads?.repeat ?? 1);
+    if (total !== Hq && !options.nativeGqa && g.heads) {
+      const copies = g.heads.repeat > 1 ? ` × ${g.heads.repeat} copies` : ', and no repeat_kv';
+      return reject(`${where}: ${Hq} query heads but ${g.heads.heads} key/value heads${copies} on the ${what} path`);
+    }
+  }
+  if (Hq % Hkv !== 0) return reject(`${where}: ${Hq} query heads is not a multiple of ${Hkv} key/value heads`);
+  const repeat = gk.heads?.repeat ?? (Hkv === 1 ? Hq : 1);
+  if (!options.nativeGqa && Hkv !== Hq && Hkv * repeat !== Hq && gk.heads) {
+    return reject(`${where}: ${Hq} query heads but ${Hkv} key/value heads and no repeat_kv on the K path`);
+  }
+  if (ck.seq.src !== cv.seq.src) return reject(`${where}: K and V have their sequence on different projection axes`);
+  const layout = {
+    q: projectionLayout(q, cq.seq, gq.rows, shapes, where),
+    k: projectionLayout(k, ck.seq, gk.rows, shapes, where),
+    v: projectionLayout(v, cv.seq, gv.rows, shapes, where),
+  };
+  const one = SymDim.of(1);
+  const outputLabels: Labels = { axes: [...cq.lead, [cq.seq], [{ src: FEATURES, size: cq.d.size, stride: one }]], base: new Map() };
+  const seqSrc = cq.seq.src;
+  const roles = (a: Atom): AxisPiece => (isRow(a) ? (a.src === seqSrc ? 'seq' : 'batch') : a.stride.value === 1 ? 'head_dim' : 'heads');
+  return { hq: Hq, hkv: Hkv, d, repeat, columns: { q: hq.columns, k: hk.columns, v: hv.columns }, layout, outputLabels, roles };
+}
+
+// ---- the output -------------------------------------------------------------------------
+
+const CANONICAL_OUTPUT: AxisPiece[][] = [['batch'], ['seq'], ['heads', 'head_dim']];
+
+export function sameLayout(a: readonly AxisPiece[][], b: readonly AxisPiece[][]): boolean {
+  return a.length === b.length && a.every((x, i) => x.length === b[i]!.length && x.every((p, j) => p === b[i]![j]));
+}
+
+/** Pieces of every axis, head pieces merged, unit axes kept as []. */
+function layoutOf(l: Labels, roles: (a: Atom) => AxisPiece): AxisPiece[][] {
+  return l.axes.map((ax) => {
+    const out: AxisPiece[] = [];
+    for (const a of pieces(ax)) {
+      const r = roles(a);
+      if (r === 'heads' && out[out.length - 1] === 'heads') continue;
+      out.push(r);
+    }
+    return out;
+  });
+}
+
+const OUTPUT_LAYOUT_OPS = ['Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Identity', 'Cast'];
+
+/** A MatMul/Gemm reading `v` as its data input with a weight: the output projection. */
+function readsAsProjection(v: Value): boolean {
+  return v.consumers().some((c) => isOp(c, 'MatMul', 'Gemm') && c.inputs[0] === v && !!c.inputs[1] && isWeightLike(c.inputs[1]));
+}
+
+/**
+ * From the core's output forward through layout ops to the value the output projection
+ * reads. Returns the first value on the way whose layout is [B, T, H·d] (the one the
+ * memory branch mixes into without relayout), else the projection's input, with its layout.
+ */
+export function traceOutput(start: Value, heads: CoreHeads, shapes: ShapeAnalysis, where: string): { output: Value; layout: AxisPiece[][] } {
+  let cur = start;
+  let labels = heads.outputLabels;
+  let canonical: { output: Value; layout: AxisPiece[][] } | null = null;
+  for (let i = 0; i < MAX_STEPS; i++) {
+    const layout = layoutOf(labels, heads.roles);
+    if (!canonical && sameLayout(layout, CANONICAL_OUTPUT)) canonical = { output: cur, layout };
+    if (readsAsProjection(cur)) {
+      const last = layout[layout.length - 1] ?? [];
+      if (last.join() !== 'heads,head_dim' && !(heads.hq === 1 && last.join() === 'head_dim')) {
+        return reject(`${where}: the attention output '${cur.name}' ${describeLabels(labels)} does not hold the heads, then the head size, on its last axis`);
+      }
+      return canonical ?? { output: cur, layout };
+    }
+    const next = cur.consumers().filter((c) => c.isOnnxDomain() && OUTPUT_LAYOUT_OPS.includes(c.opType) && c.inputs[0] === cur);
+    if (next.length !== 1) {
+      const users = cur.consumers().map((c) => describeNode(c)).join(', ') || 'nothing';
+      return reject(`${where}: the attention output '${cur.name}' does not reach an output projection through layout ops; it is read by ${users}`);
+    }
+    const n = next[0]!;
+    const r = applyLayout(labels, { node: n, input: cur, output: n.outputs[0]!, shapes }, ['Identity', 'Cast'].includes(n.opType));
+    if (typeof r === 'string') return reject(`${where}: on the output path, ${r}`);
+    labels = r;
+    cur = n.outputs[0]!;
+  }
+  return reject(`${where}: no output projection within ${MAX_STEPS} steps of the attention output`);
+}
