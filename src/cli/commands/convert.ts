@@ -26,6 +26,8 @@ interface ConvertCliOptions {
   seed: number;
   externalData?: string;
   verify: boolean;
+  cross?: boolean;
+  strict?: boolean;
   json?: boolean;
 }
 
@@ -54,6 +56,8 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
     .option('--max-seq-len <n>', 'most tokens per call the portable function body supports', int('--max-seq-len'), 32768)
     .option('--seed <n>', 'seed for the LoRA initialisation', int('--seed'), 0)
     .option('--external-data <mode>', 'weights: keep (as the input has them; copied beside the output when saved elsewhere) | inline | FILE (tensors ≥ 1 KiB go to FILE)')
+    .option('--cross', 'also convert cross-attention (refused for now, with the reason; by default it stays softmax attention)')
+    .option('--strict', 'refuse layers whose mask or bias (relative position bias, window masks, ALiBi) the linear branch cannot express')
     .option('--no-verify', 'skip the model verification after each pass')
     .option('--json', 'print the conversion report as one JSON object')
     .addHelpText(
@@ -85,6 +89,8 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
         maxSeqLen: opts.maxSeqLen,
         seed: opts.seed,
         verify: opts.verify,
+        cross: opts.cross,
+        strict: opts.strict,
         onProgress: (done, total) => {
           bar ??= progress(ctx.stderr, total, 'converting', { json: opts.json });
           bar.update(done);
@@ -111,6 +117,7 @@ export function renderConvert(r: ConvertReport, output: string): string[] {
       '  ',
     ),
   ];
+  for (const s of r.sites) for (const x of s.ignored) lines.push(`  layer ${s.layer}: the linear branch ignores ${x} (kept on the softmax branch; --strict refuses)`);
   for (const s of r.skipped) lines.push(`  skipped layer ${s.layer}: ${s.reason}`);
   for (const w of r.windows) lines.push(`  window ${w}`);
   lines.push(`parameters added: ${formatCount(r.parametersAdded)}${r.lora.length ? ` (${r.lora.length} LoRA adapters)` : ''}`);

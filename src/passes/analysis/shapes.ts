@@ -63,6 +63,12 @@ export class ShapeAnalysis {
     return this.get(v)?.values;
   }
 
+  /** The single constant number an integer tensor holds (a dim read from a Shape), if known. */
+  scalar(v: Value | null | undefined): number | undefined {
+    const vals = this.values(v);
+    return vals && vals.length === 1 ? vals[0]!.value : undefined;
+  }
+
   /** The dim at `axis` (negative counts from the end). */
   dim(v: Value | null | undefined, axis: number): SymDim | undefined {
     const s = this.shape(v);

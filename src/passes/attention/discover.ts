@@ -40,15 +40,10 @@ function formOf(kind: Candidate['kind']): AttentionForm {
   return kind === 'softmax' ? 'F1' : kind === 'contrib' ? 'F2' : 'F5';
 }
 
-/** Keys and queries must be projected from the same hidden state (cross-attention is not converted). */
-function checkSelfAttention(d: SiteDraft, c: Candidate): void {
+/** Self-attention projects q, k and v from one hidden state; cross-attention takes k and v from another. */
+function kindOf(d: SiteDraft): 'self' | 'cross' {
   const { q, k } = d.site;
-  if (q.input && k.input && q.input !== k.input) {
-    const what = c.kind === 'softmax' ? 'Softmax' : c.node.opType;
-    reject(
-      `${what} '${nodeName(c.node)}' is cross-attention: queries are projected from '${q.input}' but keys from '${k.input}'; only self-attention is converted`,
-    );
-  }
+  return q.input && k.input && q.input !== k.input ? 'cross' : 'self';
 }
 
 export function discoverAttention(model: Model, options: DiscoverOptions = {}): AttentionDiscovery {
@@ -58,7 +53,7 @@ export function discoverAttention(model: Model, options: DiscoverOptions = {}): 
   for (const c of candidates(model)) {
     try {
       const d = c.kind === 'softmax' ? analyzeSoftmax(ctx, c.node) : c.kind === 'contrib' ? analyzeContrib(ctx, c.node) : analyzeOnnxAttention(ctx, c.node);
-      checkSelfAttention(d, c);
+      d.site.kind = kindOf(d);
       if (options.forms && !options.forms.includes(d.site.form)) continue;
       drafts.push(d);
     } catch (e) {

@@ -40,7 +40,8 @@ function lastAxisOnly(axis: unknown, node: Node): boolean | string {
 /**
  * The scores feeding a Softmax: MatMul(Q, Kᵀ) → [Div | Mul scale] → [Cast] → mask
  * (Add in either operand order, Where, or both in either order, with optional Casts)
- * → [Max(·, finfo.min) clamp] → [Cast] → Softmax over the last axis.
+ * → [Reshape → Add(window mask) → Reshape] → [Max(·, finfo.min) clamp] → [Cast] → Softmax
+ * over the last axis.
  */
 export const SOFTMAX_CORE = pattern((op) => {
   const qk = op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' });
@@ -59,8 +60,13 @@ export const SOFTMAX_CORE = pattern((op) => {
     where(c0),
     c0,
   );
+  // window attention (Swin's shifted windows): Reshape to [B, nW, H, N, N], Add the window mask, Reshape back
+  const windowed = op.or(
+    op.Reshape(op.Add(op.Reshape(masked, op.any()), op.var('window_mask'), { commute: true, as: 'window_add' }), op.any(), { as: 'window_back' }),
+    masked,
+  );
   // older HF exports clamp: Max(scores, finfo.min)
-  const clamped = op.optional(op.Max(masked, op.const(), { commute: true, as: 'clamp' }));
+  const clamped = op.optional(op.Max(windowed, op.const(), { commute: true, as: 'clamp' }));
   return op.Softmax(op.optional(op.Cast(clamped, { as: 'cast_pre' })), { attrs: { axis: lastAxisOnly }, as: 'softmax' });
 });
 
@@ -188,10 +194,11 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
   const scaleOp = match.maybeNode('scale_op');
   if (scaleOp) {
     const sv = match.value('scale');
-    const c = evalScalar(sv);
+    const constant = evalScalar(sv);
+    const c = constant ?? evalScalar(sv, (x) => shapes.scalar(x));
     if (c !== undefined) {
       scale = scaleOp.opType === 'Div' ? 1 / c : c;
-      scaleSource = 'constant';
+      scaleSource = constant !== undefined ? 'constant' : 'computed';
     } else if (isComputedScale(sv)) {
       scale = 1 / Math.sqrt(d);
       scaleSource = 'computed';
@@ -208,12 +215,13 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
 
   const past = kvNames(kPath.past, vPath.past, 'the KV cache input', where);
   const present = past ? kvNames(kPath.present, vPath.present, 'the KV cache output', where) : null;
-  const mask = maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null }, null);
+  const mask = maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null, window: match.maybeValue('window_mask') ?? null }, null);
   const rot = rotaryInfo(qPath.rotary, kPath.rotary);
   const packed = fields.q.info.columns !== null;
   const causal = mask.info.causal;
   const site: Omit<AttentionSite, 'layer'> = {
     form: packed ? 'F3' : causal ? 'F1' : 'F4',
+    kind: 'self',
     nodes: { qk: nodeName(qk), softmax: nodeName(sm), pv: nodeName(pv), fused: null },
     q: fields.q.info,
     k: fields.k.info,

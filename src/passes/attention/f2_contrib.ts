@@ -112,6 +112,7 @@ function finish(n: Node, where: string, parts: Parts): SiteDraft {
   const present = kvNames(parts.presentKey, parts.presentValue, 'the KV cache output', where);
   const site: Omit<AttentionSite, 'layer'> = {
     form: 'F2',
+    kind: 'self',
     layout: CANONICAL_LAYOUT,
     nodes: { qk: null, softmax: null, pv: null, fused: nodeName(n) },
     q: parts.q.info,

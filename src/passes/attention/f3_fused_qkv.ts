@@ -28,7 +28,7 @@ export interface ProjectionDraft {
   width: number | null;
 }
 
-/** True when `v` is computed from initializers/constants only (no graph input reaches it). */
+/** True when `v` is computed from initializers, constants and shapes only (no graph input's data reaches it). */
 export function isWeightLike(v: Value, budget = 32): boolean {
   const seen = new Set<Value>();
   const stack = [v];
@@ -41,7 +41,9 @@ export function isWeightLike(v: Value, budget = 32): boolean {
     const p = x.producer;
     if (!p) return false; // a graph input (that is not an initializer)
     if (p.opType === 'Constant') continue;
-    if (p.opType === 'Shape' || p.opType === 'Size') return false;
+    // a shape is fixed for given input sizes, not data (torch slices the in_proj weight of a
+    // cross-attention by q.size(-1))
+    if (p.opType === 'Shape' || p.opType === 'Size') continue;
     for (const i of p.inputs) if (i) stack.push(i);
   }
   return true;
@@ -87,7 +89,7 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
     const [a, b] = [add.inputs[0], add.inputs[1]];
     const pick = (lin: Value | null | undefined, bb: Value | null | undefined): boolean => {
       if (!lin || !bb) return false;
-      if (!isWeightLike(bb, 8)) return false;
+      if (!isWeightLike(bb, 24)) return false;
       if (!producerIs(lin, 'MatMul', 'Gemm') && !producerIs(lin, 'Reshape')) return false;
       cur = lin;
       bias = bb;
@@ -242,7 +244,7 @@ export function outputProjection(out: Value, where: string): ProjectionDraft {
     // extend to the bias Add / un-flattening Reshape when present
     let end = lin;
     for (const c of lin.consumers()) {
-      if (isOp(c, 'Add') && c.inputs.some((x) => x && x !== lin && isWeightLike(x, 8))) end = c.output;
+      if (isOp(c, 'Add') && c.inputs.some((x) => x && x !== lin && isWeightLike(x, 24))) end = c.output;
     }
     if (end === lin) {
       for (const c of lin.consumers()) if (isOp(c, 'Reshape') && producerIs(lin, 'Gemm')) end = c.output;

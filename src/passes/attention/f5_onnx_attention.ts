@@ -134,6 +134,7 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
   const presentValue = n.outputs[2] && n.outputs[2].name ? exportedAs(n.outputs[2]) : null;
   const site: Omit<AttentionSite, 'layer'> = {
     form: 'F5',
+    kind: 'self',
     layout,
     nodes: { qk: null, softmax: null, pv: null, fused: nodeName(n) },
     q: q.info,

@@ -4,7 +4,7 @@
  * constant buffer) makes the site causal; a mask built only from a padding input
  * (attention_mask) leaves it bidirectional.
  */
-import type { Value } from '../../ir/index.js';
+import { DataType, type Value } from '../../ir/index.js';
 import { constantTensor, tensorNumbers } from '../util/constants.js';
 import { type DiscoveryContext, isOp, nodeName, stripBack } from './context.js';
 import type { MaskInfo } from './site.js';
@@ -12,6 +12,8 @@ import type { MaskInfo } from './site.js';
 export interface MaskAnalysis {
   causal: boolean;
   causalEvidence: string | null;
+  /** A constant tensor of values other than 0 / 1 / very negative reaches the mask: a bias, not a mask. */
+  bias: string | null;
   /** Graph inputs whose data (not just shape) reaches the mask. */
   inputs: string[];
 }
@@ -26,6 +28,7 @@ export function analyzeMaskValue(ctx: DiscoveryContext, v: Value): MaskAnalysis 
   if (cached) return cached;
   const inputs = new Set<string>();
   let evidence: string | null = null;
+  let bias: string | null = null;
   const seen = new Set<Value>();
   const stack: Value[] = [v];
   while (stack.length && seen.size < BUDGET) {
@@ -36,11 +39,13 @@ export function analyzeMaskValue(ctx: DiscoveryContext, v: Value): MaskAnalysis 
     if (!p) {
       if (x.isGraphInput() && !x.initializer) inputs.add(x.name);
       else if (!evidence) evidence = triangularConstant(x);
+      bias ??= biasConstant(x);
       continue;
     }
     if (p.opType === 'Shape' || p.opType === 'Size') continue; // shape-only: not a data source
     if (p.opType === 'Constant') {
       if (!evidence) evidence = triangularConstant(x);
+      bias ??= biasConstant(x);
       continue;
     }
     if (!evidence && isOp(p, 'Trilu')) evidence = `Trilu '${nodeName(p)}'`;
@@ -49,7 +54,7 @@ export function analyzeMaskValue(ctx: DiscoveryContext, v: Value): MaskAnalysis 
     }
     for (const i of p.inputs) if (i) stack.push(i);
   }
-  const r: MaskAnalysis = { causal: evidence !== null, causalEvidence: evidence, inputs: [...inputs].sort() };
+  const r: MaskAnalysis = { causal: evidence !== null, causalEvidence: evidence, bias, inputs: [...inputs].sort() };
   ctx.maskCache.set(v, r);
   return r;
 }
@@ -103,6 +108,21 @@ function triangularConstant(v: Value): string | null {
   return `triangular constant '${v.name}' [${t.dims.join(',')}]`;
 }
 
+/**
+ * Evidence string when `v` is a float constant of more than one element holding values
+ * other than 0, 1 and very negative fills: a learned or computed bias (relative position
+ * bias tables, ALiBi slopes, T5 buckets' embeddings), which a linear-attention memory
+ * cannot add to its scores.
+ */
+function biasConstant(v: Value): string | null {
+  const t = constantTensor(v);
+  if (!t || t.size < 2 || t.dataType === DataType.BOOL || t.dataType === DataType.INT64 || t.dataType === DataType.INT32) return null;
+  const vals = tensorNumbers(t, 1 << 22);
+  if (!vals) return null;
+  const maskLike = vals.every((x) => x === 0 || x === 1 || x < -1e4 || !Number.isFinite(x));
+  return maskLike ? null : `constant '${v.name}' [${t.dims.join(',')}]`;
+}
+
 /** Per-layer wrappers stripped to find the shared source of a mask tensor. */
 const MASK_WRAPPERS = ['Slice', 'Cast', 'Unsqueeze', 'Expand', 'Reshape', 'Identity', 'Squeeze'];
 
@@ -113,10 +133,10 @@ export function maskSource(v: Value): Value {
 /** Builds the MaskInfo of a site from the tensors combined with its scores. */
 export function maskInfo(
   ctx: DiscoveryContext,
-  parts: { additive?: Value | null; where?: Value | null; input?: Value | null; seqlens?: Value | null },
+  parts: { additive?: Value | null; where?: Value | null; input?: Value | null; seqlens?: Value | null; window?: Value | null },
   causalByDefinition: string | null,
 ): { info: MaskInfo; source: Value | null } {
-  const values = [parts.additive, parts.where, parts.input, parts.seqlens].filter((x): x is Value => !!x);
+  const values = [parts.additive, parts.where, parts.input, parts.seqlens, parts.window].filter((x): x is Value => !!x);
   const kind: MaskInfo['kind'] = parts.seqlens
     ? 'seqlens'
     : parts.input
@@ -131,10 +151,13 @@ export function maskInfo(
   let causal = false;
   let evidence: string | null = causalByDefinition;
   const inputs = new Set<string>();
+  const ignored: string[] = [];
   for (const v of values) {
     const a = analyzeMaskValue(ctx, v);
     if (a.causal && !evidence) evidence = a.causalEvidence;
     for (const i of a.inputs) inputs.add(i);
+    if (v === parts.window) ignored.push(`window mask '${v.name}' (added per window: shifted-window attention)`);
+    else if (a.bias) ignored.push(`bias '${v.name}' added to the scores (from ${a.bias}: e.g. a relative position bias)`);
   }
   causal = evidence !== null;
   const primary = parts.additive ?? parts.input ?? parts.seqlens ?? parts.where ?? null;
@@ -150,6 +173,7 @@ export function maskInfo(
       causalEvidence: evidence,
       padding: inputList.length > 0,
       shared: 1,
+      ignored,
     },
     source,
   };

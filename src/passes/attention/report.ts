@@ -45,7 +45,7 @@ export function renderAttention(result: AttentionDiscovery | AttentionReport): s
   );
   for (const s of result.sites) {
     const parts = [
-      `  layer ${s.layer}: ${s.form} ${s.causal ? 'causal' : 'bidirectional'} Hq=${s.numHeads} Hkv=${s.numKvHeads} d=${s.headDim} scale=${num(s.scale)} (${s.scaleSource})`,
+      `  layer ${s.layer}: ${s.form} ${s.kind === 'cross' ? 'cross-attention ' : ''}${s.causal ? 'causal' : 'bidirectional'} Hq=${s.numHeads} Hkv=${s.numKvHeads} d=${s.headDim} scale=${num(s.scale)} (${s.scaleSource})`,
       `q=${proj(s.q)}`,
       `k=${proj(s.k)}`,
       `v=${proj(s.v)}`,
@@ -55,6 +55,9 @@ export function renderAttention(result: AttentionDiscovery | AttentionReport): s
     if (s.past) parts.push(`past=${s.past.key}, ${s.past.value}`);
     if (s.present) parts.push(`present=${s.present.key}, ${s.present.value}`);
     if (s.window !== null) parts.push(`window=${s.window}`);
+    const layout = (l: string[][]): string => `[${l.map((a) => a.join('·') || '1').join(', ')}]`;
+    if (s.layout.q[0]?.[0] !== 'batch' || s.layout.output[0]?.[0] !== 'batch') parts.push(`layout q=${layout(s.layout.q)} out=${layout(s.layout.output)}`);
+    for (const x of s.mask.ignored) parts.push(`linear branch ignores ${x}`);
     parts.push(`out=${s.output} -> ${s.outputProjection.node}`);
     lines.push(parts.join(' | '));
   }

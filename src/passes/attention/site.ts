@@ -69,6 +69,12 @@ export interface MaskInfo {
   padding: boolean;
   /** How many sites share `source` (1 when not shared). */
   shared: number;
+  /**
+   * What the linear-attention branch cannot express and ignores (it stays on the softmax
+   * branch): position biases added to the scores, window masks. `convert --strict` refuses
+   * such sites.
+   */
+  ignored: string[];
 }
 
 export interface RotaryInfo {
@@ -119,6 +125,8 @@ export interface AttentionSite {
   /** 0-based, in data-flow order (topological position of the score MatMul / fused node). */
   layer: number;
   form: AttentionForm;
+  /** 'self': q, k and v are projected from the same hidden state; 'cross': k and v from another (an encoder's output). */
+  kind: 'self' | 'cross';
   /** Anchor nodes: the Q·Kᵀ MatMul, the Softmax and the P·V MatMul (decomposed), or the fused node. */
   nodes: { qk: string | null; softmax: string | null; pv: string | null; fused: string | null };
   q: Projection;

@@ -67,8 +67,9 @@ function scaleOperand(n: Node, shapes: ShapeAnalysis): { data: Value; factor: nu
   for (const [x, s] of orders) {
     const dims = shapes.shape(s);
     if (dims && dims.some((d) => d.value !== 1)) continue;
-    const v = evalScalar(s);
-    if (v !== undefined) return { data: x, factor: n.opType === 'Div' ? 1 / v : v, computed: false };
+    const constant = evalScalar(s);
+    const v = constant ?? evalScalar(s, (x) => shapes.scalar(x));
+    if (v !== undefined) return { data: x, factor: n.opType === 'Div' ? 1 / v : v, computed: constant === undefined };
     if (isComputedScale(s)) return { data: x, factor: null, computed: true };
   }
   return null;

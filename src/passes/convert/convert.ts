@@ -120,8 +120,19 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
         for (const l of opts.layers ?? []) {
           if (!have.has(l)) throw new UserInputError(`--layers: the model has no attention layer ${l} (layers: 0-${discovery.sites.length - 1})`);
         }
-        selected = discovery.sites.filter((s) => !opts.layers || opts.layers.includes(s.layer));
-        for (const s of discovery.sites) if (!selected.includes(s)) skipped.push({ layer: s.layer, reason: 'not selected by --layers' });
+        for (const s of discovery.sites) {
+          if (opts.layers && !opts.layers.includes(s.layer)) skipped.push({ layer: s.layer, reason: 'not selected by --layers' });
+          else if (s.kind === 'cross' && !opts.cross) {
+            skipped.push({ layer: s.layer, reason: `cross-attention (keys and values from '${s.k.input ?? '?'}'): kept as softmax attention (--cross converts it)` });
+          } else if (s.kind === 'cross') {
+            throw new UserInputError(
+              `layer ${s.layer} is cross-attention (queries from '${s.q.input}', keys and values from '${s.k.input}'): titanize does not build a memory over another sequence yet (LiZA reads q, k and v of one sequence); convert without --cross to keep cross-attention as softmax attention`,
+            );
+          } else if (s.mask.ignored.length && opts.strict) {
+            throw new UserInputError(`layer ${s.layer}: the linear branch cannot express ${s.mask.ignored.join('; ')} (--strict); convert without --strict to keep them on the softmax branch only`);
+          } else selected.push(s);
+        }
+        if (!selected.length) throw new UserInputError(`no attention layer to convert: ${skipped.map((s) => `layer ${s.layer}: ${s.reason}`).join('; ')}`);
         return { model: m, modified: false };
       },
     },

@@ -43,6 +43,10 @@ export interface ConvertOptions {
   state?: boolean;
   /** Verify the model after each pass (default true). */
   verify?: boolean;
+  /** Also convert cross-attention sites (default false: they stay softmax attention). */
+  cross?: boolean;
+  /** Refuse sites whose mask or bias the linear branch cannot express (default false: convert and report them). */
+  strict?: boolean;
   /** Progress callback: (done, total, what). */
   onProgress?: (done: number, total: number, what: string) => void;
 }
@@ -62,6 +66,8 @@ export interface ResolvedConvertOptions {
   maxSeqLen: number;
   state: boolean;
   verify: boolean;
+  cross: boolean;
+  strict: boolean;
 }
 
 export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions {
@@ -99,6 +105,8 @@ export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions
     maxSeqLen: o.maxSeqLen ?? 32768,
     state: o.state ?? true,
     verify: o.verify ?? true,
+    cross: o.cross ?? false,
+    strict: o.strict ?? false,
   };
 }
 

@@ -9,6 +9,7 @@ import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInput
 import { addLizaNode, addMagNode, type LizaOpAttributes } from '../../ops/index.js';
 import type { AttentionSite, Projection } from '../attention/site.js';
 import type { ResolvedConvertOptions } from './options.js';
+import { outputFromCanonical, outputToCanonical, projectionToCanonical, runtimeSizes } from './relayout.js';
 
 export const TPTT_RULE = 'tptt';
 
@@ -28,11 +29,16 @@ export interface ConvertedSite {
   mu: string | null;
   /** The padding mask LiZA reads, when the model has one. */
   mask: string | null;
+  /** Biases and masks of the site that the linear branch does not apply (they stay on the softmax branch). */
+  ignored: string[];
   /** LiZA's present state/window outputs (unused until the recurrent-state pass wires them). */
   presentState: Value;
   presentWindow: Value;
   lizaNode: Node;
-  /** IR values of the rewrite (for tests and later passes; not part of the JSON report). */
+  /**
+   * IR values of the rewrite (for tests and later passes; not part of the JSON report), in
+   * [B, T, ·]: `attention` is the softmax output (relaid out when the site's layout differs).
+   */
   values: { xq: Value; xk: Value; xv: Value; mask: Value | null; attention: Value; y: Value; mixed: Value };
 }
 
@@ -83,7 +89,9 @@ export function convertSite(
   if (!graph) throw new UserInputError(`layer ${site.layer}: its output projection is not in the graph`);
   const prefix = `tptt/layers.${site.layer}/`;
   // new nodes go just before the first reader of the attention output (the graph is sorted)
-  const readers = new Set(site.refs.output.consumers());
+  const a = site.refs.output;
+  const uses = a.uses();
+  const readers = new Set(uses.map((u) => u.node));
   let before: Node = oproj;
   for (const n of graph) {
     if (readers.has(n)) {
@@ -92,9 +100,11 @@ export function convertSite(
     }
   }
   const b = new Builder(graph, { before, tag: TPTT_RULE, prefix });
-  const xq = projectionValue(b, site, 'q', index);
-  const xk = projectionValue(b, site, 'k', index);
-  const xv = projectionValue(b, site, 'v', index);
+  // the memory works on [B, T, H·d]; sites in another layout are transposed to it and back
+  const xq = projectionToCanonical(b, projectionValue(b, site, 'q', index), site.layout.q, 'q');
+  const xk = projectionToCanonical(b, projectionValue(b, site, 'k', index), site.layout.k, 'k');
+  const xv = projectionToCanonical(b, projectionValue(b, site, 'v', index), site.layout.v, 'v');
+  const sizes = runtimeSizes(b, xq, site.numHeads, site.headDim);
   const mask = paddingMask(b, site, xq, graph);
   const attrs: LizaOpAttributes = {
     q_num_heads: site.numHeads,
@@ -109,33 +119,29 @@ export function convertSite(
   const liza = addLizaNode(model, graph, attrs, { xq, xk, xv, mask, pastState: past?.state ?? null, pastWindow: past?.window ?? null }, { before, name: `${prefix}LiZA` });
   setMetadata(liza.node.metadataProps, 'titanize.rule', TPTT_RULE);
   setMetadata(liza.node.metadataProps, 'titanize.layer', String(site.layer));
-  const a = site.refs.output;
   // the softmax attention output this memory stands beside: the target of attention
   // transfer (read from the original model when μ = 1 removes it here)
   setMetadata(liza.node.metadataProps, ATTENTION_OUTPUT_KEY, a.name);
   let mixed: Value;
   let magName: string | null = null;
   let muName: string | null = null;
+  let attention = a;
   if (opts.mu === 1) {
     mixed = liza.y;
   } else {
+    attention = outputToCanonical(b, a, site.layout.output, sizes);
     const mu = graph.addInitializer(Tensor.fromArray(Float32Array.from([opts.mu]), [], DataType.FLOAT), uniqueInitializer(graph, `tptt.layers.${site.layer}.mag.mu`));
-    const mag = addMagNode(model, graph, a, liza.y, mu, { before, name: `${prefix}MaG` });
+    const mag = addMagNode(model, graph, attention, liza.y, mu, { before, name: `${prefix}MaG` });
     setMetadata(mag.node.metadataProps, 'titanize.rule', TPTT_RULE);
     mixed = mag.out;
     magName = mag.out.name;
     muName = mu.name;
   }
   // every reader of the attention output (the output projection, possibly through a
-  // Reshape as in GPT-2 exports) now reads the mixed value; MaG itself still reads `a`
-  const mixer = mixed.producer;
-  let redirected = 0;
-  for (const u of a.uses()) {
-    if (u.node === mixer) continue;
-    u.node.setInput(u.index, mixed);
-    redirected++;
-  }
-  if (redirected === 0) throw new UserInputError(`layer ${site.layer}: nothing reads the attention output '${a.name}'`);
+  // Reshape as in GPT-2 exports) now reads the mixed value, in the site's layout
+  const out = outputFromCanonical(b, mixed, site.layout.output, sizes);
+  if (uses.length === 0) throw new UserInputError(`layer ${site.layer}: nothing reads the attention output '${a.name}'`);
+  for (const u of uses) u.node.setInput(u.index, out);
   return {
     layer: site.layer,
     form: site.form,
@@ -150,7 +156,8 @@ export function convertSite(
     presentState: liza.presentState,
     presentWindow: liza.presentWindow,
     lizaNode: liza.node,
-    values: { xq, xk, xv, mask, attention: a, y: liza.y, mixed },
+    ignored: [...site.mask.ignored],
+    values: { xq, xk, xv, mask, attention, y: liza.y, mixed },
   };
 }
 

@@ -87,15 +87,17 @@ function bf16ToFloat(b: number): number {
 /**
  * The value of a scalar computed from constants only (Sqrt, Reciprocal, Neg, Cast, Add,
  * Sub, Mul, Div, Pow of one-element constants), as exporters leave `Sqrt(scale)` unfolded.
+ * `known` supplies values an analysis knows (shape inference: `head_dim ** -0.5` computed
+ * from a Shape).
  */
-export function evalScalar(v: Value | null | undefined, depth = 0): number | undefined {
-  if (!v || depth > 8) return undefined;
-  const c = scalarValue(v);
+export function evalScalar(v: Value | null | undefined, known?: (v: Value) => number | undefined, depth = 0): number | undefined {
+  if (!v || depth > 12) return undefined;
+  const c = scalarValue(v) ?? known?.(v);
   if (c !== undefined) return c;
   const p = v.producer;
   if (!p || !p.isOnnxDomain()) return undefined;
-  const a = (): number | undefined => evalScalar(p.inputs[0], depth + 1);
-  const b = (): number | undefined => evalScalar(p.inputs[1], depth + 1);
+  const a = (): number | undefined => evalScalar(p.inputs[0], known, depth + 1);
+  const b = (): number | undefined => evalScalar(p.inputs[1], known, depth + 1);
   const two = (f: (x: number, y: number) => number): number | undefined => {
     const x = a();
     const y = x === undefined ? undefined : b();
@@ -104,6 +106,9 @@ export function evalScalar(v: Value | null | undefined, depth = 0): number | und
   switch (p.opType) {
     case 'Cast':
     case 'Identity':
+    case 'Squeeze':
+    case 'Unsqueeze':
+    case 'Reshape':
       return a();
     case 'Sqrt': {
       const x = a();
