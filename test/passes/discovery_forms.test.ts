@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { Builder, Model, decodeModel, encodeModel } from '../../src/ir/index.js';
 import { type AttentionDiscovery, attentionReport, discoverAttention } from '../../src/passes/index.js';
+import { convert } from '../../src/passes/convert/convert.js';
 import { attention23Model, decomposedModel, gqaModel, msModel, shuffleNodes, weight } from './graphs.js';
 
 function only(model: Model): AttentionDiscovery {
@@ -142,10 +143,23 @@ describe('normalizations on q and k', () => {
 });
 
 describe('cross-attention', () => {
-  it('near miss: keys and values from another hidden state are not converted', () => {
-    expect(rejectedReason(decomposedModel({ cross: true, mask: 'none' }))).toBe(
-      "Softmax '/layers.0/Softmax' is cross-attention: queries are projected from 'x' but keys from 'encoder_hidden_states'; only self-attention is converted",
+  it('keys and values projected from another hidden state make a site of kind cross', () => {
+    const s = only(decomposedModel({ cross: true, mask: 'none' })).sites[0]!;
+    expect(s.kind).toBe('cross');
+    expect([s.q.input, s.k.input, s.v.input]).toEqual(['x', 'encoder_hidden_states', 'encoder_hidden_states']);
+  });
+
+  it('convert keeps it as softmax attention by default, and refuses --cross with the reason', () => {
+    expect(() => convert(decomposedModel({ cross: true, mask: 'none' }), {})).toThrow(
+      /no attention layer to convert: layer 0: cross-attention \(keys and values from 'encoder_hidden_states'\): kept as softmax attention \(--cross converts it\)/,
     );
+    expect(() => convert(decomposedModel({ cross: true, mask: 'none' }), { cross: true })).toThrow(
+      /layer 0 is cross-attention \(queries from 'x', keys and values from 'encoder_hidden_states'\): titanize does not build a memory over another sequence yet/,
+    );
+  });
+
+  it('self-attention sites are the default', () => {
+    expect(only(decomposedModel({})).sites[0]!.kind).toBe('self');
   });
 });
 

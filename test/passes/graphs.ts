@@ -349,3 +349,20 @@ export function shuffleNodes(model: Model, seed: number): void {
   }
   model.graph.reorder(nodes);
 }
+
+/**
+ * Renames every node and every value of the main graph (graph inputs and outputs too) to
+ * meaningless names, so tests can check that discovery reads structure, not names.
+ */
+export function renameEverything(model: Model, seed: number): void {
+  const g = model.graph;
+  const r = rand(seed);
+  const tag = (): string => Math.floor((r() + 0.5) * 1e9).toString(36);
+  let i = 0;
+  for (const n of g) {
+    n.name = `n${i++}_${tag()}`;
+    for (const o of n.outputs) if (o.name) o.name = `v${i++}_${tag()}`;
+  }
+  for (const v of g.inputs) if (!v.initializer) v.name = `in${i++}_${tag()}`;
+  for (const v of [...g.initializers.values()]) g.renameInitializer(v, `w${i++}_${tag()}`);
+}

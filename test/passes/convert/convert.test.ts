@@ -264,3 +264,16 @@ function sumLora(m: Model): number {
   for (const [k, v] of m.graph.initializers) if (k.startsWith('lora.')) n += v.initializer!.size;
   return n;
 }
+
+describe('convert: what the linear branch cannot express', () => {
+  it('Swin: the relative position bias and the shifted-window mask are reported, and --strict refuses them', () => {
+    const r = convert(loadModel(path.join(FIX, 'foreign/swin.onnx')), { mu: 0.5 });
+    expect(r.sites.map((s) => s.ignored.length)).toEqual([1, 2]);
+    expect(r.sites[1]!.ignored.join(' | ')).toMatch(/window mask/);
+    expect(() => convert(loadModel(path.join(FIX, 'foreign/swin.onnx')), { strict: true })).toThrow(
+      /layer 0: the linear branch cannot express bias '.*' added to the scores .*\(--strict\)/,
+    );
+    // a plain causal decoder has nothing to ignore, so --strict converts it
+    expect(convert(loadModel(path.join(FIX, 'llama.onnx')), { strict: true }).sites.every((s) => s.ignored.length === 0)).toBe(true);
+  });
+});
