@@ -284,6 +284,6 @@ describe('discovery options and edge cases', () => {
   });
 
   it('a graph without attention yields nothing', () => {
-    expect(discoverAttention(new Model())).toEqual({ sites: [], rejected: [], shared: [] });
+    expect(discoverAttention(new Model())).toEqual({ sites: [], rejected: [], shared: [], inlined: [] });
   });
 });

@@ -11,7 +11,8 @@
  * the file. Sites are numbered (layer) in data-flow order: by the depth of their Q·Kᵀ
  * MatMul (or fused node) from the graph inputs, ties broken by node name.
  */
-import type { Model, Node } from '../../ir/index.js';
+import { type IRFunction, type Model, type Node, decodeModel, encodeModel } from '../../ir/index.js';
+import { calledFunction, functionContains, inlineFunctions } from '../inline_functions.js';
 import type { Pass } from '../pass.js';
 import { DiscoveryContext, Rejection, nodeName, reject } from './context.js';
 import { type SiteDraft, analyzeSoftmax } from './f1_decomposed.js';
@@ -25,6 +26,11 @@ export interface DiscoverOptions {
 }
 
 type Candidate = { node: Node; kind: 'softmax' | 'contrib' | 'onnx' };
+
+/** A node discovery starts from: a Softmax, a com.microsoft attention op, an ONNX Attention. */
+export function isAttentionNode(n: Node): boolean {
+  return (n.opType === 'Softmax' && n.isOnnxDomain()) || (n.domain === 'com.microsoft' && CONTRIB_OPS.includes(n.opType)) || (n.opType === 'Attention' && n.isOnnxDomain());
+}
 
 function candidates(model: Model): Candidate[] {
   const out: Candidate[] = [];
@@ -47,6 +53,18 @@ function kindOf(d: SiteDraft): 'self' | 'cross' {
 }
 
 export function discoverAttention(model: Model, options: DiscoverOptions = {}): AttentionDiscovery {
+  const holds = (fn: IRFunction): boolean => functionContains(model, fn, isAttentionNode);
+  if (model.graph.nodes().some((n) => { const fn = calledFunction(model, n); return !!fn && holds(fn); })) {
+    // attention inside model-local functions: analysed on a copy with those calls inlined
+    // (what convert does first); the sites name the inlined nodes
+    const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+    const { inlined } = inlineFunctions(copy, (fn) => functionContains(copy, fn, isAttentionNode));
+    return { ...discoverIn(copy, options), inlined };
+  }
+  return discoverIn(model, options);
+}
+
+function discoverIn(model: Model, options: DiscoverOptions): AttentionDiscovery {
   const ctx = new DiscoveryContext(model);
   const drafts: SiteDraft[] = [];
   const rejected: (RejectedSoftmax & { depth: number })[] = [];
@@ -96,7 +114,7 @@ export function discoverAttention(model: Model, options: DiscoverOptions = {}): 
   });
 
   rejected.sort((a, b) => order({ depth: a.depth, name: a.node }, { depth: b.depth, name: b.node }));
-  return { sites, rejected: rejected.map(({ depth: _depth, ...r }) => r), shared };
+  return { sites, rejected: rejected.map(({ depth: _depth, ...r }) => r), shared, inlined: [] };
 }
 
 /**

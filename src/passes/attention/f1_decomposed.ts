@@ -2,9 +2,9 @@
  * F1 (decomposed decoder exports), F3 (fused q/k/v projection, see f3_fused_qkv.ts) and
  * F4 (bidirectional encoders): attention written with standard ops.
  *
- *   q/k/v MatMul [+ bias] → Reshape → Transpose → rotary → [Concat past] → [repeat_kv]
- *   → MatMul(Q, Kᵀ) → scale → mask → [Cast] → Softmax → [Cast] [Where(IsNaN)] [Dropout]
- *   → MatMul(P, V) → Transpose → Reshape → output projection
+ *   q/k/v MatMul [+ bias] → layout ops, rotary, norms, scales, [Concat past] (trace.ts)
+ *   → MatMul(Q, Kᵀ) [→ Reshape] → scale → mask → [Cast] → Softmax → [Cast] [Where(IsNaN)]
+ *   [Dropout] [Expand/Reshape] → MatMul(P, V) → layout ops → output projection
  *
  * The local shape around the Softmax is a declarative pattern (SOFTMAX_CORE); the
  * longer paths (Q, K, V back to their projections, the output forward to the output
@@ -44,7 +44,8 @@ function lastAxisOnly(axis: unknown, node: Node): boolean | string {
  * over the last axis.
  */
 export const SOFTMAX_CORE = pattern((op) => {
-  const qk = op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' });
+  // dynamo writes batched matmuls as aten.bmm on [B·H, T, d] views: the scores are viewed back to 4-D
+  const qk = op.or(op.Reshape(op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' }), op.any(), { as: 'qk_view' }), op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' }));
   const scaled = op.or(op.Div(qk, op.var('scale'), { as: 'scale_op' }), op.Mul(qk, op.var('scale'), { commute: true, as: 'scale_op' }), qk);
   const c0 = op.optional(op.Cast(scaled, { as: 'cast_in' }));
   const where = (x: PatternValue) =>
@@ -82,12 +83,12 @@ function findPV(sm: Node, where: string): { pv: Node; nodes: Node[] } {
     if (right) return reject(`${where}: ${describeNode(right)} uses the probabilities as its right operand; expected MatMul(P, V)`);
     const next = users.find(
       (c) =>
-        (isOp(c, 'Cast', 'Identity', 'Dropout') && c.inputs[0] === p) ||
+        (isOp(c, 'Cast', 'Identity', 'Dropout', 'Expand', 'Reshape') && c.inputs[0] === p) ||
         (isOp(c, 'Where') && c.inputs[2] === p && isOp(c.inputs[0]?.producer, 'IsNaN') && c.inputs[0]!.producer!.inputs[0] === p),
     );
     if (!next) {
       const list = users.map((c) => describeNode(c)).join(', ') || 'nothing';
-      return reject(`${where}: its output does not reach a MatMul(P, V) (through Cast, Where(IsNaN), Dropout); '${p.name}' is read by ${list}`);
+      return reject(`${where}: its output does not reach a MatMul(P, V) (through Cast, Where(IsNaN), Dropout, Expand, Reshape); '${p.name}' is read by ${list}`);
     }
     nodes.push(next);
     p = next.outputs[0]!;

@@ -11,6 +11,7 @@ export interface AttentionReport {
   sites: AttentionSiteReport[];
   rejected: RejectedSoftmax[];
   shared: SharedSubgraph[];
+  inlined: string[];
 }
 
 /** The discovery result as plain JSON-able data (IR references dropped). */
@@ -22,6 +23,7 @@ export function attentionReport(result: AttentionDiscovery | AttentionReport): A
     }),
     rejected: result.rejected.map((r) => ({ ...r })),
     shared: result.shared.map((s) => ({ ...s, layers: [...s.layers] })),
+    inlined: [...result.inlined],
   };
 }
 
@@ -64,6 +66,7 @@ export function renderAttention(result: AttentionDiscovery | AttentionReport): s
   for (const r of result.rejected) {
     lines.push(`  not attention: ${r.node} (${r.domain && r.domain !== 'ai.onnx' ? `${r.domain}::` : ''}${r.opType}): ${r.reason}`);
   }
+  if (result.inlined.length) lines.push(`  attention inside model-local functions: analysed with ${result.inlined.length} call(s) inlined (${result.inlined.slice(0, 3).join(', ')}${result.inlined.length > 3 ? ', ...' : ''})`);
   for (const sh of result.shared) {
     lines.push(`  shared ${sh.kind}: ${sh.source} used by layers ${sh.layers.join(', ')}`);
   }

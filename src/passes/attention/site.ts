@@ -216,4 +216,9 @@ export interface AttentionDiscovery {
   sites: AttentionSite[];
   rejected: RejectedSoftmax[];
   shared: SharedSubgraph[];
+  /**
+   * Calls of model-local functions holding attention: discovery analysed a copy with them
+   * inlined (as convert does), so the sites name the inlined nodes. Empty otherwise.
+   */
+  inlined: string[];
 }

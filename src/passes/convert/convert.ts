@@ -16,7 +16,8 @@ import {
 import { LINEAR_ATTENTION_OPSET, TPTT_DOMAIN, lowerLizaToContrib, lowerLizaToOnnx27, type LoweringReport } from '../../ops/index.js';
 import { type UpgradeReport, upgradeOpset } from '../upgrade_opset.js';
 import { MIN_ONNX_OPSET } from '../../ops/schema.js';
-import { discoverAttention } from '../attention/discover.js';
+import { discoverAttention, isAttentionNode } from '../attention/discover.js';
+import { functionContains, inlineFunctions } from '../inline_functions.js';
 import type { AttentionDiscovery, AttentionSite } from '../attention/site.js';
 import { type Pass, PassError, runPasses } from '../pass.js';
 import { addLora, type LoraAdapter, type LoraTarget } from './lora.js';
@@ -42,6 +43,8 @@ export interface ConvertReport {
   /** Softmax nodes that discovery did not take as attention. */
   rejected: { node: string; reason: string }[];
   windows: string[];
+  /** Calls of model-local functions holding attention that were inlined first (one copy per layer). */
+  inlined: string[];
   /** Recurrent decoding: state/window inputs and outputs added, KV cache inputs/outputs removed or cut. */
   state: { inputs: string[]; outputs: string[]; removedKv: string[]; cutKv: string[]; notes: string[] };
   lora: { target: string; a: string; b: string; rank: number; scale: number }[];
@@ -83,6 +86,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
   const converted: ConvertedSite[] = [];
   const skipped: { layer: number; reason: string }[] = [];
   const windows: string[] = [];
+  const inlined: string[] = [];
   let adapters: LoraAdapter[] = [];
   let lowering: LoweringReport | null = null;
   let opsetUpgrade: UpgradeReport | null = null;
@@ -106,6 +110,16 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
     });
   }
   passes.push(
+    {
+      // attention inside model-local functions (dynamo exports): one copy per layer
+      name: 'inline-attention-functions',
+      inPlace: true,
+      run(m) {
+        const r = inlineFunctions(m, (fn) => functionContains(m, fn, isAttentionNode));
+        inlined.push(...r.inlined);
+        return { model: m, modified: r.inlined.length > 0 };
+      },
+    },
     {
       name: 'discover-attention',
       inPlace: true,
@@ -229,6 +243,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
     skipped,
     rejected: (discovery?.rejected ?? []).map((r) => ({ node: r.node, reason: r.reason })),
     windows,
+    inlined,
     state,
     lora: adapters.map((a) => ({ target: a.target, a: a.a.name, b: a.b.name, rank: a.rank, scale: a.scale })),
     parametersAdded: converted.filter((c) => c.mu).length + adapters.reduce((n, a) => n + a.rank * (a.in + a.out), 0),
