@@ -366,3 +366,66 @@ export function renameEverything(model: Model, seed: number): void {
   for (const v of g.inputs) if (!v.initializer) v.name = `in${i++}_${tag()}`;
   for (const v of [...g.initializers.values()]) g.renameInitializer(v, `w${i++}_${tag()}`);
 }
+
+export interface PackedOptions {
+  /** How q, k, v are taken from the [3, B, H, T, d] packed tensor. */
+  cut: 'split-squeeze' | 'gather' | 'slice-squeeze';
+  heads?: number;
+  d?: number;
+  /** A bias the linear branch cannot express, added to the scores. */
+  bias?: 'alibi' | 't5' | 'none';
+}
+
+/**
+ * A one-layer bidirectional encoder with a packed QKV projection, the way Paddle2ONNX and
+ * timm export it: MatMul [E, 3E] + bias → Reshape [B, T, 3, H, d] → Transpose [2, 0, 3, 1, 4]
+ * → q, k, v by Split + Squeeze (Paddle), Gather of a scalar index (timm's unbind), or
+ * Slice + Squeeze; scores scaled by a Mul; optional ALiBi or T5-style bias on the scores.
+ * Input `x` [B, T, 64], output `y` [B, T, 64].
+ */
+export function packedEncoderModel(o: PackedOptions): Model {
+  const heads = o.heads ?? 4;
+  const d = o.d ?? 16;
+  const E = heads * d;
+  const m = new Model({ opsetImports: { '': 17 } });
+  const g = m.graph;
+  const r = rand(7);
+  const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', E])));
+  const b = new Builder(g, { prefix: '/enc/' });
+  const qkv = b.op('Add', [b.op('MatMul', [x, weight(b, 'qkv.weight', [E, 3 * E], r)], {}, { name: 'qkv/MatMul' }), weight(b, 'qkv.bias', [3 * E], r)]);
+  const five = b.op('Reshape', [qkv, b.ints([0, 0, 3, heads, d])]);
+  const packed = b.op('Transpose', [five], { perm: [2, 0, 3, 1, 4] }); // [3, B, H, T, d]
+  let parts: Value[];
+  if (o.cut === 'split-squeeze') {
+    parts = (b.op('Split', [packed, b.ints([1, 1, 1])], { axis: 0 }, { outputs: 3 }) as Value[]).map((p) => b.op('Squeeze', [p, b.ints([0])]));
+  } else if (o.cut === 'gather') {
+    parts = [0, 1, 2].map((i) => b.op('Gather', [packed, b.constant(BigInt64Array.from([BigInt(i)]), [])], { axis: 0 }));
+  } else {
+    parts = [0, 1, 2].map((i) => b.op('Squeeze', [b.op('Slice', [packed, b.ints([i]), b.ints([i + 1]), b.ints([0])]), b.ints([0])]));
+  }
+  const [q, k, v] = parts as [Value, Value, Value];
+  let s = b.op('Mul', [b.op('MatMul', [q, b.op('Transpose', [k], { perm: [0, 1, 3, 2] })], {}, { name: 'MatMul_qk' }), b.scalar(1 / Math.sqrt(d))]);
+  if (o.bias === 'alibi') {
+    // slopes[h] · (j − i), from Range positions
+    const T = b.op('Gather', [b.op('Shape', [x]), b.constant(BigInt64Array.from([1n]), [])], { axis: 0 });
+    const pos = b.op('Cast', [b.op('Range', [b.constant(BigInt64Array.from([0n]), []), T, b.constant(BigInt64Array.from([1n]), [])])], { to: DataType.FLOAT });
+    const rel = b.op('Sub', [b.op('Unsqueeze', [pos, b.ints([0])]), b.op('Unsqueeze', [pos, b.ints([1])])]);
+    const slopes = g.addInitializer(Tensor.fromArray(Float32Array.from({ length: heads }, (_, h) => 2 ** (-(8 * (h + 1)) / heads)), [heads, 1, 1]), 'alibi.slopes');
+    s = b.op('Add', [s, b.op('Mul', [slopes, rel])]);
+  } else if (o.bias === 't5') {
+    // a learned table [buckets, H] gathered by (clipped) relative position, as [H, T, T]
+    const T = b.op('Gather', [b.op('Shape', [x]), b.constant(BigInt64Array.from([1n]), [])], { axis: 0 });
+    const pos = b.op('Range', [b.constant(BigInt64Array.from([0n]), []), T, b.constant(BigInt64Array.from([1n]), [])]);
+    const rel = b.op('Sub', [b.op('Unsqueeze', [pos, b.ints([0])]), b.op('Unsqueeze', [pos, b.ints([1])])]);
+    const bucket = b.op('Add', [b.op('Clip', [rel, b.constant(BigInt64Array.from([-7n]), []), b.constant(BigInt64Array.from([7n]), [])]), b.constant(BigInt64Array.from([7n]), [])]);
+    const table = weight(b, 'relative_attention_bias.weight', [15, heads], r);
+    s = b.op('Add', [s, b.op('Transpose', [b.op('Gather', [table, bucket], { axis: 0 })], { perm: [2, 0, 1] })]);
+  }
+  const p = b.op('Softmax', [s], { axis: -1 }, { name: 'Softmax' });
+  const ctx = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [p, v], {}, { name: 'MatMul_pv' })], { perm: [0, 2, 1, 3] }), b.ints([0, 0, E])], {}, { name: 'attn_out' });
+  const y = b.op('MatMul', [ctx, weight(b, 'out.weight', [E, E], r)], {}, { name: 'out/MatMul' });
+  y.name = 'y';
+  g.addOutput(y);
+  verifyModel(m);
+  return m;
+}

@@ -7,12 +7,12 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Model, type Value, decodeModel, encodeModel, loadModel, verifyModel } from '../../../src/ir/index.js';
-import { LIZA_RULES, type LizaRule, lizaReference } from '../../../src/ops/index.js';
-import { convert, convertModel } from '../../../src/passes/convert/convert.js';
-import { zeroPast } from '../../../src/runtime/decoder_state.js';
+import { type Model, decodeModel, encodeModel, loadModel, verifyModel } from '../../../src/ir/index.js';
+import { LIZA_RULES, type LizaRule } from '../../../src/ops/index.js';
+import { convert } from '../../../src/passes/convert/convert.js';
 import type { ConvertTarget } from '../../../src/passes/convert/options.js';
 import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
+import { checkConvertedLayers, runModel } from '../../helpers/layer_check.js';
 
 const FIX = path.resolve(__dirname, '../../fixtures');
 /** Exports of real library code (tools/gen_foreign_fixtures.py), under fixtures/foreign/. */
@@ -28,19 +28,7 @@ function feedsOf(name: string): Feeds {
   return feeds;
 }
 
-async function run(model: Model, given: Feeds, extra: Value[] = []): Promise<Record<string, ort.Tensor>> {
-  for (const v of extra) if (!model.graph.outputs.includes(v)) model.graph.addOutput(v);
-  // a converted KV-cache export also takes the LiZA state and window: zeros are "no past"
-  const feeds: Feeds = { ...given };
-  const B = Object.values(given)[0]!.dims[0]!;
-  for (const v of model.graph.inputs) if (!feeds[v.name]) feeds[v.name] = zeroPast(v.type, B, v.name);
-  const s = await ort.InferenceSession.create(encodeModel(model));
-  try {
-    return await s.run(feeds);
-  } finally {
-    await s.release();
-  }
-}
+const run = runModel;
 
 /** Outputs of the model as the fixture declares them (logits, presents, ...). */
 function modelOutputs(model: Model): string[] {
@@ -96,35 +84,7 @@ describe('convert: μ = 1 is purely linear', () => {
 
 /** Per-layer check against the TS reference on the layer's own projections. */
 async function checkLayers(name: string, rule: LizaRule, mu: number): Promise<number> {
-  const m = loadModel(path.join(FIX, `${name}.onnx`));
-  const { sites } = convertModel(m, { mu, rule, target: 'portable', chunkSize: 4 });
-  const feeds = feedsOf(name);
-  // at μ = 1 the softmax branch is gone: the mixed value is LiZA's output itself
-  const probes = sites.flatMap((s) => [s.values.xq, s.values.xk, s.values.xv, ...(mu < 1 ? [s.values.attention] : []), s.values.mixed, ...(s.values.mask ? [s.values.mask] : [])]);
-  const out = await run(m, feeds, probes);
-  let worstRel = 0;
-  for (const s of sites) {
-    const t = (v: Value) => out[v.name]!;
-    const xq = t(s.values.xq);
-    const dims = xq.dims as number[];
-    const [B, T] = [dims[0]!, dims[1]!];
-    const mask = s.values.mask ? Float32Array.from(t(s.values.mask).data as BigInt64Array, (x) => Number(x)) : undefined;
-    const ref = lizaReference(
-      {
-        xq: { data: xq.data as Float32Array, dims: [B, T, s.numHeads * s.headDim] },
-        xk: { data: t(s.values.xk).data as Float32Array, dims: [B, T, s.numKvHeads * s.headDim] },
-        xv: { data: t(s.values.xv).data as Float32Array, dims: [B, T, s.numKvHeads * s.headDim] },
-        ...(mask ? { mask: { data: mask, dims: [B, T] } } : {}),
-      },
-      { q_num_heads: s.numHeads, kv_num_heads: s.numKvHeads, head_dim: s.headDim, rule, order: rule.endsWith('_product') ? 2 : 1, causal: s.causal },
-    );
-    const y = ref.y.data;
-    const a = mu < 1 ? (t(s.values.attention).data as Float32Array) : new Float32Array(y.length);
-    const expected = Float32Array.from(a, (x, i) => (1 - mu) * x + mu * y[i]!);
-    const got = t(s.values.mixed).data as Float32Array;
-    worstRel = Math.max(worstRel, maxAbsDiff(got, expected) / Math.max(1, maxAbs(expected)));
-  }
-  return worstRel;
+  return checkConvertedLayers(loadModel(path.join(FIX, `${name}.onnx`)), feedsOf(name), rule, mu);
 }
 
 describe('convert: each converted layer equals (1−μ)·a + μ·LiZA_reference(q, k, v)', () => {
