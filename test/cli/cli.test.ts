@@ -77,6 +77,18 @@ describe('titanize inspect', () => {
     expect(r.stdout).toMatch(/external data\s+none/);
   });
 
+  it('--shapes --json gives every value its inferred shape over the input dim names', async () => {
+    const r = await run(['inspect', LLAMA, '--shapes', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const shapes = (JSON.parse(r.stdout) as { shapes: { values: Record<string, string>; inferred: number; symbolic: number; unknownRank: number } }).shapes;
+    expect(shapes.values.logits).toBe('[batch_size, sequence_length, 256]');
+    expect(shapes.values['/model/layers.0/self_attn/q_proj/MatMul_output_0']).toBe('[batch_size, sequence_length, 64]');
+    expect(shapes.unknownRank).toBe(0);
+    expect(shapes.symbolic).toBe(0);
+    const text = await run(['inspect', LLAMA, '--shapes']);
+    expect(text.stdout).toMatch(/^Shapes: \d+ values: \d+ determined by the input dims, 0 with dims no rule determines, 0 of unknown rank/m);
+  });
+
   it('--json matches the model, with the parameter count computed independently', async () => {
     const r = await run(['inspect', LLAMA, '--json']);
     expect(r.code, r.stderr).toBe(0);

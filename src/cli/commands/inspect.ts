@@ -11,6 +11,8 @@ import {
 } from '../report/inspect_report.js';
 import { renderInspectText } from '../report/inspect_text.js';
 import { type AttentionReport, attentionReport, discoverAttention, renderAttention } from '../../passes/attention/index.js';
+import { inferShapes } from '../../passes/analysis/shapes.js';
+import type { Model } from '../../ir/index.js';
 
 /**
  * HOOK(inspect --attention): optional report sections, each behind its own flag.
@@ -26,7 +28,49 @@ export const INSPECT_SECTIONS: InspectSection<any>[] = [
     compute: (model) => attentionReport(discoverAttention(model)),
     render: (report: AttentionReport) => renderAttention(report),
   },
+  {
+    name: 'shapes',
+    description: 'infer the shape of every value (symbolic dims over the inputs\' dimension names)',
+    jsonDoc: '{ values: { name: "[batch, sequence, 64]" }, inferred, symbolic, unknownRank }: the shape of every node output',
+    compute: (model) => shapesReport(model),
+    render: (r: ShapesReport) => renderShapes(r),
+  },
 ];
+
+interface ShapesReport {
+  values: Record<string, string>;
+  /** Values whose dims are all determined by the inputs' dims (no fresh symbol). */
+  inferred: number;
+  /** Values with at least one dim no rule determines. */
+  symbolic: number;
+  unknownRank: number;
+}
+
+function shapesReport(model: Model): ShapesReport {
+  const shapes = inferShapes(model);
+  const inputSymbols = new Set<string>();
+  for (const v of model.graph.inputs) {
+    const t = v.type;
+    if (t?.kind === 'tensor' && t.shape) for (const d of t.shape) if (d.param) inputSymbols.add(d.param);
+  }
+  const r: ShapesReport = { values: {}, inferred: 0, symbolic: 0, unknownRank: 0 };
+  for (const n of model.graph) {
+    for (const o of n.outputs) {
+      if (!o.name) continue;
+      const dims = shapes.shape(o);
+      r.values[o.name] = shapes.describe(o);
+      if (!dims) r.unknownRank++;
+      else if (dims.every((d) => d.symbols().every((x) => inputSymbols.has(x)))) r.inferred++;
+      else r.symbolic++;
+    }
+  }
+  return r;
+}
+
+function renderShapes(r: ShapesReport): string[] {
+  const total = r.inferred + r.symbolic + r.unknownRank;
+  return [`Shapes: ${total} values: ${r.inferred} determined by the input dims, ${r.symbolic} with dims no rule determines, ${r.unknownRank} of unknown rank (--json lists them)`];
+}
 
 export interface InspectOptions {
   json?: boolean;
