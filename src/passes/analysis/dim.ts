@@ -39,11 +39,27 @@ function monoCompare(a: Monomial, b: Monomial): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+const EMPTY: ReadonlyMap<Monomial, number> = new Map();
+/** Shared instances of small constants: shape inference makes millions of them. */
+const SMALL = new Map<number, SymDim>();
+
 export class SymDim {
-  private constructor(private readonly terms: ReadonlyMap<Monomial, number>) {}
+  /** The integer value when the dim has no symbol (cached: it is read on every comparison). */
+  private readonly constant: number | undefined;
+
+  private constructor(private readonly terms: ReadonlyMap<Monomial, number>) {
+    this.constant = terms.size === 0 ? 0 : terms.size === 1 && terms.has('') ? terms.get('')! : undefined;
+  }
 
   static of(n: number): SymDim {
-    return new SymDim(n === 0 ? new Map() : new Map([['', n]]));
+    const small = Number.isInteger(n) && n >= -1024 && n <= 1 << 20;
+    if (small) {
+      const hit = SMALL.get(n);
+      if (hit) return hit;
+    }
+    const d = new SymDim(n === 0 ? EMPTY : new Map([['', n]]));
+    if (small) SMALL.set(n, d);
+    return d;
   }
 
   static sym(name: string): SymDim {
@@ -63,9 +79,7 @@ export class SymDim {
 
   /** The integer value when the dim has no symbol. */
   get value(): number | undefined {
-    if (this.terms.size === 0) return 0;
-    if (this.terms.size === 1 && this.terms.has('')) return this.terms.get('')!;
-    return undefined;
+    return this.constant;
   }
 
   get isConstant(): boolean {
@@ -88,16 +102,24 @@ export class SymDim {
 
   add(o: SymDim | number): SymDim {
     const b = typeof o === 'number' ? SymDim.of(o) : o;
+    if (this.constant !== undefined && b.constant !== undefined) return SymDim.of(this.constant + b.constant);
+    if (b.constant === 0) return this;
+    if (this.constant === 0) return b;
     return SymDim.from([...this.terms, ...b.terms]);
   }
 
   sub(o: SymDim | number): SymDim {
     const b = typeof o === 'number' ? SymDim.of(o) : o;
+    if (this.constant !== undefined && b.constant !== undefined) return SymDim.of(this.constant - b.constant);
+    if (b.constant === 0) return this;
     return SymDim.from([...this.terms, ...[...b.terms].map(([k, c]): [Monomial, number] => [k, -c])]);
   }
 
   mul(o: SymDim | number): SymDim {
     const b = typeof o === 'number' ? SymDim.of(o) : o;
+    if (this.constant !== undefined && b.constant !== undefined) return SymDim.of(this.constant * b.constant);
+    if (b.constant === 1) return this;
+    if (this.constant === 1) return b;
     const out: [Monomial, number][] = [];
     for (const [ka, ca] of this.terms) for (const [kb, cb] of b.terms) out.push([monoMul(ka, kb), ca * cb]);
     return SymDim.from(out);
@@ -107,6 +129,9 @@ export class SymDim {
   div(o: SymDim | number): SymDim | undefined {
     const d = typeof o === 'number' ? SymDim.of(o) : o;
     if (d.terms.size === 0) return undefined;
+    if (d.constant === 1) return this;
+    if (this.constant !== undefined && d.constant !== undefined) return this.constant % d.constant === 0 ? SymDim.of(this.constant / d.constant) : undefined;
+    if (this.equals(d)) return SymDim.of(1);
     const dLead = [...d.terms.keys()].sort(monoCompare)[0]!;
     const dCoef = d.terms.get(dLead)!;
     let rem: SymDim = this;
@@ -125,7 +150,10 @@ export class SymDim {
   }
 
   equals(o: SymDim | number): boolean {
-    const b = typeof o === 'number' ? SymDim.of(o) : o;
+    if (typeof o === 'number') return this.constant === o;
+    const b = o;
+    if (b === this) return true;
+    if (this.constant !== undefined || b.constant !== undefined) return this.constant === b.constant;
     if (b.terms.size !== this.terms.size) return false;
     for (const [k, c] of this.terms) if (b.terms.get(k) !== c) return false;
     return true;

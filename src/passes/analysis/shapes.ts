@@ -22,7 +22,8 @@ import { SymDim, product } from './dim.js';
 function constantTensorNumbers(v: Value, max: number): { dims: number[]; dataType: DataType; numbers: number[] | undefined } | undefined {
   const t = constantTensor(v);
   if (!t) return undefined;
-  return { dims: t.dims.slice(), dataType: t.dataType, numbers: t.size <= max ? tensorNumbers(t, max) : undefined };
+  // only integer contents matter (shapes, indices); float constants are never read
+  return { dims: t.dims.slice(), dataType: t.dataType, numbers: t.size <= max && isIntType(t.dataType) ? tensorNumbers(t, max) : undefined };
 }
 
 /** What the analysis knows of a value. */
@@ -903,6 +904,18 @@ export function shapeRuleOf(domain: string, opType: string): Rule | undefined {
 
 /** Producers before consumers, from the edges (independent of the node order in the file). */
 function dataFlowOrder(graph: Graph): Node[] {
+  // most files are stored sorted: then the file order is a data-flow order
+  const seen = new Set<Node>();
+  let sorted = true;
+  for (const n of graph) {
+    for (const v of n.inputs) {
+      const p = v?.producer;
+      if (p && p.graph === graph && !seen.has(p)) sorted = false;
+    }
+    if (!sorted) break;
+    seen.add(n);
+  }
+  if (sorted) return graph.nodes();
   const done = new Set<Node>();
   const order: Node[] = [];
   for (const start of graph) {
