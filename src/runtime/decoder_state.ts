@@ -1,39 +1,38 @@
 /**
  * One decoder session plus everything carried between calls: the past inputs (KV cache,
- * or LiZA state and window), paired by name with the present outputs, and the attention
- * mask history. Each `run` feeds a chunk of tokens per row and keeps the presents.
+ * or LiZA state and window), paired with the present outputs by the model's decoder
+ * interface (passes/analysis/io.ts), and the attention mask history. Each `run` feeds a chunk of tokens per row and keeps the presents.
  */
 import * as ort from 'onnxruntime-node';
 import { UserInputError } from '../ir/errors.js';
 import { staticShape } from '../ir/types.js';
 import type { TypeInfo } from '../ir/types.js';
+import type { Model } from '../ir/model.js';
+import { type CachePair, type DecoderIO, decoderIO } from '../passes/analysis/io.js';
 
-export interface RecurrentPair {
-  input: string;
-  output: string;
-  layer: number;
-  kind: string;
+export type RecurrentPair = CachePair;
+
+/**
+ * Declared input types (from the IR), used to build the zero past, and the model's
+ * decoder interface (which inputs are tokens, mask, positions; which past inputs pair
+ * with which present outputs).
+ */
+export type DeclaredTypes = Map<string, TypeInfo | undefined> & { io: DecoderIO };
+
+/** The declared types and interface of `model` (the interface from its metadata, else found from its structure). */
+export function declaredTypes(model: Model, io: DecoderIO = decoderIO(model)): DeclaredTypes {
+  return Object.assign(new Map(model.graph.inputs.map((v) => [v.name, v.type] as const)), { io });
 }
 
-const PAST = /^past_key_values\.(\d+)\.(\w+)$/;
-
-/** Pairs `past_key_values.{i}.<kind>` inputs with `present.{i}.<kind>` outputs. */
-export function recurrentPairs(inputNames: readonly string[], outputNames: readonly string[], options: { requireOutputs?: boolean } = {}): RecurrentPair[] {
-  const pairs: RecurrentPair[] = [];
-  for (const name of inputNames) {
-    const m = PAST.exec(name);
-    if (!m) continue;
-    const output = `present.${m[1]}.${m[2]}`;
-    if (options.requireOutputs !== false && !outputNames.includes(output)) {
-      throw new UserInputError(`model input '${name}' has no matching output '${output}'; cannot carry it between steps`);
-    }
-    pairs.push({ input: name, output, layer: Number(m[1]), kind: m[2]! });
+/** The pairs of `io` that a session with these inputs and outputs carries. */
+export function sessionPairs(io: DecoderIO, inputNames: readonly string[], outputNames: readonly string[], options: { requireOutputs?: boolean } = {}): RecurrentPair[] {
+  const pairs = io.pairs.filter((p) => inputNames.includes(p.input));
+  if (options.requireOutputs !== false) {
+    const missing = pairs.find((p) => !outputNames.includes(p.output));
+    if (missing) throw new UserInputError(`model input '${missing.input}' is carried from output '${missing.output}', which the session does not have`);
   }
   return pairs;
 }
-
-/** Declared input types (from the IR), used to build the zero past. */
-export type DeclaredTypes = Map<string, TypeInfo | undefined>;
 
 /** A zero tensor for a past input: batch = B, symbolic (growing) axes = 0, fixed axes as declared. */
 export function zeroPast(type: TypeInfo | undefined, B: number, name: string): ort.Tensor {
@@ -59,13 +58,15 @@ export class DecoderState {
   /** Per row: 1 for real tokens, 0 for padding, over the whole history. */
   readonly history: number[][];
   private readonly keyPair: RecurrentPair | undefined;
+  readonly io: DecoderIO;
 
   constructor(
     readonly session: ort.InferenceSession,
     types: DeclaredTypes,
     readonly batch: number,
   ) {
-    this.pairs = recurrentPairs(session.inputNames, session.outputNames);
+    this.io = types.io;
+    this.pairs = sessionPairs(types.io, session.inputNames, session.outputNames);
     for (const p of this.pairs) this.past[p.input] = zeroPast(types.get(p.input), batch, p.input);
     this.history = Array.from({ length: batch }, () => []);
     this.keyPair = this.pairs.find((p) => p.kind === 'key');
@@ -109,15 +110,18 @@ export class DecoderState {
         }
       }
     });
-    const feeds: Record<string, ort.Tensor> = { ...this.past, input_ids: new ort.Tensor('int64', idData, [B, t]) };
+    const io = this.io;
+    if (!io.tokens) throw new UserInputError('the model has no token-ids input (an integer input that indexes an embedding table)');
+    const feeds: Record<string, ort.Tensor> = { ...this.past, [io.tokens]: new ort.Tensor('int64', idData, [B, t]) };
     const names = this.session.inputNames;
-    if (names.includes('attention_mask')) feeds.attention_mask = new ort.Tensor('int64', maskData, [B, M]);
-    if (names.includes('position_ids')) feeds.position_ids = new ort.Tensor('int64', posData, [B, t]);
+    if (io.mask && names.includes(io.mask)) feeds[io.mask] = new ort.Tensor('int64', maskData, [B, M]);
+    if (io.positions && names.includes(io.positions)) feeds[io.positions] = new ort.Tensor('int64', posData, [B, t]);
+    if (io.tokenTypes && names.includes(io.tokenTypes)) feeds[io.tokenTypes] = new ort.Tensor('int64', new BigInt64Array(B * t), [B, t]);
     const t0 = performance.now();
     const outputs = await this.session.run(feeds);
     const ms = performance.now() - t0;
     for (const p of this.pairs) this.past[p.input] = outputs[p.output] as ort.Tensor;
-    const logits = (outputs.logits ?? outputs[this.session.outputNames[0]!]) as ort.Tensor;
+    const logits = (outputs[io.logits ?? ''] ?? outputs[this.session.outputNames[0]!]) as ort.Tensor;
     return { logits, outputs, ms };
   }
 }

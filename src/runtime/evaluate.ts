@@ -23,7 +23,7 @@ export interface EvalResult {
 }
 
 export interface EvaluateOptions {
-  /** Output holding the logits (default 'logits', else the first output). */
+  /** Output holding the logits (default: the one the decoder interface names, else the first output). */
   logits?: string;
   onProgress?: (done: number, total: number) => void;
 }
@@ -63,7 +63,7 @@ export function scoreLogits(logits: ort.Tensor, batch: TokenBatch): { nll: numbe
 }
 
 export function logitsOf(session: ort.InferenceSession, out: ort.InferenceSession.OnnxValueMapType, name?: string): ort.Tensor {
-  const key = name ?? (session.outputNames.includes('logits') ? 'logits' : session.outputNames[0]!);
+  const key = name ?? session.outputNames[0]!;
   const t = out[key] as ort.Tensor | undefined;
   if (!t || t.dims.length !== 3) throw new UserInputError(`the model output '${key}' is not [batch, sequence, vocabulary] logits; is this a decoder LM?`);
   return t;
@@ -78,7 +78,7 @@ export async function evaluate(session: ort.InferenceSession, types: DeclaredTyp
     const batch = batches[i]!;
     const feeds = sequenceFeeds(session.inputNames, session.outputNames, types, batch.ids);
     const out = await session.run(feeds);
-    const s = scoreLogits(logitsOf(session, out, options.logits), batch);
+    const s = scoreLogits(logitsOf(session, out, options.logits ?? types.io.logits ?? undefined), batch);
     nll += s.nll;
     correct += s.correct;
     count += s.count;

@@ -5,7 +5,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { UserInputError } from '../ir/errors.js';
-import { type DeclaredTypes, recurrentPairs, zeroPast } from './decoder_state.js';
+import { type DeclaredTypes, sessionPairs, zeroPast } from './decoder_state.js';
 
 export function int64(rows: number[][]): ort.Tensor {
   const B = rows.length;
@@ -24,18 +24,20 @@ export function float32(rows: number[][]): ort.Tensor {
 }
 
 /**
- * Feeds for `inputNames` (a session's inputs, or the model part of a training graph's):
- * input_ids, attention_mask, position_ids and past_key_values.* as present.
+ * Feeds for `inputNames` (a session's inputs, or the model part of a training graph's) by
+ * the model's decoder interface (`types.io`): token ids, padding mask, positions counting
+ * real tokens, zero token types, and zero past inputs.
  */
 export function sequenceFeeds(inputNames: readonly string[], outputNames: readonly string[], types: DeclaredTypes, ids: number[][], mask?: number[][]): Record<string, ort.Tensor> {
   const B = ids.length;
+  const io = types.io;
   const feeds: Record<string, ort.Tensor> = {};
   const m = mask ?? ids.map((r) => r.map(() => 1));
-  const pastNames = new Set(recurrentPairs(inputNames, outputNames, { requireOutputs: false }).map((p) => p.input));
+  const pastNames = new Set(sessionPairs(io, inputNames, outputNames, { requireOutputs: false }).map((p) => p.input));
   for (const name of inputNames) {
-    if (name === 'input_ids') feeds[name] = int64(ids);
-    else if (name === 'attention_mask') feeds[name] = int64(m);
-    else if (name === 'position_ids') {
+    if (name === io.tokens) feeds[name] = int64(ids);
+    else if (name === io.mask) feeds[name] = int64(m);
+    else if (name === io.positions) {
       feeds[name] = int64(
         m.map((row) => {
           let seen = 0;
@@ -46,9 +48,12 @@ export function sequenceFeeds(inputNames: readonly string[], outputNames: readon
         }),
       );
     } else if (pastNames.has(name)) feeds[name] = zeroPast(types.get(name), B, name);
-    else if (name === 'token_type_ids') feeds[name] = int64(ids.map((r) => r.map(() => 0)));
+    else if (name === io.tokenTypes) feeds[name] = int64(ids.map((r) => r.map(() => 0)));
   }
   const missing = inputNames.filter((n) => !(n in feeds));
-  if (missing.length) throw new UserInputError(`cannot feed model input${missing.length > 1 ? 's' : ''} ${missing.map((n) => `'${n}'`).join(', ')}: titanize feeds input_ids, attention_mask, position_ids and past_key_values.*`);
+  if (missing.length) {
+    const roles = [`token ids ${io.tokens ?? '(none found)'}`, `mask ${io.mask ?? '(none)'}`, `positions ${io.positions ?? '(none)'}`, `token types ${io.tokenTypes ?? '(none)'}`].join(', ');
+    throw new UserInputError(`cannot feed model input${missing.length > 1 ? 's' : ''} ${missing.map((n) => `'${n}'`).join(', ')}: titanize found ${roles} and ${io.pairs.length} carried past inputs`);
+  }
   return feeds;
 }

@@ -43,10 +43,7 @@ export interface Generation {
   result: Promise<{ tokens: number[][]; stats: GenerateStats }>;
 }
 
-/** Input types as declared in the file, for building the zero past. */
-export function declaredTypes(model: Model): DeclaredTypes {
-  return new Map(model.graph.inputs.map((v) => [v.name, v.type]));
-}
+export { declaredTypes } from './decoder_state.js';
 
 /**
  * Runs prompts (one token-id list per row) through `session`, greedily or by sampling.

@@ -104,7 +104,8 @@ function mergeFacts(runs: readonly Map<string, ValueFacts>[]): Map<string, Value
  */
 export function explainRunFailure(e: unknown, feeds: Record<string, ort.Tensor>): Error {
   const msg = String((e as Error)?.message ?? e);
-  const ids = feeds.input_ids;
+  // the token ids: the integer [B, T] feed (the first one)
+  const ids = Object.values(feeds).find((t) => t.type === 'int64' && t.dims.length === 2);
   const shape = ids ? ` on a batch of ${ids.dims.join(' × ')} tokens` : '';
   const m = /indices element out of data bounds, idx=(-?\d+) must be within the inclusive range \[-?(\d+),(\d+)\]/.exec(msg);
   if (m) {

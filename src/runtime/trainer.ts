@@ -41,7 +41,8 @@ import {
   slotNames,
 } from '../passes/train/index.js';
 import type { TokenBatch } from './data.js';
-import type { DeclaredTypes } from './decoder_state.js';
+import { type DeclaredTypes, declaredTypes } from './decoder_state.js';
+import { decoderIO } from '../passes/analysis/io.js';
 import { type ExecutionProviderName, createSession } from './execution_provider.js';
 import { logitsOf } from './evaluate.js';
 import { float32, int64, sequenceFeeds } from './feeds.js';
@@ -125,7 +126,7 @@ async function openTeacher(model: Model | undefined, lossInputs: readonly string
     outputs.add(name);
   }
   const session = await sessionFor(copy, options.ep);
-  return { session, types: new Map(copy.graph.inputs.map((v) => [v.name, v.type])), values };
+  return { session, types: declaredTypes(copy, decoderIO(model)), values };
 }
 
 /** Learning rate of optimizer step `step` (0-based). */
@@ -369,7 +370,8 @@ async function build(model: Model, options: TrainerOptions): Promise<{ graph: Tr
   if (!(options.seqLen >= 2)) throw new UserInputError(`the sequence length must be at least 2, got ${options.seqLen}`);
   const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
   const prep = prepareTraining(copy, { ...options, maxSeqLen: options.maxSeqLen ?? options.seqLen });
-  const types: DeclaredTypes = new Map(prep.model.graph.inputs.map((v) => [v.name, v.type]));
+  // the interface of the user's model (convert recorded it), with the training graph's input types
+  const types: DeclaredTypes = declaredTypes(prep.model, decoderIO(model));
   const teacher = await openTeacher(options.teacher, prep.lossInputs, prep.teacherValues, options);
   try {
     // two small runs (different batch and sequence sizes, the second at the training
@@ -402,7 +404,7 @@ async function lossFeeds(names: readonly string[], batch: TokenBatch, teacher?: 
   if (names.includes(LABELS_INPUT)) feeds[LABELS_INPUT] = int64(batch.labels);
   if (teacher) {
     const out = await teacher.session.run(sequenceFeeds(teacher.session.inputNames, teacher.session.outputNames, teacher.types, batch.ids));
-    if (names.includes(TEACHER_INPUT)) feeds[TEACHER_INPUT] = logitsOf(teacher.session, out);
+    if (names.includes(TEACHER_INPUT)) feeds[TEACHER_INPUT] = logitsOf(teacher.session, out, teacher.types.io.logits ?? undefined);
     for (const [input, value] of teacher.values) feeds[input] = out[value] as ort.Tensor;
   }
   return feeds;

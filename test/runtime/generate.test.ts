@@ -3,7 +3,7 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/ir/index.js';
 import { createSession } from '../../src/runtime/execution_provider.js';
-import { recurrentPairs } from '../../src/runtime/decoder_state.js';
+import { sessionPairs } from '../../src/runtime/decoder_state.js';
 import { declaredTypes, generate } from '../../src/runtime/generate.js';
 import { Sampler, argmax } from '../../src/runtime/sampling.js';
 
@@ -44,12 +44,14 @@ async function recompute(session: ort.InferenceSession, prompts: number[][], ste
 }
 
 describe('generation loop', () => {
-  it('pairs past/present by name', () => {
-    expect(recurrentPairs(['input_ids', 'past_key_values.0.key', 'past_key_values.1.state'], ['logits', 'present.0.key', 'present.1.state'])).toEqual([
-      { input: 'past_key_values.0.key', output: 'present.0.key', layer: 0, kind: 'key' },
-      { input: 'past_key_values.1.state', output: 'present.1.state', layer: 1, kind: 'state' },
-    ]);
-    expect(() => recurrentPairs(['past_key_values.0.key'], ['logits'])).toThrow(/no matching output 'present.0.key'/);
+  it('carries the pairs of the decoder interface that the session has', () => {
+    const io = { tokens: 'ids', mask: null, positions: null, tokenTypes: null, logits: 'out', pairs: [
+      { input: 'k0', output: 'k0_out', layer: 0, kind: 'key' },
+      { input: 's1', output: 's1_out', layer: 1, kind: 'state' },
+    ] };
+    expect(sessionPairs(io, ['ids', 'k0', 's1'], ['out', 'k0_out', 's1_out'])).toEqual(io.pairs);
+    expect(sessionPairs(io, ['ids', 's1'], ['out', 's1_out'])).toEqual([io.pairs[1]]);
+    expect(() => sessionPairs(io, ['ids', 'k0'], ['out'])).toThrow(/model input 'k0' is carried from output 'k0_out', which the session does not have/);
   });
 
   it.each(['llama', 'qwen2', 'gpt2'])('%s: greedy KV-cache generation matches full recomputation token for token (batch 2, left padding)', async (name) => {

@@ -46,12 +46,13 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
     .command('generate')
     .summary('generate tokens with a decoder (original KV-cache or converted state model)')
     .description(
-      'Generate text or token ids with a decoder export. Inputs past_key_values.{i}.<kind> and outputs present.{i}.<kind> ' +
-        'are paired by name and carried between steps, starting from zeros: a KV cache (growing) for original exports, a ' +
+      'Generate text or token ids with a decoder export. Past inputs and present outputs are paired by the model\'s ' +
+        'decoder interface (the KV cache found by attention discovery, or the mapping convert records in the metadata) and ' +
+        'carried between steps, starting from zeros: a KV cache (growing) for original exports, a ' +
         'fixed-size LiZA state and window for converted ones. Several --prompt/--ids make a batch (left-padded). Tokens are ' +
         'printed as they come; prefill and decode speed are printed at the end.',
     )
-    .argument('<model>', 'a decoder .onnx file (with input_ids, and optionally attention_mask, position_ids, past_key_values.*)')
+    .argument('<model>', 'a decoder .onnx file (token ids, and optionally a padding mask, positions and a KV cache, whatever their names)')
     .option('--prompt <text>', 'prompt text (repeat for a batch); needs --tokenizer', collect, [])
     .option('--tokenizer <file>', "a Hugging Face tokenizer.json (tokenizer_config.json beside it is read too)")
     .option('--ids <list>', 'prompt token ids, e.g. 1,2,3 (repeat for a batch)', collect, [])

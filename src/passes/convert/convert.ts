@@ -16,6 +16,7 @@ import {
 import { LINEAR_ATTENTION_OPSET, TPTT_DOMAIN, lowerLizaToContrib, lowerLizaToOnnx27, type LoweringReport } from '../../ops/index.js';
 import { type UpgradeReport, upgradeOpset } from '../upgrade_opset.js';
 import { MIN_ONNX_OPSET } from '../../ops/schema.js';
+import { type DecoderIO, findDecoderIO, writeDecoderIO } from '../analysis/io.js';
 import { discoverAttention, isAttentionNode } from '../attention/discover.js';
 import { functionContains, inlineFunctions } from '../inline_functions.js';
 import type { AttentionDiscovery, AttentionSite } from '../attention/site.js';
@@ -24,7 +25,7 @@ import { addLora, type LoraAdapter, type LoraTarget } from './lora.js';
 import { type ConvertOptions, type ResolvedConvertOptions, resolveConvertOptions } from './options.js';
 import { type ConvertedSite, TPTT_RULE, convertSite, valueIndex } from './tptt.js';
 import { applyWindow } from './window.js';
-import { addStateInputs, addStateOutputs, cacheIndex, cutKvCache, dropKvCache, hasKvCache, removeUnusedPastInputs } from './recurrent.js';
+import { addStateInputs, addStateOutputs, cutKvCache, dropKvCache, hasKvCache, removeUnusedPastInputs } from './recurrent.js';
 
 /** Model metadata key that marks a converted model (its value: the options, as JSON). */
 export const CONVERTED_KEY = 'titanize.converted';
@@ -87,6 +88,8 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
   const skipped: { layer: number; reason: string }[] = [];
   const windows: string[] = [];
   const inlined: string[] = [];
+  let io: DecoderIO | null = null;
+  const statePairs: DecoderIO['pairs'] = [];
   let adapters: LoraAdapter[] = [];
   let lowering: LoweringReport | null = null;
   let opsetUpgrade: UpgradeReport | null = null;
@@ -126,6 +129,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
       changesInput: false,
       run(m) {
         discovery = discoverAttention(m);
+        io = findDecoderIO(m, discovery);
         if (!discovery.sites.length) {
           const why = discovery.rejected.map((r) => `${r.node}: ${r.reason}`).slice(0, 5).join('; ');
           throw new UserInputError(`no softmax attention found${why ? ` (${why})` : ' (the model has no Softmax)'}`);
@@ -166,6 +170,10 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
           if (recurrent) {
             addStateOutputs(m.graph, site, c.presentState, c.presentWindow, w);
             stateSites.push(site);
+            statePairs.push(
+              { input: past!.state.name, output: c.presentState.name, layer: site.layer, kind: 'state' },
+              { input: past!.window.name, output: c.presentWindow.name, layer: site.layer, kind: 'window' },
+            );
           }
           converted.push(c);
         });
@@ -181,10 +189,9 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
       run(m) {
         if (!stateSites.length) return { model: m, modified: false };
         const dropped: AttentionSite[] = [];
+        state.inputs.push(...statePairs.map((p) => p.input));
+        state.outputs.push(...statePairs.map((p) => p.output));
         for (const site of stateSites) {
-          const i = cacheIndex(site);
-          state.inputs.push(`past_key_values.${i}.state`, `past_key_values.${i}.window`);
-          state.outputs.push(`present.${i}.state`, `present.${i}.window`);
           if (opts.mu === 1) {
             state.removedKv.push(...dropKvCache(m, site));
             dropped.push(site);
@@ -193,7 +200,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
             else state.cutKv.push(...cutKvCache(m.graph, site, opts.window));
           }
         }
-        if (dropped.length) state.removedKv.push(...removeUnusedPastInputs(m, dropped));
+        if (dropped.length) state.removedKv.push(...removeUnusedPastInputs(m, dropped, discovery!.sites, io!));
         return { model: m, modified: true };
       },
     });
@@ -237,6 +244,14 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
   }
   const { verify: _v, ...reported } = opts;
   setMetadata(model.metadataProps, CONVERTED_KEY, JSON.stringify(reported));
+  if (io) {
+    // the interface of the converted model: the original's roles, the pairs that are left, the new state pairs
+    const inputs = new Set(model.graph.inputs.map((v) => v.name));
+    const outputs = new Set(model.graph.outputs.map((v) => v.name));
+    const base: DecoderIO = io;
+    const pairs = [...base.pairs, ...statePairs].filter((p) => inputs.has(p.input) && outputs.has(p.output));
+    writeDecoderIO(model, { ...base, pairs: pairs.sort((a, b) => a.layer - b.layer) });
+  }
   const report: ConvertReport = {
     options: reported,
     sites: converted.map(({ presentState: _s, presentWindow: _w, lizaNode: _n, values: _v, ...rest }) => rest),

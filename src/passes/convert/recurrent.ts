@@ -10,7 +10,7 @@
  *
  * With μ = 1 the KV pair of the layer disappears; nodes that still read the removed past
  * input's shape (a mask built from the past length, for instance) read an equivalent shape
- * computed from a kept past input or from attention_mask and input_ids instead.
+ * computed from a kept past input or from the padding mask and token ids instead.
  */
 import {
   Builder,
@@ -26,14 +26,14 @@ import {
   type TypeInfo,
 } from '../../ir/index.js';
 import type { AttentionSite } from '../attention/site.js';
+import type { DecoderIO } from '../analysis/io.js';
 
 export const RECURRENT_RULE = 'recurrent-state';
 const INT64_MAX = 9223372036854775807n;
 
-/** Layer index used in the KV names (`past_key_values.{i}.key`), else the site's layer. */
+/** The index in the names of the state inputs/outputs: the site's layer (the pairs themselves are recorded in `titanize.io`). */
 export function cacheIndex(site: AttentionSite): number {
-  const m = site.past ? /^past_key_values\.(\d+)\./.exec(site.past.key) : null;
-  return m ? Number(m[1]) : site.layer;
+  return site.layer;
 }
 
 /** True when the site's KV cache is a graph input/output pair that can become a recurrent state. */
@@ -112,14 +112,15 @@ export function dropKvCache(model: Model, site: AttentionSite): string[] {
  * After outputs were dropped and dead code removed: past KV inputs that are still read
  * only through Shape get an equivalent computed shape, then are removed.
  */
-export function removeUnusedPastInputs(model: Model, sites: AttentionSite[]): string[] {
+export function removeUnusedPastInputs(model: Model, sites: AttentionSite[], allSites: AttentionSite[], io: DecoderIO): string[] {
   const graph = model.graph;
   eliminateDeadCode(graph);
   const removed: string[] = [];
   const candidates = sites.flatMap((s) => [s.refs.pastKey, s.refs.pastValue]).filter((v): v is Value => !!v && graph.inputs.includes(v));
   const dropped = new Set(candidates);
+  const caches = allSites.flatMap((s) => [s.refs.pastKey, s.refs.pastValue]).filter((v): v is Value => !!v && graph.inputs.includes(v));
   for (const past of candidates) {
-    if (past.numUses > 0) replaceShapeReads(graph, past, dropped);
+    if (past.numUses > 0) replaceShapeReads(graph, past, dropped, caches, io);
     if (past.numUses === 0) {
       graph.removeInput(past);
       removed.push(past.name);
@@ -129,7 +130,7 @@ export function removeUnusedPastInputs(model: Model, sites: AttentionSite[]): st
   return removed;
 }
 
-function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>): void {
+function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>, caches: Value[], io: DecoderIO): void {
   const users = past.consumers();
   const bad = users.find((n) => !n.is('Shape'));
   if (bad) {
@@ -137,7 +138,7 @@ function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>): void
       `cannot remove the KV cache input '${past.name}': ${describeNode(bad)} still reads its values; convert that layer too, or keep μ < 1`,
     );
   }
-  const kept = graph.inputs.find((v) => /^past_key_values\.\d+\.(key|value)$/.test(v.name) && !dropped.has(v));
+  const kept = caches.find((v) => !dropped.has(v));
   const first = graph.first;
   if (!first) return;
   const b = new Builder(graph, { before: first, tag: RECURRENT_RULE, prefix: `tptt/${past.name}/` });
@@ -152,9 +153,9 @@ function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>): void
     // the kept input has the same batch and past length; heads and head_dim are this input's
     shape = b.op('Concat', [sliceOf(b, shape, 0, 1), b.ints([dims[1].value!]), sliceOf(b, shape, 2, 3), b.ints([dims[3].value!])], { axis: 0 });
   } else {
-    const mask = graph.inputs.find((v) => v.name === 'attention_mask');
-    const ids = graph.inputs.find((v) => v.name === 'input_ids');
-    if (!mask || !ids) throw new UserInputError(`cannot remove '${past.name}': nothing else tells the past length (no attention_mask and input_ids inputs)`);
+    const mask = graph.inputs.find((v) => v.name === io.mask);
+    const ids = graph.inputs.find((v) => v.name === io.tokens);
+    if (!mask || !ids) throw new UserInputError(`cannot remove '${past.name}': nothing else tells the past length (the model has no padding-mask and token-ids inputs)`);
     const ms = b.op('Shape', [mask]);
     const is = b.op('Shape', [ids]);
     const P = b.op('Sub', [sliceOf(b, ms, 1, 2), sliceOf(b, is, 1, 2)]);

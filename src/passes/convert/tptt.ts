@@ -65,10 +65,10 @@ function projectionValue(b: Builder, site: AttentionSite, which: 'q' | 'k' | 'v'
   );
 }
 
-/** The padding mask [B,T] for the current tokens: the last T columns of the model's attention_mask. */
+/** The padding mask [B,T] for the current tokens: the last T columns of the [B, S] mask input that reaches the site's mask. */
 function paddingMask(b: Builder, site: AttentionSite, xq: Value, graph: Graph): Value | null {
   const byName = (n: string): Value | undefined => graph.inputs.find((v) => v.name === n);
-  const input = site.mask.inputs.map(byName).find((v) => v !== undefined) ?? byName('attention_mask');
+  const input = site.mask.inputs.map(byName).find((v) => v !== undefined);
   if (!input) return null;
   const t = input.type;
   if (t?.kind === 'tensor' && t.shape && t.shape.length !== 2) return null;
