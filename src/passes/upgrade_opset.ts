@@ -6,16 +6,20 @@
  * ScatterElements reduction 16, RNN layout 14); the ones that change what a node means are
  * handled here or refused with the node named:
  *
+ * - opset 14: BatchNormalization's training outputs (running mean/var instead of saved
+ *   statistics) change meaning: a node with more than one output is refused.
+ * - opset 16: RoiAlign gains `coordinate_transformation_mode`, default `half_pixel`; the
+ *   old behaviour is `output_half_pixel` (set explicitly).
  * - opset 18: ReduceMean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare take `axes` as an
  *   input instead of an attribute (rewritten); Split gains `num_outputs` (compatible).
  * - opset 20: GridSample renames its modes (bilinear → linear, bicubic → cubic: rewritten);
  *   DFT takes `axis` as an input (refused).
  * - opset 21: GroupNormalization's scale and bias become per-channel (refused).
  *
- * Only the main graph and its subgraphs are changed; model-local functions keep their own
- * opset imports.
+ * The main graph, its subgraphs and the bodies of model-local functions that import an
+ * older default opset are rewritten; those functions' imports are raised with the model's.
  */
-import { AttributeType, Builder, type Graph, type Model, UserInputError, describeNode, walkNodes } from '../ir/index.js';
+import { AttributeType, Builder, type Graph, type IRFunction, type Model, UserInputError, describeNode } from '../ir/index.js';
 
 const REDUCE_AXES_TO_INPUT = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare']);
 
@@ -35,25 +39,40 @@ export function upgradeOpset(model: Model, target: number): UpgradeReport {
   const bump = (what: string): void => {
     counts.set(what, (counts.get(what) ?? 0) + 1);
   };
-  // refuse first, so that a refused upgrade changes nothing
-  for (const n of walkNodes(model.graph)) {
-    if (!n.isOnnxDomain()) continue;
-    if (n.opType === 'DFT' && from < 20 && target >= 20) throw refuse(n, from, target, 'DFT takes axis as an input from opset 20');
-    if (n.opType === 'GroupNormalization' && from < 21 && target >= 21) throw refuse(n, from, target, 'GroupNormalization scale and bias change shape at opset 21');
-  }
-  const graphs: Graph[] = [];
-  const collect = (g: Graph): void => {
-    graphs.push(g);
-    for (const n of g) for (const s of n.subgraphs()) collect(s);
+  // every graph to rewrite, with the opset its nodes are at: the main graph and its
+  // subgraphs, and the bodies of functions importing an older default opset
+  const graphs: { g: Graph; from: number }[] = [];
+  const collect = (g: Graph, at: number): void => {
+    graphs.push({ g, from: at });
+    for (const n of g) for (const sub of n.subgraphs()) collect(sub, at);
   };
-  collect(model.graph);
-  for (const g of graphs) {
+  collect(model.graph, from);
+  const functions: IRFunction[] = [];
+  for (const f of model.functions) {
+    const at = defaultOpset(f);
+    if (at === undefined || at >= target) continue;
+    if (at < 13) throw new UserInputError(`cannot upgrade function ${f.domain}.${f.name} from opset ${at} (titanize upgrades from opset 13 or later)`);
+    functions.push(f);
+    collect(f.body, at);
+  }
+  // refuse first, so that a refused upgrade changes nothing
+  for (const { g, from: at } of graphs) {
     for (const n of g) {
       if (!n.isOnnxDomain()) continue;
-      if (REDUCE_AXES_TO_INPUT.has(n.opType) && from < 18 && target >= 18) {
+      if (n.opType === 'DFT' && at < 20 && target >= 20) throw refuse(n, at, target, 'DFT takes axis as an input from opset 20');
+      if (n.opType === 'GroupNormalization' && at < 21 && target >= 21) throw refuse(n, at, target, 'GroupNormalization scale and bias change shape at opset 21');
+      if (n.opType === 'BatchNormalization' && at < 14 && target >= 14 && n.outputs.filter((o) => o.name).length > 1) {
+        throw refuse(n, at, target, 'BatchNormalization in training mode (more than one output) changes its outputs at opset 14');
+      }
+    }
+  }
+  for (const { g, from: at } of graphs) {
+    for (const n of g) {
+      if (!n.isOnnxDomain()) continue;
+      if (REDUCE_AXES_TO_INPUT.has(n.opType) && at < 18 && target >= 18) {
         const axes = n.attribute('axes');
         if (axes) {
-          if (axes.type !== AttributeType.INTS) throw refuse(n, from, target, 'its axes attribute is not a list of ints');
+          if (axes.type !== AttributeType.INTS) throw refuse(n, at, target, 'its axes attribute is not a list of ints');
           const b = new Builder(g, { before: n, tag: 'upgrade-opset' });
           const c = b.ints(axes.value.map(Number), 'axes');
           n.attributes.delete('axes');
@@ -61,7 +80,11 @@ export function upgradeOpset(model: Model, target: number): UpgradeReport {
           bump(`${n.opType} axes → input`);
         }
       }
-      if (n.opType === 'GridSample' && from < 20 && target >= 20) {
+      if (n.opType === 'RoiAlign' && at < 16 && target >= 16 && !n.attribute('coordinate_transformation_mode')) {
+        n.setAttribute('coordinate_transformation_mode', 'output_half_pixel');
+        bump('RoiAlign coordinate_transformation_mode = output_half_pixel (the pre-16 behaviour)');
+      }
+      if (n.opType === 'GridSample' && at < 20 && target >= 20) {
         const mode = n.attribute('mode');
         if (mode && mode.type === AttributeType.STRING) {
           const m = new TextDecoder().decode(mode.value);
@@ -75,7 +98,13 @@ export function upgradeOpset(model: Model, target: number): UpgradeReport {
     }
   }
   model.opsetImports.set(model.opsetImports.has('') ? '' : 'ai.onnx', target);
+  for (const f of functions) f.opsetImports.set(f.opsetImports.has('') ? '' : 'ai.onnx', target);
+  if (functions.length) bump(`function opset ${functions.map((f) => `${f.domain}.${f.name}`).join(', ')} raised`);
   return { from, to: target, changes: [...counts].map(([k, v]) => `${k} ×${v}`) };
+}
+
+function defaultOpset(f: IRFunction): number | undefined {
+  return f.opsetImports.get('') ?? f.opsetImports.get('ai.onnx');
 }
 
 function refuse(n: Parameters<typeof describeNode>[0], from: number, to: number, why: string): UserInputError {

@@ -107,7 +107,6 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
       inPlace: true,
       run(m) {
         opsetUpgrade = upgradeOpset(m, MIN_ONNX_OPSET);
-        for (const f of m.functions) if ((f.opsetImports.get('') ?? MIN_ONNX_OPSET) < MIN_ONNX_OPSET) f.opsetImports.set('', MIN_ONNX_OPSET);
         return { model: m, modified: true };
       },
     });
@@ -225,8 +224,7 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
           const first: UpgradeReport | null = opsetUpgrade;
           const up = upgradeOpset(m, LINEAR_ATTENTION_OPSET);
           opsetUpgrade = first ? { from: first.from, to: up.to, changes: [...first.changes, ...up.changes] } : up;
-          // model-local functions follow the model's default opset (onnxruntime requires it)
-          for (const f of m.functions) if (f.opsetImports.has('')) f.opsetImports.set('', LINEAR_ATTENTION_OPSET);
+          // (model-local functions are rewritten and follow the model's default opset: onnxruntime requires it)
         }
         lowering = opts.target === 'ort' ? lowerLizaToContrib(m) : lowerLizaToOnnx27(m);
         return { model: m, modified: true };
