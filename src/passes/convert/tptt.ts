@@ -77,6 +77,13 @@ function paddingMask(b: Builder, site: AttentionSite, xq: Value, graph: Graph): 
   return b.op('Slice', [input, negT, b.constant(BigInt64Array.from([9223372036854775807n]), [1]), b.ints([1])], {}, { name: 'current_mask' });
 }
 
+/** The float type the site computes in: its query projection's weight type (float32 unless the model is fp16 / bf16). */
+function sitePrecision(graph: Graph, site: AttentionSite): DataType {
+  const w = site.q.weight ? graph.initializers.get(site.q.weight)?.initializer : undefined;
+  const t = w?.dataType;
+  return t === DataType.FLOAT16 || t === DataType.BFLOAT16 ? t : DataType.FLOAT;
+}
+
 export function convertSite(
   model: Model,
   site: AttentionSite,
@@ -100,10 +107,13 @@ export function convertSite(
     }
   }
   const b = new Builder(graph, { before, tag: TPTT_RULE, prefix });
-  // the memory works on [B, T, H·d]; sites in another layout are transposed to it and back
-  const xq = projectionToCanonical(b, projectionValue(b, site, 'q', index), site.layout.q, 'q');
-  const xk = projectionToCanonical(b, projectionValue(b, site, 'k', index), site.layout.k, 'k');
-  const xv = projectionToCanonical(b, projectionValue(b, site, 'v', index), site.layout.v, 'v');
+  // the memory works on [B, T, H·d] in float32; sites in another layout are transposed to
+  // it and back, fp16 / bf16 sites cast to float32 and back
+  const precision = sitePrecision(graph, site);
+  const toF32 = (v: Value, name: string): Value => (precision === DataType.FLOAT ? v : b.op('Cast', [v], { to: DataType.FLOAT }, { name: `${name}_f32` }));
+  const xq = toF32(projectionToCanonical(b, projectionValue(b, site, 'q', index), site.layout.q, 'q'), 'q');
+  const xk = toF32(projectionToCanonical(b, projectionValue(b, site, 'k', index), site.layout.k, 'k'), 'k');
+  const xv = toF32(projectionToCanonical(b, projectionValue(b, site, 'v', index), site.layout.v, 'v'), 'v');
   const sizes = runtimeSizes(b, xq, site.numHeads, site.headDim);
   const mask = paddingMask(b, site, xq, graph);
   const attrs: LizaOpAttributes = {
@@ -129,7 +139,7 @@ export function convertSite(
   if (opts.mu === 1) {
     mixed = liza.y;
   } else {
-    attention = outputToCanonical(b, a, site.layout.output, sizes);
+    attention = toF32(outputToCanonical(b, a, site.layout.output, sizes), 'attention');
     const mu = graph.addInitializer(Tensor.fromArray(Float32Array.from([opts.mu]), [], DataType.FLOAT), uniqueInitializer(graph, `tptt.layers.${site.layer}.mag.mu`));
     const mag = addMagNode(model, graph, attention, liza.y, mu, { before, name: `${prefix}MaG` });
     setMetadata(mag.node.metadataProps, 'titanize.rule', TPTT_RULE);
@@ -139,7 +149,8 @@ export function convertSite(
   }
   // every reader of the attention output (the output projection, possibly through a
   // Reshape as in GPT-2 exports) now reads the mixed value, in the site's layout
-  const out = outputFromCanonical(b, mixed, site.layout.output, sizes);
+  const relaid = outputFromCanonical(b, mixed, site.layout.output, sizes);
+  const out = precision === DataType.FLOAT ? relaid : b.op('Cast', [relaid], { to: precision }, { name: 'memory_out' });
   if (uses.length === 0) throw new UserInputError(`layer ${site.layer}: nothing reads the attention output '${a.name}'`);
   for (const u of uses) u.node.setInput(u.index, out);
   return {
