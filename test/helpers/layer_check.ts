@@ -13,12 +13,12 @@ import { maxAbs, maxAbsDiff } from './compare.js';
 export type Feeds = Record<string, ort.Tensor>;
 
 /** Runs `model` on `given` (+ zero LiZA state / window for converted caches), returning `extra` values too. */
-export async function runModel(model: Model, given: Feeds, extra: Value[] = []): Promise<Record<string, ort.Tensor>> {
+export async function runModel(model: Model, given: Feeds, extra: Value[] = [], options: ort.InferenceSession.SessionOptions = {}): Promise<Record<string, ort.Tensor>> {
   for (const v of extra) if (!model.graph.outputs.includes(v)) model.graph.addOutput(v);
   const feeds: Feeds = { ...given };
   const B = Object.values(given)[0]!.dims[0]!;
   for (const v of model.graph.inputs) if (!feeds[v.name]) feeds[v.name] = zeroPast(v.type, B, v.name);
-  const s = await ort.InferenceSession.create(encodeModel(model));
+  const s = await ort.InferenceSession.create(encodeModel(model), options);
   try {
     return await s.run(feeds);
   } finally {

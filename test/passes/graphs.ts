@@ -374,6 +374,62 @@ export interface PackedOptions {
   d?: number;
   /** A bias the linear branch cannot express, added to the scores. */
   bias?: 'alibi' | 't5' | 'none';
+  /**
+   * Quantized q/k/v and output projections: 4-bit MatMulNBits blocks or int8 QDQ
+   * (DequantizeLinear → MatMul); `dequantized` builds the same model with the
+   * dequantized float weights (the reference).
+   */
+  quant?: 'nbits' | 'qdq';
+  dequantized?: boolean;
+}
+
+/** A [K, N] projection of `x` with weights quantized as `quant` (or their dequantized float values). */
+function quantizedProjection(b: Builder, x: Value, name: string, K: number, N: number, r: () => number, quant: 'nbits' | 'qdq', dequantized: boolean): Value {
+  const w = Float32Array.from({ length: K * N }, () => r() * 0.2);
+  const deq = new Float32Array(K * N);
+  const g = b.graph;
+  if (quant === 'qdq') {
+    const scale = new Float32Array(N);
+    const q = new Int8Array(K * N);
+    for (let n = 0; n < N; n++) {
+      let m = 0;
+      for (let k = 0; k < K; k++) m = Math.max(m, Math.abs(w[k * N + n]!));
+      scale[n] = m / 127 || 1;
+      for (let k = 0; k < K; k++) {
+        q[k * N + n] = Math.round(w[k * N + n]! / scale[n]!);
+        deq[k * N + n] = q[k * N + n]! * scale[n]!;
+      }
+    }
+    if (dequantized) return b.op('MatMul', [x, g.addInitializer(Tensor.fromArray(deq, [K, N]), `${name}.weight`)], {}, { name: `${name}/MatMul` });
+    const qv = g.addInitializer(Tensor.fromArray(q, [K, N], DataType.INT8), `${name}.weight_quantized`);
+    const sv = g.addInitializer(Tensor.fromArray(scale, [N]), `${name}.weight_scale`);
+    const zv = g.addInitializer(Tensor.fromArray(new Int8Array(N), [N], DataType.INT8), `${name}.weight_zero_point`);
+    const W = b.op('DequantizeLinear', [qv, sv, zv], { axis: 1 });
+    return b.op('MatMul', [x, W], {}, { name: `${name}/MatMul` });
+  }
+  const block = 32;
+  const blocks = K / block;
+  const packed = new Uint8Array(N * blocks * (block / 2));
+  const scales = new Float32Array(N * blocks);
+  for (let n = 0; n < N; n++) {
+    for (let bl = 0; bl < blocks; bl++) {
+      let m = 0;
+      for (let i = 0; i < block; i++) m = Math.max(m, Math.abs(w[(bl * block + i) * N + n]!));
+      const s = m / 7 || 1;
+      scales[n * blocks + bl] = s;
+      for (let i = 0; i < block; i++) {
+        const k = bl * block + i;
+        const q = Math.max(0, Math.min(15, Math.round(w[k * N + n]! / s) + 8));
+        deq[k * N + n] = (q - 8) * s;
+        const byte = (n * blocks + bl) * (block / 2) + (i >> 1);
+        packed[byte] = packed[byte]! | (i & 1 ? q << 4 : q);
+      }
+    }
+  }
+  if (dequantized) return b.op('MatMul', [x, g.addInitializer(Tensor.fromArray(deq, [K, N]), `${name}.weight`)], {}, { name: `${name}/MatMul` });
+  const bv = g.addInitializer(Tensor.fromArray(packed, [N, blocks, block / 2], DataType.UINT8), `${name}.weight_q4`);
+  const sv = g.addInitializer(Tensor.fromArray(scales, [N * blocks]), `${name}.weight_scales`);
+  return b.op('MatMulNBits', [x, bv, sv], { K, N, bits: 4, block_size: block }, { name: `${name}/MatMulNBits`, domain: 'com.microsoft' });
 }
 
 /**
@@ -387,12 +443,14 @@ export function packedEncoderModel(o: PackedOptions): Model {
   const heads = o.heads ?? 4;
   const d = o.d ?? 16;
   const E = heads * d;
-  const m = new Model({ opsetImports: { '': 17 } });
+  const m = new Model({ opsetImports: { '': 17, ...(o.quant === 'nbits' && !o.dequantized ? { 'com.microsoft': 1 } : {}) } });
   const g = m.graph;
   const r = rand(7);
   const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', E])));
   const b = new Builder(g, { prefix: '/enc/' });
-  const qkv = b.op('Add', [b.op('MatMul', [x, weight(b, 'qkv.weight', [E, 3 * E], r)], {}, { name: 'qkv/MatMul' }), weight(b, 'qkv.bias', [3 * E], r)]);
+  const project = (input: Value, name: string, K: number, N: number): Value =>
+    o.quant ? quantizedProjection(b, input, name, K, N, r, o.quant, !!o.dequantized) : b.op('MatMul', [input, weight(b, `${name}.weight`, [K, N], r)], {}, { name: `${name}/MatMul` });
+  const qkv = b.op('Add', [project(x, 'qkv', E, 3 * E), weight(b, 'qkv.bias', [3 * E], r)]);
   const five = b.op('Reshape', [qkv, b.ints([0, 0, 3, heads, d])]);
   const packed = b.op('Transpose', [five], { perm: [2, 0, 3, 1, 4] }); // [3, B, H, T, d]
   let parts: Value[];
@@ -423,7 +481,8 @@ export function packedEncoderModel(o: PackedOptions): Model {
   }
   const p = b.op('Softmax', [s], { axis: -1 }, { name: 'Softmax' });
   const ctx = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [p, v], {}, { name: 'MatMul_pv' })], { perm: [0, 2, 1, 3] }), b.ints([0, 0, E])], {}, { name: 'attn_out' });
-  const y = b.op('MatMul', [ctx, weight(b, 'out.weight', [E, E], r)], {}, { name: 'out/MatMul' });
+  // the residual: the output projection is not itself a graph output (as in real blocks)
+  const y = b.op('Add', [project(ctx, 'out', E, E), x]);
   y.name = 'y';
   g.addOutput(y);
   verifyModel(m);

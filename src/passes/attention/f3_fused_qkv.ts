@@ -4,7 +4,7 @@
  * possibly between flattening Reshapes) carved into q, k and v by a Split (3 outputs)
  * or by Slices on the last axis.
  */
-import { type Node, type Value, describeNode } from '../../ir/index.js';
+import { type Node, type Value, dataTypeName, describeNode } from '../../ir/index.js';
 import { constantTensor, constantValues } from '../util/constants.js';
 import {
   describeValue,
@@ -52,6 +52,9 @@ export function isWeightLike(v: Value, budget = 32): boolean {
 function weightShape(w: Value): number[] | null {
   const t = constantTensor(w);
   if (t) return t.dims.slice();
+  // QDQ: the weight is DequantizeLinear of a quantized initializer of the same shape
+  const dq = w.producer?.opType === 'DequantizeLinear' ? constantTensor(w.producer.inputs[0]) : undefined;
+  if (dq) return dq.dims.slice();
   const ty = w.type;
   if (ty && ty.kind === 'tensor' && ty.shape && ty.shape.every((d) => d.value !== undefined)) return ty.shape.map((d) => d.value!);
   return null;
@@ -72,7 +75,14 @@ function baseProjection(node: Node, op: string): Projection {
     columns: null,
     packed: null,
     split: null,
+    quantization: null,
   };
+}
+
+/** A com.microsoft MatMulNBits producing `v` (a projection with block-quantized weights). */
+function nBits(v: Value): Node | null {
+  const p = v.producer;
+  return p && p.opType === 'MatMulNBits' && p.domain === 'com.microsoft' ? p : null;
 }
 
 /**
@@ -90,7 +100,7 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
     const pick = (lin: Value | null | undefined, bb: Value | null | undefined): boolean => {
       if (!lin || !bb) return false;
       if (!isWeightLike(bb, 24)) return false;
-      if (!producerIs(lin, 'MatMul', 'Gemm') && !producerIs(lin, 'Reshape')) return false;
+      if (!producerIs(lin, 'MatMul', 'Gemm') && !producerIs(lin, 'Reshape') && !nBits(lin)) return false;
       cur = lin;
       bias = bb;
       biasNode = add;
@@ -105,7 +115,7 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
     outerReshape = rs;
     cur = rs.inputs[0]!;
   }
-  const mm = producerIs(cur, 'MatMul', 'Gemm');
+  const mm = producerIs(cur, 'MatMul', 'Gemm') ?? nBits(cur);
   if (!mm) return undefined;
   const x = mm.inputs[0];
   const w = mm.inputs[1];
@@ -126,6 +136,13 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
       if (bias) return undefined; // Gemm bias and an Add bias: not a plain projection
       bias = c;
     }
+  }
+  if (mm.opType === 'MatMulNBits') {
+    // 4-bit (or n-bit) blocks: [K, N] from the attributes; its bias is input 5 when present
+    info.weightShape = [mm.getInt('K'), mm.getInt('N')];
+    info.quantization = `MatMulNBits ${mm.getInt('bits', 4)}-bit`;
+  } else if (w.producer?.opType === 'DequantizeLinear') {
+    info.quantization = `DequantizeLinear ${dataTypeName(constantTensor(w.producer.inputs[0])?.dataType ?? 0).toLowerCase()}`;
   }
   info.bias = bias ? (bias as Value).name : null;
   info.biasNode = biasNode ? nodeName(biasNode) : null;
@@ -234,7 +251,7 @@ export function inOpProjection(op: Node, input: Value | null, weight: Value | nu
 export function outputProjection(out: Value, where: string): ProjectionDraft {
   const candidates: Value[] = [];
   for (const c of out.consumers()) {
-    if (isOp(c, 'MatMul') && c.inputs[0] === out) candidates.push(c.output);
+    if ((isOp(c, 'MatMul') || (c.opType === 'MatMulNBits' && c.domain === 'com.microsoft')) && c.inputs[0] === out) candidates.push(c.output);
     else if (isOp(c, 'Gemm') && c.inputs[0] === out) candidates.push(c.output);
     else if (isOp(c, 'Reshape') && c.inputs[0] === out) {
       for (const g of c.output.consumers()) if (isOp(g, 'Gemm', 'MatMul') && g.inputs[0] === c.output) candidates.push(g.output);

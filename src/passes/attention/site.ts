@@ -44,6 +44,8 @@ export interface Projection {
   packed: string | null;
   /** The Split / Slice node (or fused attention node) that carves this projection out. */
   split: string | null;
+  /** How the weight is quantized ('MatMulNBits 4-bit', 'DequantizeLinear int8'), or null for a float weight. */
+  quantization: string | null;
 }
 
 export interface MaskInfo {

@@ -391,7 +391,9 @@ const OUTPUT_LAYOUT_OPS = ['Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsque
 
 /** A MatMul/Gemm reading `v` as its data input with a weight: the output projection. */
 function readsAsProjection(v: Value): boolean {
-  return v.consumers().some((c) => isOp(c, 'MatMul', 'Gemm') && c.inputs[0] === v && !!c.inputs[1] && isWeightLike(c.inputs[1]));
+  return v.consumers().some(
+    (c) => c.inputs[0] === v && ((isOp(c, 'MatMul', 'Gemm') && !!c.inputs[1] && isWeightLike(c.inputs[1])) || (c.opType === 'MatMulNBits' && c.domain === 'com.microsoft')),
+  );
 }
 
 /**

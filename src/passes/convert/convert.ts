@@ -21,7 +21,7 @@ import { discoverAttention, isAttentionNode } from '../attention/discover.js';
 import { functionContains, inlineFunctions } from '../inline_functions.js';
 import type { AttentionDiscovery, AttentionSite } from '../attention/site.js';
 import { type Pass, PassError, runPasses } from '../pass.js';
-import { addLora, type LoraAdapter, type LoraTarget } from './lora.js';
+import { addLora, isLoraCapable, type LoraAdapter, type LoraTarget } from './lora.js';
 import { type ConvertOptions, type ResolvedConvertOptions, resolveConvertOptions } from './options.js';
 import { type ConvertedSite, TPTT_RULE, convertSite, valueIndex } from './tptt.js';
 import { applyWindow } from './window.js';
@@ -283,7 +283,7 @@ function loraTargets(model: Model, sites: AttentionSite[], which: 'attention' | 
   for (const s of sites) {
     for (const [which, p] of [['q', s.q], ['k', s.k], ['v', s.v], ['o', s.outputProjection]] as const) {
       const node = byName.get(p.node);
-      if (!node || seen.has(node) || !(node.is('MatMul') || node.is('Gemm')) || !p.weightIsInitializer) continue;
+      if (!node || seen.has(node) || !isLoraCapable(node)) continue;
       seen.add(node);
       out.push({ node, name: `layers.${s.layer}.${p.packed ? 'qkv' : which}_proj` });
     }

@@ -14,6 +14,7 @@ import {
   Tensor,
   UserInputError,
   type Value,
+  dataTypeName,
   describeNode,
   getMetadata,
   setMetadata,
@@ -48,20 +49,46 @@ export interface LoraAdapter {
   scale: number;
 }
 
-/** In/out sizes of a projection and whether its weight is stored transposed ([out, in]). */
-export function projectionShape(node: Node): { in: number; out: number; transposed: boolean; weight: Value } {
+/**
+ * In/out sizes of a projection, whether its weight is stored transposed ([out, in]), the
+ * float type its activations have, and how its weight is quantized. Quantized weights
+ * (MatMulNBits blocks, DequantizeLinear of an integer initializer) take an adapter
+ * without being dequantized: the adapter runs beside them in float32.
+ */
+export function projectionShape(node: Node): { in: number; out: number; transposed: boolean; weight: Value; dtype: DataType; quantized: string | null } {
   const w = node.input(1);
+  if (node.opType === 'MatMulNBits' && node.domain === 'com.microsoft' && w?.initializer) {
+    const scales = node.input(2)?.initializer;
+    return { in: node.getInt('K'), out: node.getInt('N'), transposed: false, weight: w, dtype: scales?.dataType ?? DataType.FLOAT, quantized: 'MatMulNBits' };
+  }
+  const dq = w?.producer?.opType === 'DequantizeLinear' ? w.producer : null;
+  const q = dq?.input(0)?.initializer;
+  if (node.is('MatMul') && dq && q && q.dims.length === 2) {
+    const scale = dq.input(1)?.initializer;
+    return { in: q.dims[0]!, out: q.dims[1]!, transposed: false, weight: w!, dtype: scale?.dataType ?? DataType.FLOAT, quantized: 'DequantizeLinear' };
+  }
   const t = w?.initializer;
   if (!w || !t || t.dims.length !== 2) {
-    throw new UserInputError(`${describeNode(node)} has no 2-D weight initializer as its second input; it cannot take a LoRA adapter`);
+    throw new UserInputError(`${describeNode(node)} has no 2-D weight initializer (or quantized weight) as its second input; it cannot take a LoRA adapter`);
   }
-  if (node.is('MatMul')) return { in: t.dims[0]!, out: t.dims[1]!, transposed: false, weight: w };
+  const dtype = t.dataType === DataType.FLOAT16 || t.dataType === DataType.BFLOAT16 ? t.dataType : DataType.FLOAT;
+  if (node.is('MatMul')) return { in: t.dims[0]!, out: t.dims[1]!, transposed: false, weight: w, dtype, quantized: null };
   if (node.is('Gemm')) {
     const transB = node.getInt('transB', 0) === 1;
     if (node.getInt('transA', 0) !== 0) throw new UserInputError(`${describeNode(node)}: Gemm with transA=1 is not supported for LoRA`);
-    return transB ? { in: t.dims[1]!, out: t.dims[0]!, transposed: true, weight: w } : { in: t.dims[0]!, out: t.dims[1]!, transposed: false, weight: w };
+    return transB ? { in: t.dims[1]!, out: t.dims[0]!, transposed: true, weight: w, dtype, quantized: null } : { in: t.dims[0]!, out: t.dims[1]!, transposed: false, weight: w, dtype, quantized: null };
   }
-  throw new UserInputError(`${describeNode(node)} is not a MatMul or Gemm; it cannot take a LoRA adapter`);
+  throw new UserInputError(`${describeNode(node)} is not a MatMul, Gemm or MatMulNBits; it cannot take a LoRA adapter`);
+}
+
+/** True when `node` is a projection that can take an adapter (see projectionShape). */
+export function isLoraCapable(node: Node): boolean {
+  try {
+    projectionShape(node);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Adds one adapter per target. Returns the adapters created. */
@@ -87,10 +114,13 @@ export function addLora(model: Model, targets: LoraTarget[], options: LoraOption
     const aInit = graph.addInitializer(Tensor.fromArray(aData, [shape.in, rank]), uniqueInit(graph, `lora.${name}.A`));
     const bInit = graph.addInitializer(Tensor.fromArray(new Float32Array(rank * shape.out), [rank, shape.out]), uniqueInit(graph, `lora.${name}.B`));
     const users = out.uses();
-    const down = b.op('MatMul', [node.requireInput(0), aInit]);
+    // the adapter computes in float32; fp16 / bf16 activations are cast at its edges
+    const x = shape.dtype === DataType.FLOAT ? node.requireInput(0) : b.op('Cast', [node.requireInput(0)], { to: DataType.FLOAT }, { name: 'x_f32' });
+    const down = b.op('MatMul', [x, aInit]);
     const up = b.op('MatMul', [down, bInit]);
     const scaled = b.op('Mul', [up, b.scalar(scale, 'lora_scale')]);
-    const sum = b.op('Add', [out, scaled]);
+    const delta = shape.dtype === DataType.FLOAT ? scaled : b.op('Cast', [scaled], { to: shape.dtype }, { name: 'delta' });
+    const sum = b.op('Add', [out, delta]);
     setMetadata(sum.producer!.metadataProps, TARGET_KEY, name);
     setMetadata(node.metadataProps, TARGET_KEY, name);
     for (const u of users) u.node.setInput(u.index, sum);
@@ -111,13 +141,17 @@ function findAdapters(graph: Graph): { sum: Node; base: Node; nodes: Node[]; a: 
     const name = getMetadata(n.metadataProps, TARGET_KEY);
     if (!name || !n.is('Add')) continue;
     const base = n.requireInput(0).producer;
-    const mul = n.requireInput(1).producer;
+    // Add(base, [Cast] Mul(MatMul(MatMul([Cast] x, A), B), scale))
+    const castOut = n.requireInput(1).producer?.opType === 'Cast' ? n.requireInput(1).producer! : null;
+    const mul = (castOut ? castOut.requireInput(0) : n.requireInput(1)).producer;
     const up = mul?.requireInput(0).producer;
     const down = up?.requireInput(0).producer;
     const scaleNode = mul?.requireInput(1).producer;
     if (!base || !mul || !up || !down || !scaleNode) throw new IrError(`LoRA adapter '${name}' at ${describeNode(n)} has an unexpected structure`);
+    const castIn = down.requireInput(0).producer?.opType === 'Cast' && getMetadata(down.requireInput(0).producer!.metadataProps, 'titanize.rule') === LORA_RULE ? down.requireInput(0).producer! : null;
     const scale = (scaleNode.getTensor('value')!.toTypedArray() as Float32Array)[0]!;
-    found.push({ sum: n, base, nodes: [n, mul, up, down, scaleNode], a: down.requireInput(1), b: up.requireInput(1), scale, name });
+    const nodes = [n, ...(castOut ? [castOut] : []), mul, up, down, ...(castIn ? [castIn] : []), scaleNode];
+    found.push({ sum: n, base, nodes, a: down.requireInput(1), b: up.requireInput(1), scale, name });
   }
   return found;
 }
@@ -133,8 +167,11 @@ export function mergeLora(model: Model): number {
   const adapters = findAdapters(graph);
   for (const ad of adapters) {
     const shape = projectionShape(ad.base);
+    if (shape.quantized) {
+      throw new UserInputError(`LoRA adapter '${ad.name}': its projection's weight is quantized (${shape.quantized}); merging would dequantize it — keep the adapter (the model runs as it is)`);
+    }
     const w = shape.weight.initializer!;
-    if (w.dataType !== DataType.FLOAT) throw new UserInputError(`LoRA merge supports float32 weights; '${w.name}' is not`);
+    if (w.dataType !== DataType.FLOAT) throw new UserInputError(`LoRA merge supports float32 weights; '${w.name}' is ${dataTypeName(w.dataType).toLowerCase()}: keep the adapter (the model runs as it is)`);
     // a weight shared with another node must not change under it
     if (shape.weight.consumers().length > 1) throw new UserInputError(`weight '${w.name}' is shared by several nodes; cannot merge its LoRA adapter in place`);
     const wData = Float32Array.from(w.toTypedArray() as Float32Array);
