@@ -15,7 +15,8 @@ import { type IRFunction, type Model, type Node, decodeModel, encodeModel } from
 import { calledFunction, functionContains, inlineFunctions } from '../inline_functions.js';
 import type { Pass } from '../pass.js';
 import { DiscoveryContext, Rejection, nodeName, reject } from './context.js';
-import { type SiteDraft, analyzeSoftmax } from './f1_decomposed.js';
+import type { SiteDraft } from './build_site.js';
+import { analyzeSoftmax } from './f1_decomposed.js';
 import { CONTRIB_OPS, analyzeContrib } from './f2_contrib.js';
 import { analyzeOnnxAttention } from './f5_onnx_attention.js';
 import type { AttentionDiscovery, AttentionForm, AttentionSite, RejectedSoftmax, SharedSubgraph } from './site.js';
@@ -25,25 +26,37 @@ export interface DiscoverOptions {
   forms?: AttentionForm[];
 }
 
-type Candidate = { node: Node; kind: 'softmax' | 'contrib' | 'onnx' };
-
-/** A node discovery starts from: a Softmax, a com.microsoft attention op, an ONNX Attention. */
-export function isAttentionNode(n: Node): boolean {
-  return (n.opType === 'Softmax' && n.isOnnxDomain()) || (n.domain === 'com.microsoft' && CONTRIB_OPS.includes(n.opType)) || (n.opType === 'Attention' && n.isOnnxDomain());
+/**
+ * An analyzer: which nodes it starts from, and how it turns one into a site (or rejects
+ * it with the reason). Every analyzer builds its site with buildSite; a new fused op or
+ * core shape is one more entry here.
+ */
+export interface AttentionAnalyzer {
+  name: string;
+  /** The form reported for a rejected candidate. */
+  form: AttentionForm;
+  accepts(n: Node): boolean;
+  analyze(ctx: DiscoveryContext, n: Node): SiteDraft;
 }
 
-function candidates(model: Model): Candidate[] {
-  const out: Candidate[] = [];
+export const ANALYZERS: AttentionAnalyzer[] = [
+  { name: 'softmax core', form: 'F1', accepts: (n) => n.opType === 'Softmax' && n.isOnnxDomain(), analyze: analyzeSoftmax },
+  { name: 'com.microsoft attention ops', form: 'F2', accepts: (n) => n.domain === 'com.microsoft' && CONTRIB_OPS.includes(n.opType), analyze: analyzeContrib },
+  { name: 'ONNX Attention', form: 'F5', accepts: (n) => n.opType === 'Attention' && n.isOnnxDomain(), analyze: analyzeOnnxAttention },
+];
+
+/** A node discovery starts from (one an analyzer accepts). */
+export function isAttentionNode(n: Node): boolean {
+  return ANALYZERS.some((a) => a.accepts(n));
+}
+
+function candidates(model: Model): { node: Node; analyzer: AttentionAnalyzer }[] {
+  const out: { node: Node; analyzer: AttentionAnalyzer }[] = [];
   for (const n of model.graph) {
-    if (n.opType === 'Softmax' && n.isOnnxDomain()) out.push({ node: n, kind: 'softmax' });
-    else if (n.domain === 'com.microsoft' && CONTRIB_OPS.includes(n.opType)) out.push({ node: n, kind: 'contrib' });
-    else if (n.opType === 'Attention' && n.isOnnxDomain()) out.push({ node: n, kind: 'onnx' });
+    const analyzer = ANALYZERS.find((a) => a.accepts(n));
+    if (analyzer) out.push({ node: n, analyzer });
   }
   return out;
-}
-
-function formOf(kind: Candidate['kind']): AttentionForm {
-  return kind === 'softmax' ? 'F1' : kind === 'contrib' ? 'F2' : 'F5';
 }
 
 /** Self-attention projects q, k and v from one hidden state; cross-attention takes k and v from another. */
@@ -70,7 +83,7 @@ function discoverIn(model: Model, options: DiscoverOptions): AttentionDiscovery 
   const rejected: (RejectedSoftmax & { depth: number })[] = [];
   for (const c of candidates(model)) {
     try {
-      const d = c.kind === 'softmax' ? analyzeSoftmax(ctx, c.node) : c.kind === 'contrib' ? analyzeContrib(ctx, c.node) : analyzeOnnxAttention(ctx, c.node);
+      const d = c.analyzer.analyze(ctx, c.node);
       d.site.kind = kindOf(d);
       if (options.forms && !options.forms.includes(d.site.form)) continue;
       drafts.push(d);
@@ -80,7 +93,7 @@ function discoverIn(model: Model, options: DiscoverOptions): AttentionDiscovery 
         node: nodeName(c.node),
         opType: c.node.opType,
         domain: c.node.domain,
-        form: formOf(c.kind),
+        form: c.analyzer.form,
         reason: e.reason,
         depth: ctx.depth(c.node),
       });

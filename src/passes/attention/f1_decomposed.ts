@@ -24,7 +24,8 @@ import {
 } from './context.js';
 import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
 import { maskInfo } from './mask.js';
-import type { AttentionSite, AxisPiece, KvNames, RotaryInfo } from './site.js';
+import type { AttentionSite, AxisPiece, RotaryInfo } from './site.js';
+import { type SiteDraft, buildSite } from './build_site.js';
 import { type CoreHeads, type HeadPath, coreHeads, traceOutput, tracePath } from './trace.js';
 import { type RotaryDraft, isComputedScale, rotarySource } from './units.js';
 
@@ -96,12 +97,6 @@ function findPV(sm: Node, where: string): { pv: Node; nodes: Node[] } {
   return reject(`${where}: no MatMul(P, V) within 6 steps after the Softmax`);
 }
 
-export interface SiteDraft {
-  site: Omit<AttentionSite, 'layer'>;
-  /** The node whose depth orders the sites (the Q·Kᵀ MatMul or the fused node). */
-  anchor: Node;
-  maskSource: Value | null;
-}
 
 /**
  * The projection of one operand: the whole projection, or the columns of a packed one
@@ -157,11 +152,6 @@ export function qkNorm(q: HeadPath, k: HeadPath): AttentionSite['qkNorm'] {
   return { q: (q.norm ?? []).map(nodeName), k: (k.norm ?? []).map(nodeName) };
 }
 
-export function kvNames(key: Value | null, value: Value | null, what: string, where: string): KvNames | null {
-  if (!key && !value) return null;
-  if (!key || !value) return reject(`${where}: ${what} has a key (${key?.name ?? 'none'}) but no value (${value?.name ?? 'none'}), or the reverse`);
-  return { key: key.name, value: value.name };
-}
 
 /** Analyses one Softmax as a decomposed attention (F1 / F3 / F4). Throws Rejection with the reason. */
 export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
@@ -214,55 +204,25 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
     if (scaleSource === 'none') scaleSource = s.computed ? 'computed' : 'split';
   }
 
-  const past = kvNames(kPath.past, vPath.past, 'the KV cache input', where);
-  const present = past ? kvNames(kPath.present, vPath.present, 'the KV cache output', where) : null;
   const mask = maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null, window: match.maybeValue('window_mask') ?? null }, null);
-  const rot = rotaryInfo(qPath.rotary, kPath.rotary);
   const packed = fields.q.info.columns !== null;
-  const causal = mask.info.causal;
-  const site: Omit<AttentionSite, 'layer'> = {
-    form: packed ? 'F3' : causal ? 'F1' : 'F4',
-    kind: 'self',
-    nodes: { qk: nodeName(qk), softmax: nodeName(sm), pv: nodeName(pv), fused: null },
-    q: fields.q.info,
-    k: fields.k.info,
-    v: fields.v.info,
+  return buildSite({
+    form: packed ? 'F3' : mask.info.causal ? 'F1' : 'F4',
+    anchor: qk,
+    nodes: { qk, softmax: sm, pv, fused: null },
+    q: fields.q,
+    k: fields.k,
+    v: fields.v,
     layout: fields.layout,
-    numHeads: hq,
-    numKvHeads: hkv,
-    headDim: d,
-    scale,
-    scaleSource,
-    causal,
-    mask: mask.info,
-    rotary: rot?.info ?? null,
-    past,
-    present,
-    output: output.name,
-    outputProjection: oproj.info,
-    window: null,
+    heads: { hq, hkv, d },
+    scale: { value: scale, source: scaleSource },
+    mask,
+    rotary: rotaryInfo(qPath.rotary, kPath.rotary),
+    past: { key: kPath.past, value: vPath.past },
+    present: { key: kPath.present, value: vPath.present },
+    output,
+    outputProjection: oproj,
     qkNorm: qkNorm(qPath, kPath),
-    refs: {
-      qk,
-      softmax: sm,
-      pv,
-      fused: null,
-      q: fields.q.value,
-      k: fields.k.value,
-      v: fields.v.value,
-      qInput: fields.q.input,
-      kInput: fields.k.input,
-      vInput: fields.v.input,
-      output,
-      outputProjection: oproj.node,
-      pastKey: kPath.past,
-      pastValue: vPath.past,
-      presentKey: kPath.present,
-      presentValue: vPath.present,
-      maskSource: mask.source,
-      cosSource: rot?.cos ?? null,
-      sinSource: rot?.sin ?? null,
-    },
-  };
-  return { site, anchor: qk, maskSource: mask.source };
+    where,
+  });
 }

@@ -18,7 +18,7 @@ import {
   nodeName,
   reject,
 } from './context.js';
-import { type SiteDraft, kvNames } from './f1_decomposed.js';
+import { type SiteDraft, buildSite } from './build_site.js';
 import {
   type ProjectionDraft,
   inOpProjection,
@@ -108,53 +108,24 @@ function finish(n: Node, where: string, parts: Parts): SiteDraft {
   if (!out) return reject(`${where} has no output`);
   const oproj = outputProjection(out, where);
   const { scale, scaleSource } = scaleOf(n, parts.d);
-  const past = kvNames(parts.pastKey, parts.pastValue, 'the KV cache input', where);
-  const present = kvNames(parts.presentKey, parts.presentValue, 'the KV cache output', where);
-  const site: Omit<AttentionSite, 'layer'> = {
+  return buildSite({
     form: 'F2',
-    kind: 'self',
-    layout: CANONICAL_LAYOUT,
-    nodes: { qk: null, softmax: null, pv: null, fused: nodeName(n) },
-    q: parts.q.info,
-    k: parts.k.info,
-    v: parts.v.info,
-    numHeads: parts.hq,
-    numKvHeads: parts.hkv,
-    headDim: parts.d,
-    scale,
-    scaleSource,
-    causal: parts.mask.info.causal,
-    mask: parts.mask.info,
-    rotary: parts.rotary?.info ?? null,
-    past,
-    present,
-    output: out.name,
-    outputProjection: oproj.info,
+    anchor: n,
+    nodes: { qk: null, softmax: null, pv: null, fused: n },
+    q: parts.q,
+    k: parts.k,
+    v: parts.v,
+    heads: { hq: parts.hq, hkv: parts.hkv, d: parts.d },
+    scale: { value: scale, source: scaleSource },
+    mask: parts.mask,
+    rotary: parts.rotary,
+    past: { key: parts.pastKey, value: parts.pastValue },
+    present: { key: parts.presentKey, value: parts.presentValue },
+    output: out,
+    outputProjection: oproj,
     window: parts.window,
-    qkNorm: null,
-    refs: {
-      qk: null,
-      softmax: null,
-      pv: null,
-      fused: n,
-      q: parts.q.value,
-      k: parts.k.value,
-      v: parts.v.value,
-      qInput: parts.q.input,
-      kInput: parts.k.input,
-      vInput: parts.v.input,
-      output: out,
-      outputProjection: oproj.node,
-      pastKey: parts.pastKey,
-      pastValue: parts.pastValue,
-      presentKey: parts.presentKey,
-      presentValue: parts.presentValue,
-      maskSource: parts.mask.source,
-      cosSource: parts.rotary?.cos ?? null,
-      sinSource: parts.rotary?.sin ?? null,
-    },
-  };
-  return { site, anchor: n, maskSource: parts.mask.source };
+    where,
+  });
 }
 
 function separateQkv(n: Node, where: string, hq: number, hkv: number): { q: ProjectionDraft; k: ProjectionDraft; v: ProjectionDraft; d: number } {

@@ -18,7 +18,8 @@ import {
   shapeVector,
   transposePerm,
 } from './context.js';
-import { type SiteDraft, headFields, kvNames, qkNorm, rotaryInfo } from './f1_decomposed.js';
+import { type SiteDraft, buildSite } from './build_site.js';
+import { headFields, qkNorm, rotaryInfo } from './f1_decomposed.js';
 import { type ProjectionDraft, outputProjection, resolveProjection } from './f3_fused_qkv.js';
 import { coreHeads, traceOutput, tracePath } from './trace.js';
 import { type RotaryDraft, rotaryOp } from './units.js';
@@ -132,50 +133,24 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
   const pastValue = graphInputBehind(n.inputs[5]);
   const presentKey = n.outputs[1] && n.outputs[1].name ? exportedAs(n.outputs[1]) : null;
   const presentValue = n.outputs[2] && n.outputs[2].name ? exportedAs(n.outputs[2]) : null;
-  const site: Omit<AttentionSite, 'layer'> = {
+  return buildSite({
     form: 'F5',
-    kind: 'self',
+    anchor: n,
+    nodes: { qk: null, softmax: null, pv: null, fused: n },
+    q,
+    k,
+    v,
     layout,
-    nodes: { qk: null, softmax: null, pv: null, fused: nodeName(n) },
-    q: q.info,
-    k: k.info,
-    v: v.info,
-    numHeads: hq,
-    numKvHeads: hkv,
-    headDim: d,
-    scale,
-    scaleSource,
-    causal: mask.info.causal,
-    mask: mask.info,
-    rotary: rot?.info ?? null,
-    past: kvNames(pastKey, pastValue, 'the KV cache input', where),
-    present: kvNames(presentKey, presentValue, 'the KV cache output', where),
-    output: output.name,
-    outputProjection: oproj.info,
-    window: null,
+    heads: { hq, hkv, d },
+    scale: { value: scale, source: scaleSource },
+    mask,
+    rotary: rot,
+    past: { key: pastKey, value: pastValue },
+    present: { key: presentKey, value: presentValue },
+    output,
+    outputProjection: oproj,
     qkNorm: norms,
-    refs: {
-      qk: null,
-      softmax: null,
-      pv: null,
-      fused: n,
-      q: q.value,
-      k: k.value,
-      v: v.value,
-      qInput: q.input,
-      kInput: k.input,
-      vInput: v.input,
-      output,
-      outputProjection: oproj.node,
-      pastKey,
-      pastValue,
-      presentKey,
-      presentValue,
-      maskSource: mask.source,
-      cosSource: rot?.cos ?? null,
-      sinSource: rot?.sin ?? null,
-    },
-  };
-  return { site, anchor: n, maskSource: mask.source };
+    where,
+  });
 }
 
