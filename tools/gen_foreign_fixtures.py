@@ -8,15 +8,20 @@ code), these models are the library modules themselves, exported as they are:
 in-projection, ``chunk``, ``[T, B*H, d]`` head layout, ``bmm`` / ``baddbmm``),
 torchvision's ``VisionTransformer`` and ``SwinTransformer`` (window attention
 with a relative position bias and the shifted-window mask), and the Llama of
-gen_fixtures.py exported at opset 14 instead of 17.  Weights are random
-(seeded, O(1) activations); the point is the graph the real code exports.
+gen_fixtures.py exported at opset 14 instead of 17.  Two more decoders are, like
+gen_fixtures.py's, faithful copies of the Hugging Face eager modeling code: GPT-J
+(interleaved partial rotary, ``rotate_every_two``; causal ``torch.where`` before the
+scale division) and Phi-2 (``rotate_half`` partial rotary, ``partial_rotary_factor``
+0.5).  Weights are random (seeded, O(1) activations); the point is the graph the
+real code exports.
 
     test/fixtures/foreign/<name>.onnx
     test/fixtures/foreign/<name>.ref.json
 
 The ref JSON format is gen_fixtures.py's; ``config`` adds ``family``,
 ``exporter``, ``opset`` and ``expected_sites`` (every softmax attention in
-data-flow order) and ``rejected_softmaxes`` (softmaxes that are not attention).
+data-flow order; rotary sites add ``rope``, ``rotary`` and ``rotary_dim``) and
+``rejected_softmaxes`` (softmaxes that are not attention).
 
 The output is deterministic: running the script twice yields byte-identical
 files.  Run with Debian's interpreter (torch 1.13, torchvision 0.14, onnx 1.12):
@@ -171,6 +176,344 @@ class MhaDecoder(nn.Module):
         memory = encoder_hidden_states.transpose(0, 1)
         x = self.layer(x, memory, tgt_mask=causal_mask(input_ids.shape[1]))
         return x.transpose(0, 1)
+
+
+# --------------------------------------------------------------------------
+# GPT-J (transformers ~4.36 eager GPTJAttention), written out like gen_fixtures.py's
+# models: separate bias-free q/k/v/out projections, interleaved partial rotary
+# (rotate_every_two on the first rotary_dim features, q/k still [B, T, H, d]),
+# causal mask from the bool `bias` buffer by torch.where, then the scale division.
+# --------------------------------------------------------------------------
+
+def create_sinusoidal_positions(num_pos, dim):
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64) / dim))
+    sinusoid_inp = torch.einsum("i , j -> i j", torch.arange(num_pos, dtype=torch.int64).float(), inv_freq).float()
+    return torch.cat((torch.sin(sinusoid_inp), torch.cos(sinusoid_inp)), dim=1)
+
+
+def get_embed_positions(embed_positions, position_ids):
+    # the traced branch of GPTJAttention.forward (`torch.jit.is_tracing()`)
+    return embed_positions.to(position_ids.device).repeat(position_ids.shape[0], 1, 1)
+
+
+def rotate_every_two(x):
+    x1 = x[:, :, :, ::2]
+    x2 = x[:, :, :, 1::2]
+    x = torch.stack((-x2, x1), dim=-1)
+    return x.flatten(-2)  # in einsum notation: rearrange(x, '... d j -> ... (d j)')
+
+
+def gptj_apply_rotary_pos_emb(tensor, sin, cos):
+    sin = torch.repeat_interleave(sin[:, :, None, :], 2, 3)
+    cos = torch.repeat_interleave(cos[:, :, None, :], 2, 3)
+    return (tensor * cos) + (rotate_every_two(tensor) * sin)
+
+
+class GPTJAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        max_positions = cfg.max_position_embeddings
+        self.register_buffer(
+            "bias",
+            torch.tril(torch.ones((max_positions, max_positions), dtype=torch.bool)).view(
+                1, 1, max_positions, max_positions),
+            persistent=False,
+        )
+        self.register_buffer("masked_bias", torch.tensor(-1e9), persistent=False)
+        self.attn_dropout = nn.Dropout(0.0)
+        self.resid_dropout = nn.Dropout(0.0)
+        self.embed_dim = cfg.hidden
+        self.num_attention_heads = cfg.num_heads
+        self.head_dim = self.embed_dim // self.num_attention_heads
+        self.scale_attn = torch.sqrt(torch.tensor(self.head_dim, dtype=torch.float32)).to(torch.get_default_dtype())
+        self.k_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
+        self.v_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
+        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
+        self.out_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=False)
+        self.rotary_dim = cfg.rotary_dim
+        pos_embd_dim = self.rotary_dim or self.embed_dim
+        self.embed_positions = create_sinusoidal_positions(max_positions, pos_embd_dim)  # a plain attribute
+
+    def _split_heads(self, tensor, num_attention_heads, attn_head_size, rotary):
+        new_shape = tensor.size()[:-1] + (num_attention_heads, attn_head_size)
+        tensor = tensor.view(new_shape)
+        if rotary:
+            return tensor
+        return tensor.permute(0, 2, 1, 3)  # (batch, head, seq_length, head_features)
+
+    def _merge_heads(self, tensor, num_attention_heads, attn_head_size):
+        tensor = tensor.permute(0, 2, 1, 3).contiguous()
+        new_shape = tensor.size()[:-2] + (num_attention_heads * attn_head_size,)
+        return tensor.view(new_shape)
+
+    def _attn(self, query, key, value, attention_mask=None):
+        query_length, key_length = query.size(-2), key.size(-2)
+        causal_mask = self.bias[:, :, key_length - query_length: key_length, :key_length]
+        query = query.to(torch.float32)
+        key = key.to(torch.float32)
+        attn_weights = torch.matmul(query, key.transpose(-1, -2))
+        mask_value = torch.finfo(attn_weights.dtype).min
+        mask_value = torch.tensor(mask_value, dtype=attn_weights.dtype).to(attn_weights.device)
+        attn_weights = torch.where(causal_mask, attn_weights, mask_value)
+        attn_weights = attn_weights / self.scale_attn
+        if attention_mask is not None:
+            attn_weights = attn_weights + attention_mask
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+        attn_weights = attn_weights.to(value.dtype)
+        attn_weights = self.attn_dropout(attn_weights)
+        attn_output = torch.matmul(attn_weights, value)
+        return attn_output, attn_weights
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        query = self.q_proj(hidden_states)
+        key = self.k_proj(hidden_states)
+        value = self.v_proj(hidden_states)
+
+        query = self._split_heads(query, self.num_attention_heads, self.head_dim, True)
+        key = self._split_heads(key, self.num_attention_heads, self.head_dim, True)
+        value = self._split_heads(value, self.num_attention_heads, self.head_dim, False)
+
+        embed_positions = get_embed_positions(self.embed_positions, position_ids)
+        repeated_position_ids = position_ids.unsqueeze(-1).repeat(1, 1, embed_positions.shape[-1])
+        sincos = torch.gather(embed_positions, 1, repeated_position_ids)
+        sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
+
+        if self.rotary_dim is not None:
+            k_rot = key[:, :, :, : self.rotary_dim]
+            k_pass = key[:, :, :, self.rotary_dim:]
+            q_rot = query[:, :, :, : self.rotary_dim]
+            q_pass = query[:, :, :, self.rotary_dim:]
+            k_rot = gptj_apply_rotary_pos_emb(k_rot, sin, cos)
+            q_rot = gptj_apply_rotary_pos_emb(q_rot, sin, cos)
+            key = torch.cat([k_rot, k_pass], dim=-1)
+            query = torch.cat([q_rot, q_pass], dim=-1)
+        else:
+            key = gptj_apply_rotary_pos_emb(key, sin, cos)
+            query = gptj_apply_rotary_pos_emb(query, sin, cos)
+
+        key = key.permute(0, 2, 1, 3)
+        query = query.permute(0, 2, 1, 3)
+
+        attn_output, _ = self._attn(query, key, value, attention_mask)
+        attn_output = self._merge_heads(attn_output, self.num_attention_heads, self.head_dim)
+        attn_output = self.out_proj(attn_output)
+        attn_output = self.resid_dropout(attn_output)
+        return attn_output
+
+
+class GPTJMLP(nn.Module):
+    def __init__(self, intermediate_size, cfg):
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.hidden, intermediate_size)
+        self.fc_out = nn.Linear(intermediate_size, cfg.hidden)
+        self.act = gf.NewGELUActivation()  # activation_function "gelu_new"
+        self.dropout = nn.Dropout(0.0)
+
+    def forward(self, hidden_states):
+        hidden_states = self.fc_in(hidden_states)
+        hidden_states = self.act(hidden_states)
+        hidden_states = self.fc_out(hidden_states)
+        return self.dropout(hidden_states)
+
+
+class GPTJBlock(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_epsilon)
+        self.attn = GPTJAttention(cfg)
+        self.mlp = GPTJMLP(cfg.intermediate, cfg)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        residual = hidden_states
+        hidden_states = self.ln_1(hidden_states)
+        attn_output = self.attn(hidden_states, attention_mask, position_ids)
+        feed_forward_hidden_states = self.mlp(hidden_states)
+        return attn_output + feed_forward_hidden_states + residual
+
+
+class GPTJModel(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab, cfg.hidden)
+        self.drop = nn.Dropout(0.0)
+        self.h = nn.ModuleList([GPTJBlock(cfg) for _ in range(cfg.num_layers)])
+        self.ln_f = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_epsilon)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        input_shape = input_ids.size()
+        input_ids = input_ids.view(-1, input_shape[-1])
+        batch_size = input_ids.shape[0]
+        position_ids = position_ids.view(-1, input_shape[-1]).long()
+        dtype = self.wte.weight.dtype
+        attention_mask = attention_mask.view(batch_size, -1)
+        attention_mask = attention_mask[:, None, None, :]
+        attention_mask = attention_mask.to(dtype=dtype)
+        attention_mask = (1.0 - attention_mask) * torch.finfo(dtype).min
+        hidden_states = self.drop(self.wte(input_ids))
+        output_shape = (-1,) + input_shape[1:] + (hidden_states.size(-1),)
+        for block in self.h:
+            hidden_states = block(hidden_states, attention_mask, position_ids)
+        hidden_states = self.ln_f(hidden_states)
+        return hidden_states.view(output_shape)
+
+
+class GPTJForCausalLM(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.transformer = GPTJModel(cfg)
+        self.lm_head = nn.Linear(cfg.hidden, cfg.vocab)  # GPT-J's lm_head has a bias
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        hidden_states = self.transformer(input_ids, attention_mask, position_ids)
+        return self.lm_head(hidden_states).to(torch.float32)
+
+
+# --------------------------------------------------------------------------
+# Phi / Phi-2 (transformers ~4.37 eager PhiAttention): q/k/v with bias, `dense` output
+# projection, partial rotary (rotate_half on the first partial_rotary_factor·head_dim
+# features, q/k already [B, H, T, d]), cos/sin caches indexed by position_ids, HF's
+# 4-D causal + padding mask, parallel attention + gelu_new MLP under one LayerNorm.
+# --------------------------------------------------------------------------
+
+class PhiRotaryEmbedding(nn.Module):
+    def __init__(self, dim, max_position_embeddings=2048, base=10000):
+        super().__init__()
+        self.dim = dim
+        self.max_position_embeddings = max_position_embeddings
+        self.base = base
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64).float() / self.dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._set_cos_sin_cache(max_position_embeddings, torch.get_default_dtype())
+
+    def _set_cos_sin_cache(self, seq_len, dtype):
+        self.max_seq_len_cached = seq_len
+        t = torch.arange(self.max_seq_len_cached, dtype=torch.int64).type_as(self.inv_freq)
+        freqs = torch.outer(t, self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos().to(dtype), persistent=False)
+        self.register_buffer("sin_cached", emb.sin().to(dtype), persistent=False)
+
+    def forward(self, x, seq_len):
+        # (HF grows the cache when seq_len > max_seq_len_cached; the fixtures stay below it)
+        return (self.cos_cached[:seq_len].to(dtype=x.dtype), self.sin_cached[:seq_len].to(dtype=x.dtype))
+
+
+def phi_apply_rotary_pos_emb(q, k, cos, sin, position_ids, unsqueeze_dim=1):
+    cos = cos[position_ids].unsqueeze(unsqueeze_dim)
+    sin = sin[position_ids].unsqueeze(unsqueeze_dim)
+    q_embed = (q * cos) + (gf.rotate_half(q) * sin)
+    k_embed = (k * cos) + (gf.rotate_half(k) * sin)
+    return q_embed, k_embed
+
+
+class PhiAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.hidden_size = cfg.hidden
+        self.num_heads = cfg.num_heads
+        self.head_dim = self.hidden_size // self.num_heads
+        self.num_key_value_heads = cfg.num_kv_heads
+        self.num_key_value_groups = self.num_heads // self.num_key_value_heads
+        self.partial_rotary_factor = cfg.partial_rotary_factor
+        self.attention_dropout = nn.Dropout(0.0)
+        self.q_proj = nn.Linear(self.hidden_size, self.num_heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(self.hidden_size, self.num_key_value_heads * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(self.hidden_size, self.num_key_value_heads * self.head_dim, bias=True)
+        self.dense = nn.Linear(self.num_heads * self.head_dim, self.hidden_size, bias=True)
+        self.rotary_emb = PhiRotaryEmbedding(int(self.partial_rotary_factor * self.head_dim),
+                                             max_position_embeddings=cfg.max_position_embeddings,
+                                             base=cfg.rope_theta)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        bsz, q_len, _ = hidden_states.size()
+        query_states = self.q_proj(hidden_states)
+        key_states = self.k_proj(hidden_states)
+        value_states = self.v_proj(hidden_states)
+
+        query_states = query_states.view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = key_states.view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        value_states = value_states.view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+
+        kv_seq_len = key_states.shape[-2]
+        cos, sin = self.rotary_emb(value_states, seq_len=kv_seq_len)
+
+        # Partial rotary embedding
+        query_rot, query_pass = (query_states[..., : self.rotary_emb.dim], query_states[..., self.rotary_emb.dim:])
+        key_rot, key_pass = (key_states[..., : self.rotary_emb.dim], key_states[..., self.rotary_emb.dim:])
+        query_rot, key_rot = phi_apply_rotary_pos_emb(query_rot, key_rot, cos, sin, position_ids)
+        query_states = torch.cat((query_rot, query_pass), dim=-1)
+        key_states = torch.cat((key_rot, key_pass), dim=-1)
+
+        key_states = gf.repeat_kv(key_states, self.num_key_value_groups)
+        value_states = gf.repeat_kv(value_states, self.num_key_value_groups)
+
+        # Queries and keys upcast to fp32 is required by Phi-2 to avoid overflow
+        attn_weights = torch.matmul(
+            query_states.to(torch.float32), key_states.to(torch.float32).transpose(2, 3)) / math.sqrt(self.head_dim)
+        attn_weights = attn_weights + attention_mask
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(value_states.dtype)
+        attn_weights = self.attention_dropout(attn_weights)
+        attn_output = torch.matmul(attn_weights, value_states)
+
+        attn_output = attn_output.transpose(1, 2).contiguous()
+        attn_output = attn_output.reshape(bsz, q_len, self.hidden_size)
+        return self.dense(attn_output)
+
+
+class PhiMLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.activation_fn = gf.NewGELUActivation()  # hidden_act "gelu_new"
+        self.fc1 = nn.Linear(cfg.hidden, cfg.intermediate)
+        self.fc2 = nn.Linear(cfg.intermediate, cfg.hidden)
+
+    def forward(self, hidden_states):
+        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+
+
+class PhiDecoderLayer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.self_attn = PhiAttention(cfg)
+        self.mlp = PhiMLP(cfg)
+        self.input_layernorm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.resid_dropout = nn.Dropout(0.0)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        residual = hidden_states
+        hidden_states = self.input_layernorm(hidden_states)
+        attn_outputs = self.resid_dropout(self.self_attn(hidden_states, attention_mask, position_ids))
+        feed_forward_hidden_states = self.resid_dropout(self.mlp(hidden_states))
+        return attn_outputs + feed_forward_hidden_states + residual
+
+
+class PhiModel(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab, cfg.hidden)
+        self.embed_dropout = nn.Dropout(0.0)
+        self.layers = nn.ModuleList([PhiDecoderLayer(cfg) for _ in range(cfg.num_layers)])
+        self.final_layernorm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        inputs_embeds = self.embed_dropout(self.embed_tokens(input_ids))
+        attention_mask = gf.prepare_4d_causal_attention_mask(
+            attention_mask, input_ids.shape, inputs_embeds.dtype, 0, False)
+        hidden_states = inputs_embeds
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, position_ids)
+        return self.final_layernorm(hidden_states)
+
+
+class PhiForCausalLM(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.model = PhiModel(cfg)
+        self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=True)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        logits = self.lm_head(self.model(input_ids, attention_mask, position_ids))
+        return logits.float()
 
 
 # --------------------------------------------------------------------------
@@ -412,6 +755,38 @@ def gen_llama14(written):
         assert (ref - outs[0]).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item()), "llama14 != llama"
 
 
+def gen_hf_decoder(written, name, opset, lm_class, cfg, family, rotary, rotary_dim, data_seed):
+    """A hand-written HF decoder (no past) with gen_fixtures.py's decoder inputs: row 1
+    left-padded by 2, HF position_ids."""
+    torch.manual_seed(cfg.seed)
+    lm = lm_class(cfg).eval()
+    init_foreign_(lm, cfg.seed)
+    input_ids, attention_mask, position_ids, _ = gf.decoder_inputs(data_seed, cfg.vocab)
+    names = ["input_ids", "attention_mask", "position_ids"]
+    sites = [site("self", cfg.num_heads, cfg.head_dim, True, kv_heads=cfg.num_kv_heads, padding_mask=True,
+                  rope=True, rotary=rotary, rotary_dim=rotary_dim) for _ in range(cfg.num_layers)]
+    config = dict(cfg.__dict__, family=family, causal=True, has_past=False, past_length=0,
+                  batch=int(input_ids.shape[0]), seq_length=int(input_ids.shape[1]), padding="left",
+                  expected_sites=sites, rejected_softmaxes=0)
+    write_fixture(name, lm, [input_ids, attention_mask, position_ids], names, ["logits"],
+                  {n: BT for n in names + ["logits"]}, opset, config, written)
+
+
+def gen_gptj(written):
+    cfg = gf.Config(model_type="gptj", num_layers=2, num_heads=4, num_kv_heads=4, head_dim=16, hidden=64,
+                    intermediate=128, vocab=256, rotary_dim=8, max_position_embeddings=64,
+                    layer_norm_epsilon=1e-5, activation="gelu_new", seed=3579)
+    gen_hf_decoder(written, "gptj", 17, GPTJForCausalLM, cfg, "hf-gptj", "interleaved", cfg.rotary_dim, 3580)
+
+
+def gen_phi(written):
+    cfg = gf.Config(model_type="phi", num_layers=2, num_heads=4, num_kv_heads=4, head_dim=16, hidden=64,
+                    intermediate=128, vocab=256, partial_rotary_factor=0.5, max_position_embeddings=64,
+                    rope_theta=10000.0, layer_norm_eps=1e-5, activation="gelu_new", seed=4680)
+    gen_hf_decoder(written, "phi", 14, PhiForCausalLM, cfg, "hf-phi", "rotate_half",
+                   int(cfg.partial_rotary_factor * cfg.head_dim), 4681)
+
+
 def main():
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     written = []
@@ -421,6 +796,8 @@ def main():
     gen_vit(written)
     gen_swin(written)
     gen_llama14(written)
+    gen_gptj(written)
+    gen_phi(written)
     for p in written:
         data = p.read_bytes()
         print(f"{p.relative_to(ROOT)}  {len(data):>8} bytes  sha256 {hashlib.sha256(data).hexdigest()[:16]}")

@@ -23,6 +23,8 @@ interface ExpectedSite {
   bias: string | null;
   padding_mask: boolean;
   rope?: boolean;
+  rotary?: 'interleaved' | 'rotate_half';
+  rotary_dim?: number;
 }
 
 interface Config {
@@ -63,7 +65,7 @@ function summary(m: Model) {
 
 describe('discovery on exports of real library code', () => {
   it('has the foreign fixtures', () => {
-    expect(NAMES).toEqual(['llama14', 'mha_causal', 'mha_decoder', 'mha_encoder', 'swin', 'vit']);
+    expect(NAMES).toEqual(['gptj', 'llama14', 'mha_causal', 'mha_decoder', 'mha_encoder', 'phi', 'swin', 'vit']);
   });
 
   for (const name of NAMES) {
@@ -84,6 +86,12 @@ describe('discovery on exports of real library code', () => {
           expect(s.scale, at).toBeCloseTo(1 / Math.sqrt(e.head_dim), 6);
           expect(s.mask.padding, at).toBe(e.padding_mask);
           expect(s.rotary !== null, at).toBe(!!e.rope);
+          if (e.rotary) {
+            // GPT-J's rotate_every_two pairs neighbours; Phi rotates halves; both only the first rotary_dim dims
+            expect(s.rotary!.kind, at).toBe(e.rotary === 'interleaved' ? 'rotate_every_two' : 'rotate_half');
+            expect(s.rotary!.interleaved, at).toBe(e.rotary === 'interleaved');
+            expect(s.rotary!.dims, at).toBe(e.rotary_dim === e.head_dim ? null : e.rotary_dim);
+          }
           // what the linear branch cannot express is listed, and nothing else
           const ignored = s.mask.ignored.join(' | ');
           const bias = (e.bias ?? '').split('+').filter(Boolean);

@@ -712,6 +712,26 @@ function equalRule(x: RuleContext): (ValueShape | undefined)[] {
   return [{ dims, ...(values && dims && dims.length <= 1 ? { values } : {}) }];
 }
 
+/** torch.stack: ConcatFromSequence(SequenceConstruct(t…), axis, new_axis). */
+function concatFromSequenceRule(x: RuleContext): (ValueShape | undefined)[] {
+  const seq = x.node.inputs[0]?.producer;
+  if (!seq || seq.opType !== 'SequenceConstruct' || seq.inputs.length === 0) return [{ dims: undefined }];
+  const parts = seq.inputs.map((v) => x.analysis.shape(v));
+  const first = parts[0];
+  if (!first || parts.some((p) => !p || p.length !== first.length)) return [{ dims: undefined }];
+  const newAxis = x.node.getInt('new_axis', 0) === 1;
+  const rank = first.length + (newAxis ? 1 : 0);
+  const axis = normAxis(x.node.getInt('axis'), rank);
+  if (newAxis) {
+    const dims = first.slice();
+    dims.splice(axis, 0, c(parts.length));
+    return [{ dims }];
+  }
+  const dims = first.slice();
+  dims[axis] = parts.reduce((t, p) => t.add(p![axis]!), c(0));
+  return [{ dims }];
+}
+
 function nonZeroRule(x: RuleContext): (ValueShape | undefined)[] {
   const s = x.shape(0);
   return [{ dims: s ? [c(s.length), x.fresh(0, 1)] : undefined }];
@@ -863,6 +883,7 @@ const STANDARD: Record<string, Rule> = {
   TopK: topKRule,
   OneHot: oneHotRule,
   NonZero: nonZeroRule,
+  ConcatFromSequence: concatFromSequenceRule,
   LayerNormalization: layerNormRule,
   Attention: onnxAttentionRule,
   DynamicQuantizeLinear: (x) => [{ dims: x.shape(0) }, { dims: [] }, { dims: [] }],

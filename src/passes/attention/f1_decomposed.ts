@@ -39,7 +39,7 @@ function lastAxisOnly(axis: unknown, node: Node): boolean | string {
 }
 
 /**
- * The scores feeding a Softmax: MatMul(Q, Kᵀ) → [Div | Mul scale] → [Cast] → mask
+ * The scores feeding a Softmax: MatMul(Q, Kᵀ) → [Where mask (GPT-J)] → [Div | Mul scale] → [Cast] → mask
  * (Add in either operand order, Where, or both in either order, with optional Casts)
  * → [Reshape → Add(window mask) → Reshape] → [Max(·, finfo.min) clamp] → [Cast] → Softmax
  * over the last axis.
@@ -47,13 +47,15 @@ function lastAxisOnly(axis: unknown, node: Node): boolean | string {
 export const SOFTMAX_CORE = pattern((op) => {
   // dynamo writes batched matmuls as aten.bmm on [B·H, T, d] views: the scores are viewed back to 4-D
   const qk = op.or(op.Reshape(op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' }), op.any(), { as: 'qk_view' }), op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' }));
-  const scaled = op.or(op.Div(qk, op.var('scale'), { as: 'scale_op' }), op.Mul(qk, op.var('scale'), { commute: true, as: 'scale_op' }), qk);
-  const c0 = op.optional(op.Cast(scaled, { as: 'cast_in' }));
   const where = (x: PatternValue) =>
     op.or(
       op.Where(op.var('cond'), x, op.var('fill'), { as: 'where' }),
       op.Where(op.var('cond'), op.var('fill'), x, { as: 'where' }),
     );
+  // GPT-J masks before it scales: Where(causal, scores, min) / scale + padding
+  const pre = op.or(where(qk), qk);
+  const scaled = op.or(op.Div(pre, op.var('scale'), { as: 'scale_op' }), op.Mul(pre, op.var('scale'), { commute: true, as: 'scale_op' }), pre);
+  const c0 = op.optional(op.Cast(scaled, { as: 'cast_in' }));
   const add = (x: PatternValue) => op.Add(x, op.var('mask'), { commute: true, as: 'mask_add' });
   const masked = op.or(
     add(op.optional(op.Cast(where(c0)))),
@@ -138,6 +140,7 @@ export function rotaryInfo(q: RotaryDraft | null, k: RotaryDraft | null): { info
       sin: r.sin.name,
       cosSource: cos.name,
       sinSource: sin.name,
+      dims: r.dims,
       interleaved: r.interleaved,
       nodes: [...(q?.nodes ?? []), ...(k?.nodes ?? [])].map(nodeName),
       shared: 1,

@@ -79,6 +79,7 @@ function fusedRotary(n: Node, cos: Value | null | undefined, sin: Value | null |
       cosSource: cs?.name ?? null,
       sinSource: ss?.name ?? null,
       interleaved,
+      dims: n.attribute('rotary_embedding_dim') && n.getInt('rotary_embedding_dim') > 0 ? n.getInt('rotary_embedding_dim') : null,
       nodes: [nodeName(n)],
       shared: 1,
     },

@@ -81,7 +81,7 @@ export interface MaskInfo {
 
 export interface RotaryInfo {
   /** 'rotate_half' (decomposed x·cos + rotate_half(x)·sin), 'RotaryEmbedding' (op), or 'fused' (inside the attention op). */
-  kind: 'rotate_half' | 'RotaryEmbedding' | 'fused';
+  kind: 'rotate_half' | 'rotate_every_two' | 'RotaryEmbedding' | 'fused';
   /** The cos / sin tensors as the site reads them (after per-layer Unsqueeze). */
   cos: string | null;
   sin: string | null;
@@ -89,6 +89,8 @@ export interface RotaryInfo {
   cosSource: string | null;
   sinSource: string | null;
   interleaved: boolean;
+  /** Partial rotary: how many dims of each head are rotated (null: all of them). */
+  dims: number | null;
   /** Nodes of the rotary on q and k, per site. */
   nodes: string[];
   /** How many sites share `cosSource` (1 when not shared). */

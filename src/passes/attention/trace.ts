@@ -25,7 +25,7 @@ import { describeValue, exportedAs, graphInputBehind, isOp, reject } from './con
 import { type ProjectionDraft, isWeightLike, plainProjection } from './f3_fused_qkv.js';
 import { skipNorm } from './norm.js';
 import type { AxisPiece } from './site.js';
-import { type RotaryDraft, isComputedScale, matchRotateHalf, matchedX, rotaryOp } from './units.js';
+import { type RotaryDraft, isComputedScale, rotaryUnit } from './units.js';
 
 export type Role = 'Q' | 'K' | 'V';
 
@@ -75,6 +75,14 @@ function scaleOperand(n: Node, shapes: ShapeAnalysis): { data: Value; factor: nu
   return null;
 }
 
+/** Shapes that may be equal: the same rank and no two dims known to differ (unknown ones are fresh symbols `name[axis]`). */
+function compatible(a: SymDim[] | undefined, b: SymDim[] | undefined): boolean {
+  if (!a || !b) return true;
+  if (a.length !== b.length) return false;
+  const fresh = (d: SymDim): boolean => d.symbols().some((x) => x.includes('['));
+  return a.every((d, i) => d.equals(b[i]!) || fresh(d) || fresh(b[i]!));
+}
+
 /** The projection ending at `v`, when its output keeps the feature width (not a heads Reshape of it). */
 function projectionAt(v: Value, shapes: ShapeAnalysis): ProjectionDraft | undefined {
   const p = plainProjection(v);
@@ -102,10 +110,12 @@ export function tracePath(start: Value, role: Role, shapes: ShapeAnalysis, where
       cur = input!;
     };
     if (role !== 'V' && !path.rotary) {
-      const rot = isOp(p, 'Add') ? matchRotateHalf(p) : rotaryOp(p);
-      if (rot) {
-        path.rotary = rot;
-        step(rot.kind === 'rotate_half' ? matchedX(rot, p) : p.inputs[0], true);
+      const unit = rotaryUnit(p);
+      // a rotation keeps the shape: anything else is not a rotary embedding of this path
+      const same = (a: Value, b: Value): boolean => compatible(shapes.shape(a), shapes.shape(b));
+      if (unit && same(unit.x, cur)) {
+        path.rotary = unit.draft;
+        step(unit.x, true);
         continue;
       }
     }

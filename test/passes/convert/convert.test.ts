@@ -16,7 +16,7 @@ import { checkConvertedLayers, runModel } from '../../helpers/layer_check.js';
 
 const FIX = path.resolve(__dirname, '../../fixtures');
 /** Exports of real library code (tools/gen_foreign_fixtures.py), under fixtures/foreign/. */
-const FOREIGN = ['foreign/mha_encoder', 'foreign/mha_causal', 'foreign/mha_decoder', 'foreign/vit', 'foreign/swin', 'foreign/llama14'];
+const FOREIGN = ['foreign/mha_encoder', 'foreign/mha_causal', 'foreign/mha_decoder', 'foreign/vit', 'foreign/swin', 'foreign/llama14', 'foreign/gptj', 'foreign/phi'];
 const FIXTURES = ['llama', 'llama_past', 'qwen2', 'qwen2_past', 'gpt2', 'gpt2_past', 'bert', 'attention23', 'gqa_contrib', ...FOREIGN];
 
 type Feeds = Record<string, ort.Tensor>;
