@@ -488,3 +488,37 @@ export function packedEncoderModel(o: PackedOptions): Model {
   verifyModel(m);
   return m;
 }
+
+/**
+ * A one-layer causal attention written with Einsum: 'keras' keeps q, k, v as [B, T, H, d]
+ * (`bqhd,bkhd->bhqk`, `bhqk,bkhd->bqhd`, as tf2onnx exports Keras MultiHeadAttention);
+ * 'torch' transposes them to [B, H, T, d] first (`bhid,bhjd->bhij`, torch.einsum code).
+ * Input `x` [B, T, 64], output `y` [B, T, 64].
+ */
+export function einsumModel(style: 'keras' | 'torch', heads = 4, d = 16): Model {
+  const E = heads * d;
+  const m = new Model({ opsetImports: { '': 17 } });
+  const g = m.graph;
+  const r = rand(11);
+  const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', E])));
+  const b = new Builder(g, { prefix: '/attn/' });
+  const proj = (name: string): Value => b.op('Reshape', [b.op('MatMul', [x, weight(b, `${name}.weight`, [E, E], r)], {}, { name: `${name}/MatMul` }), b.ints([0, 0, heads, d])]);
+  let [q, k, v] = [proj('q_proj'), proj('k_proj'), proj('v_proj')];
+  if (style === 'torch') [q, k, v] = [q, k, v].map((t) => b.op('Transpose', [t], { perm: [0, 2, 1, 3] })) as [Value, Value, Value];
+  const [scoresEq, outEq] = style === 'keras' ? ['bqhd,bkhd->bhqk', 'bhqk,bkhd->bqhd'] : ['bhid,bhjd->bhij', 'bhij,bhjd->bhid'];
+  let s = b.op('Mul', [b.op('Einsum', [q, k], { equation: scoresEq }, { name: 'Einsum_qk' }), b.scalar(1 / Math.sqrt(d))]);
+  // causal: a Trilu of ones over [T, T]
+  const T = b.op('Slice', [b.op('Shape', [x]), b.ints([1]), b.ints([2])]);
+  const ones = b.op('ConstantOfShape', [b.op('Concat', [T, T], { axis: 0 })], { value: Tensor.fromArray(Float32Array.from([1]), [1]) });
+  const keep = b.op('Cast', [b.op('Trilu', [ones], { upper: 0 })], { to: DataType.BOOL });
+  s = b.op('Where', [keep, s, b.scalar(-1e9)]);
+  const p = b.op('Softmax', [s], { axis: -1 }, { name: 'Softmax' });
+  let o = b.op('Einsum', [p, v], { equation: outEq }, { name: 'Einsum_pv' });
+  if (style === 'torch') o = b.op('Transpose', [o], { perm: [0, 2, 1, 3] });
+  const ctx = b.op('Reshape', [o, b.ints([0, 0, E])], {}, { name: 'attn_out' });
+  const y = b.op('Add', [b.op('MatMul', [ctx, weight(b, 'o_proj.weight', [E, E], r)], {}, { name: 'o_proj/MatMul' }), x]);
+  y.name = 'y';
+  g.addOutput(y);
+  verifyModel(m);
+  return m;
+}

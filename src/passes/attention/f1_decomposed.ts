@@ -23,6 +23,7 @@ import {
   reject,
 } from './context.js';
 import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
+import { einsumCore, permuteLabels } from './einsum.js';
 import { maskInfo } from './mask.js';
 import type { AttentionSite, AxisPiece, RotaryInfo } from './site.js';
 import { type SiteDraft, buildSite } from './build_site.js';
@@ -46,7 +47,12 @@ function lastAxisOnly(axis: unknown, node: Node): boolean | string {
  */
 export const SOFTMAX_CORE = pattern((op) => {
   // dynamo writes batched matmuls as aten.bmm on [B·H, T, d] views: the scores are viewed back to 4-D
-  const qk = op.or(op.Reshape(op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' }), op.any(), { as: 'qk_view' }), op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' }));
+  const qk = op.or(
+    op.Reshape(op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' }), op.any(), { as: 'qk_view' }),
+    op.MatMul(op.var('q'), op.var('kT'), { as: 'qk' }),
+    // torch.einsum / Keras: Einsum(q, k) (einsum.ts reads the equation)
+    op.Einsum(op.var('q'), op.var('kT'), { as: 'qk' }),
+  );
   const where = (x: PatternValue) =>
     op.or(
       op.Where(op.var('cond'), x, op.var('fill'), { as: 'where' }),
@@ -75,13 +81,15 @@ export const SOFTMAX_CORE = pattern((op) => {
 });
 
 /** Ops allowed between the Softmax and MatMul(P, V). */
-function findPV(sm: Node, where: string): { pv: Node; nodes: Node[] } {
+function findPV(sm: Node, where: string): { pv: Node; nodes: Node[]; pIndex: 0 | 1 } {
   let p = sm.output;
   const nodes: Node[] = [];
   for (let step = 0; step < 6; step++) {
     const users = p.consumers();
     const mm = users.find((c) => isOp(c, 'MatMul') && c.inputs[0] === p);
-    if (mm) return { pv: mm, nodes };
+    if (mm) return { pv: mm, nodes, pIndex: 0 };
+    const es = users.find((c) => isOp(c, 'Einsum') && c.inputs.length === 2 && c.inputs.includes(p));
+    if (es) return { pv: es, nodes, pIndex: es.inputs[0] === p ? 0 : 1 };
     const right = users.find((c) => isOp(c, 'MatMul') && c.inputs[1] === p);
     if (right) return reject(`${where}: ${describeNode(right)} uses the probabilities as its right operand; expected MatMul(P, V)`);
     const next = users.find(
@@ -168,15 +176,24 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
     return reject(`${where} is not attention: its input is not Q·Kᵀ scores (MatMul → [scale] → [mask] → [Cast] → Softmax): ${why}`);
   }
   const qk = match.node('qk');
-  const { pv } = findPV(sm, where);
-  const vIn = pv.inputs[1];
+  const { pv, pIndex } = findPV(sm, where);
+  if ((qk.opType === 'Einsum') !== (pv.opType === 'Einsum')) return reject(`${where}: the scores come from ${describeNode(qk)} but P·V from ${describeNode(pv)}`);
+  const ein = qk.opType === 'Einsum' ? einsumCore(qk, pv, pIndex, where) : null;
+  const vIn = pv.inputs[ein ? ein.vIndex : 1];
   if (!vIn) return reject(`${where}: ${describeNode(pv)} has no V operand`);
 
   const shapes = ctx.shapes;
   const qPath = tracePath(match.value('q'), 'Q', shapes, where);
   const kPath = tracePath(match.value('kT'), 'K', shapes, where);
   const vPath = tracePath(vIn, 'V', shapes, where);
-  const heads = coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: true });
+  if (ein) {
+    // read the einsum operands in MatMul order: Q [lead…, S, d], Kᵀ [lead…, d, S], V [lead…, S, d]
+    qPath.labels = permuteLabels(qPath.labels, ein.q);
+    kPath.labels = permuteLabels(kPath.labels, ein.k);
+    vPath.labels = permuteLabels(vPath.labels, ein.v);
+  }
+  const core = coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: true });
+  const heads = ein ? { ...core, outputLabels: permuteLabels(core.outputLabels, ein.output) } : core;
   const { hq, hkv, d } = heads;
   const { output, layout: outputLayout } = traceOutput(pv.output, heads, shapes, where);
   const oproj = outputProjection(output, where);

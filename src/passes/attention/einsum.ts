@@ -1,0 +1,84 @@
+/**
+ * Attention written with Einsum (torch.einsum in research code, tf2onnx's Keras
+ * MultiHeadAttention): `bhqd,bhkd->bhqk` for the scores and `bhqk,bhkd->bhqd` for P·V,
+ * with any letters and axis order. The equations say which axis of each operand is the
+ * batch, the query or key sequence and the head size; the operands' labels are permuted
+ * into the MatMul order the core expects ([lead…, S, d] for Q and V, [lead…, d, S] for
+ * Kᵀ) and the core's output labels into the einsum output's order.
+ */
+import { type Node, describeNode } from '../../ir/index.js';
+import type { Labels } from './axes.js';
+import { reject } from './context.js';
+
+interface Equation {
+  inputs: [string, string];
+  output: string;
+}
+
+function parse(n: Node, where: string): Equation {
+  const eq = n.getString('equation', '').replace(/\s+/g, '');
+  const m = /^([a-zA-Z]+),([a-zA-Z]+)->([a-zA-Z]+)$/.exec(eq);
+  if (!m) return reject(`${where}: ${describeNode(n)} has equation '${eq}'; an attention einsum has two operands and no ellipsis`);
+  return { inputs: [m[1]!, m[2]!], output: m[3]! };
+}
+
+const only = (letters: string, ...not: string[]): string[] => [...letters].filter((c) => not.every((s) => !s.includes(c)));
+
+/** How to read the two einsums of a core: permutations of the operands' axes, and of the output. */
+export interface EinsumCore {
+  q: number[];
+  k: number[];
+  v: number[];
+  /** out[i] = canonical output axis (lead…, seq, d) that einsum output axis i holds. */
+  output: number[];
+  /** Which operand of the P·V einsum is V. */
+  vIndex: 0 | 1;
+}
+
+export function einsumCore(qk: Node, pv: Node, pIndex: 0 | 1, where: string): EinsumCore {
+  const s = parse(qk, where);
+  const [Q, K] = s.inputs;
+  const S = s.output;
+  const d = only(Q, S).filter((c) => K.includes(c));
+  const qs = only(Q, K).filter((c) => S.includes(c));
+  const ks = only(K, Q).filter((c) => S.includes(c));
+  const batch = [...S].filter((c) => Q.includes(c) && K.includes(c));
+  if (d.length !== 1 || qs.length !== 1 || ks.length !== 1 || batch.length + 2 !== S.length || Q.length !== S.length || K.length !== S.length) {
+    return reject(`${where}: ${describeNode(qk)} ('${Q},${K}->${S}') is not Q·Kᵀ: one contracted head-size axis, one query and one key axis, shared batch axes`);
+  }
+  const pvEq = parse(pv, where);
+  const P = pvEq.inputs[pIndex];
+  const V = pvEq.inputs[1 - pIndex]!;
+  const O = pvEq.output;
+  if (P.length !== S.length) return reject(`${where}: ${describeNode(pv)} reads the probabilities with ${P.length} axes, the scores have ${S.length}`);
+  // the probabilities keep the scores' axes: letter i of P is letter i of S
+  const toP = (c: string): string => P[S.indexOf(c)]!;
+  const kc = toP(ks[0]!);
+  const vd = only(V, P).filter((c) => O.includes(c));
+  if (vd.length !== 1 || !V.includes(kc) || O.includes(kc) || V.length !== P.length) {
+    return reject(`${where}: ${describeNode(pv)} ('${pvEq.inputs.join(',')}->${O}') is not P·V over the key axis`);
+  }
+  const perm = (letters: string, order: string[], what: string): number[] => {
+    const p = order.map((c) => letters.indexOf(c));
+    if (p.some((i) => i < 0) || new Set(p).size !== letters.length) return reject(`${where}: the ${what} einsum operand '${letters}' does not hold the axes '${order.join('')}'`);
+    return p;
+  };
+  const pBatch = batch.map(toP);
+  // canonical output: [lead… (S's batch order), query sequence, head size]
+  const canonical = [...pBatch, toP(qs[0]!), vd[0]!];
+  return {
+    q: perm(Q, [...batch, qs[0]!, d[0]!], 'Q'),
+    k: perm(K, [...batch, d[0]!, ks[0]!], 'K'),
+    v: perm(V, [...pBatch, kc, vd[0]!], 'V'),
+    output: [...O].map((c) => {
+      const i = canonical.indexOf(c);
+      return i < 0 ? reject(`${where}: the P·V einsum output '${O}' has an axis '${c}' that is not batch, query or head size`) : i;
+    }),
+    vIndex: (1 - pIndex) as 0 | 1,
+  };
+}
+
+/** Labels with their axes taken in `perm` order. */
+export function permuteLabels(l: Labels, perm: readonly number[]): Labels {
+  return { axes: perm.map((i) => l.axes[i]!), base: l.base };
+}
