@@ -5,7 +5,7 @@
  */
 import { type Graph, type Model, type Node, type Value, describeNode } from '../../ir/index.js';
 import { type ShapeAnalysis, inferShapes } from '../analysis/shapes.js';
-import { constantTensor, constantValues } from '../util/constants.js';
+import { constantValues } from '../util/constants.js';
 
 /** Thrown by the analysis helpers to reject a candidate; caught by discovery and reported. */
 export class Rejection extends Error {
@@ -188,87 +188,6 @@ export function samePerm(p: number[] | undefined, want: number[]): boolean {
 export function axesOf(n: Node): number[] | undefined {
   const fromInput = n.inputs[1] ? constantValues(n.inputs[1]) : undefined;
   return fromInput ?? intsAttr(n, 'axes');
-}
-
-/**
- * The values of a shape tensor such as a Reshape target, with null for the entries that
- * are computed at run time. Understands constants, Concat of constants and Unsqueeze'd
- * scalars, and the `Where(Equal(s, -1), ones, s)` / `Reshape(s, [-1])` wrappers torch
- * puts around Expand shapes. Undefined when the length itself is unknown.
- */
-export function shapeVector(v: Value | null | undefined, depth = 0): (number | null)[] | undefined {
-  if (!v || depth > 8) return undefined;
-  const c = constantValues(v, 64);
-  if (c) return c;
-  if (constantTensor(v)) return undefined;
-  const p = v.producer;
-  if (!p || !p.isOnnxDomain()) return undefined;
-  switch (p.opType) {
-    case 'Cast':
-    case 'Identity':
-      return shapeVector(p.inputs[0], depth + 1);
-    case 'Reshape': {
-      const t = constantValues(p.inputs[1], 4);
-      if (t && t.length === 1 && (t[0] === -1 || t[0]! > 0)) return shapeVector(p.inputs[0], depth + 1);
-      return undefined;
-    }
-    case 'Where': {
-      // torch: Where(Equal(s, -1 * ones), ones, s) picks s unless an entry is -1
-      const s = p.inputs[2];
-      return shapeVector(s, depth + 1);
-    }
-    case 'Concat': {
-      const out: (number | null)[] = [];
-      for (const piece of p.inputs) {
-        const vals = shapePiece(piece, depth + 1);
-        if (!vals) return undefined;
-        out.push(...vals);
-      }
-      return out;
-    }
-    case 'Unsqueeze': {
-      const axes = axesOf(p);
-      if (!axes || axes.length !== 1) return undefined;
-      const inner = constantValues(p.inputs[0], 1);
-      return [inner && inner.length === 1 ? inner[0]! : null];
-    }
-    default:
-      return undefined;
-  }
-}
-
-function shapePiece(v: Value | null, depth: number): (number | null)[] | undefined {
-  if (!v) return undefined;
-  const c = constantValues(v, 64);
-  if (c) return c;
-  const p = v.producer;
-  if (!p || !p.isOnnxDomain()) return undefined;
-  switch (p.opType) {
-    case 'Unsqueeze': {
-      const axes = axesOf(p);
-      if (!axes || axes.length !== 1) return undefined;
-      const inner = constantValues(p.inputs[0], 1);
-      return [inner && inner.length === 1 ? inner[0]! : null];
-    }
-    case 'Gather': {
-      const idx = constantTensor(p.inputs[1]);
-      if (!idx) return undefined;
-      if (idx.dims.length === 0) return undefined; // scalar gather is 0-D: not a Concat piece
-      return new Array<number | null>(idx.size).fill(null);
-    }
-    case 'Slice': {
-      const s = constantValues(p.inputs[1], 1);
-      const e = constantValues(p.inputs[2], 1);
-      if (s && e && s.length === 1 && e.length === 1 && s[0]! >= 0 && e[0]! >= s[0]! && e[0]! < 1e6) return new Array<number | null>(e[0]! - s[0]!).fill(null);
-      if (s && e && s.length === 1 && e.length === 1 && s[0]! < 0 && e[0]! < 0 && e[0]! >= s[0]!) return new Array<number | null>(e[0]! - s[0]!).fill(null);
-      return undefined;
-    }
-    case 'Cast':
-    case 'Identity':
-      return shapePiece(p.inputs[0], depth + 1);
-    default:
-      return shapeVector(v, depth);
-  }
 }
 
 /** A positive integer, or null for unknown / -1 / 0 entries. */

@@ -7,30 +7,14 @@
  */
 import { type Node, type Value, describeNode } from '../../ir/index.js';
 import { constantTensor } from '../util/constants.js';
-import {
-  type DiscoveryContext,
-  describeValue,
-  exportedAs,
-  floatAttr,
-  graphInputBehind,
-  intAttr,
-  intsAttr,
-  nodeName,
-  reject,
-} from './context.js';
+import { type DiscoveryContext, describeValue, exportedAs, floatAttr, graphInputBehind, intAttr, intsAttr, nodeName, reject } from './context.js';
+import type { ShapeAnalysis } from '../analysis/shapes.js';
 import { type SiteDraft, buildSite } from './build_site.js';
-import {
-  type ProjectionDraft,
-  inOpProjection,
-  isWeightLike,
-  outputProjection,
-  packedPart,
-  plainProjection,
-  resolveProjection,
-} from './f3_fused_qkv.js';
+import { fusedOperand } from './trace.js';
+import { type ProjectionDraft, inOpProjection, isWeightLike, outputProjection, packedPart, plainProjection } from './f3_fused_qkv.js';
 import { rotarySource } from './units.js';
 import { maskInfo } from './mask.js';
-import { type AttentionSite, CANONICAL_LAYOUT, type RotaryInfo } from './site.js';
+import { type AttentionSite, type RotaryInfo } from './site.js';
 
 export const CONTRIB_OPS = ['GroupQueryAttention', 'MultiHeadAttention', 'Attention'];
 
@@ -129,12 +113,12 @@ function finish(n: Node, where: string, parts: Parts): SiteDraft {
   });
 }
 
-function separateQkv(n: Node, where: string, hq: number, hkv: number): { q: ProjectionDraft; k: ProjectionDraft; v: ProjectionDraft; d: number } {
+function separateQkv(n: Node, shapes: ShapeAnalysis, where: string, hq: number, hkv: number): { q: ProjectionDraft; k: ProjectionDraft; v: ProjectionDraft; d: number } {
   const [query, key, value] = n.inputs;
   if (!query || !key || !value) return reject(`${where}: query, key and value must all be given (or key and value both omitted for packed QKV)`);
-  const q = resolveProjection(query, `${where}: query`);
-  const k = resolveProjection(key, `${where}: key`);
-  const v = resolveProjection(value, `${where}: value`);
+  const q = fusedOperand(query, 'Q', shapes, where).projection;
+  const k = fusedOperand(key, 'K', shapes, where).projection;
+  const v = fusedOperand(value, 'V', shapes, where).projection;
   if (q.width === null) return reject(`${where}: the width of the query projection ${q.info.node} is unknown, so the head size is`);
   if (q.width % hq !== 0) return reject(`${where}: query width ${q.width} is not a multiple of num_heads ${hq}`);
   const d = q.width / hq;
@@ -172,7 +156,7 @@ function analyzeGqa(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
     k = packedPart(fused, n, [hq * d, (hq + hkv) * d]);
     v = packedPart(fused, n, [(hq + hkv) * d, fused.width]);
   } else {
-    ({ q, k, v, d } = separateQkv(n, where, hq, hkv));
+    ({ q, k, v, d } = separateQkv(n, ctx.shapes, where, hq, hkv));
   }
   const window = intAttr(n, 'local_window_size', -1);
   const doRotary = intAttr(n, 'do_rotary', 0) === 1;
@@ -198,7 +182,7 @@ function analyzeMha(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
   const [query, key, value] = n.inputs;
   if (query && !key) return reject(`${where}: packed QKV (query [B, S, N, 3, H], no key/value) interleaves q, k and v per head; not supported`);
   if (query && key && !value) return reject(`${where}: packed KV (key [B, S, N, 2, H], no value) interleaves k and v per head; not supported`);
-  const { q, k, v, d } = separateQkv(n, where, hq, hq);
+  const { q, k, v, d } = separateQkv(n, ctx.shapes, where, hq, hq);
   const bias = n.inputs[3];
   if (bias) {
     // the op adds one packed [3·H·d] bias (q | k | v) itself

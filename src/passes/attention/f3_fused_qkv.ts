@@ -5,16 +5,8 @@
  * or by Slices on the last axis.
  */
 import { type Node, type Value, dataTypeName, describeNode } from '../../ir/index.js';
-import { constantTensor, constantValues } from '../util/constants.js';
-import {
-  describeValue,
-  intAttr,
-  intsAttr,
-  isOp,
-  nodeName,
-  producerIs,
-  reject,
-} from './context.js';
+import { constantTensor } from '../util/constants.js';
+import { intAttr, isOp, nodeName, producerIs, reject } from './context.js';
 import type { Projection } from './site.js';
 
 /** A projection with its IR objects. */
@@ -150,85 +142,6 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
   let width: number | null = null;
   if (info.weightShape && info.weightShape.length === 2) width = info.transB ? info.weightShape[0]! : info.weightShape[1]!;
   return { info, value: v, input, node: mm, width };
-}
-
-/**
- * The projection behind a q/k/v tensor `v` ([B,T,H·d]): a plain projection, or one
- * part of a fused projection cut by Split/Slice (F3). Rejects with a reason otherwise.
- */
-export function resolveProjection(v: Value, role: string): ProjectionDraft {
-  const plain = plainProjection(v);
-  if (plain) return plain;
-  const p = v.producer;
-  if (!p) {
-    return reject(`${role} path reaches ${describeValue(v)} instead of a projection (MatMul/Gemm with a weight)`);
-  }
-  if (isOp(p, 'Split')) return splitPart(p, v, role);
-  if (isOp(p, 'Slice')) return slicePart(p, v, role);
-  if (isOp(p, 'MatMul', 'Gemm')) {
-    return reject(`${role} projection ${describeNode(p)} multiplies two activations ('${p.inputs[1]?.name}' is not a weight)`);
-  }
-  return reject(`${role} tensor ${describeValue(v)} is not the output of a projection (MatMul/Gemm [+ bias]) nor a Split/Slice of one`);
-}
-
-function fusedSource(x: Value | null | undefined, what: Node, role: string): ProjectionDraft {
-  if (!x) return reject(`${describeNode(what)} has no input`);
-  const fused = plainProjection(x);
-  if (!fused) return reject(`${role}: ${describeNode(what)} splits ${describeValue(x)}, which is not a fused q/k/v projection (MatMul/Gemm with a weight)`);
-  return fused;
-}
-
-function lastAxis(axis: number, v: Value | null | undefined): boolean {
-  if (axis === -1) return true;
-  const t = v?.type;
-  const rank = t && t.kind === 'tensor' && t.shape ? t.shape.length : undefined;
-  if (rank !== undefined) return axis === rank - 1;
-  return axis === 2; // [B, T, 3·H·d]: the exporters' layout
-}
-
-function splitPart(split: Node, v: Value, role: string): ProjectionDraft {
-  if (split.outputs.length !== 3) {
-    return reject(`${role}: ${describeNode(split)} has ${split.outputs.length} outputs; a fused q/k/v projection splits into 3`);
-  }
-  const axis = intAttr(split, 'axis', 0);
-  if (!lastAxis(axis, split.inputs[0])) return reject(`${role}: ${describeNode(split)} splits axis ${axis}, not the last (feature) axis of the fused projection`);
-  const fused = fusedSource(split.inputs[0], split, role);
-  let sizes = split.inputs[1] ? constantValues(split.inputs[1], 16) : intsAttr(split, 'split');
-  if (!sizes && fused.width !== null && fused.width % 3 === 0) sizes = [fused.width / 3, fused.width / 3, fused.width / 3];
-  if (!sizes || sizes.length !== 3) return reject(`${role}: ${describeNode(split)}: the split sizes are not constant`);
-  if (fused.width !== null && sizes.reduce((a, b) => a + b, 0) !== fused.width) {
-    return reject(`${role}: ${describeNode(split)}: split sizes [${sizes.join(', ')}] do not add up to the fused projection width ${fused.width}`);
-  }
-  const i = v.producerIndex;
-  const start = sizes.slice(0, i).reduce((a, b) => a + b, 0);
-  return carve(fused, split, v, [start, start + sizes[i]!]);
-}
-
-function slicePart(slice: Node, v: Value, role: string): ProjectionDraft {
-  const starts = constantValues(slice.inputs[1], 4);
-  const ends = constantValues(slice.inputs[2], 4);
-  const axes = slice.inputs[3] ? constantValues(slice.inputs[3], 4) : [0];
-  const steps = slice.inputs[4] ? constantValues(slice.inputs[4], 4) : [1];
-  if (!starts || !ends || !axes || starts.length !== 1 || ends.length !== 1 || axes.length !== 1) {
-    return reject(`${role}: ${describeNode(slice)} does not cut a constant column range of a fused projection`);
-  }
-  if (steps && steps[0] !== 1) return reject(`${describeNode(slice)} has step ${steps[0]}; a fused projection is cut with step 1`);
-  if (!lastAxis(axes[0]!, slice.inputs[0])) return reject(`${describeNode(slice)} slices axis ${axes[0]}, not the last (feature) axis`);
-  const fused = fusedSource(slice.inputs[0], slice, role);
-  let s = starts[0]!;
-  let e = ends[0]!;
-  if (fused.width !== null) {
-    if (s < 0) s += fused.width;
-    if (e < 0) e += fused.width;
-    e = Math.min(e, fused.width);
-  }
-  if (!(e > s) || s < 0) return reject(`${describeNode(slice)}: column range [${starts[0]}, ${ends[0]}) is empty or unknown`);
-  return carve(fused, slice, v, [s, e]);
-}
-
-function carve(fused: ProjectionDraft, cutter: Node, v: Value, columns: [number, number]): ProjectionDraft {
-  const info: Projection = { ...fused.info, output: v.name, columns, packed: fused.value?.name ?? null, split: nodeName(cutter) };
-  return { info, value: v, input: fused.input, node: fused.node, width: columns[1] - columns[0] };
 }
 
 /** A projection inside a fused op (com.microsoft.Attention: weights are an input of the op). */

@@ -3,60 +3,16 @@
  * q_num_heads / kv_num_heads attributes, usually after RotaryEmbedding) or 4-D inputs
  * ([B, H, S, d], heads from the Reshapes before them).
  */
-import { type Node, type Value, describeNode } from '../../ir/index.js';
-import {
-  type DiscoveryContext,
-  describeValue,
-  exportedAs,
-  floatAttr,
-  graphInputBehind,
-  intAttr,
-  isOp,
-  nodeName,
-  rankOf,
-  reject,
-  shapeVector,
-  transposePerm,
-} from './context.js';
+import { type Node, type Value } from '../../ir/index.js';
+import { type DiscoveryContext, describeValue, exportedAs, floatAttr, graphInputBehind, intAttr, nodeName, reject } from './context.js';
 import { type SiteDraft, buildSite } from './build_site.js';
 import { headFields, qkNorm, rotaryInfo } from './f1_decomposed.js';
-import { type ProjectionDraft, outputProjection, resolveProjection } from './f3_fused_qkv.js';
-import { coreHeads, traceOutput, tracePath } from './trace.js';
-import { type RotaryDraft, rotaryOp } from './units.js';
+import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
+import { coreHeads, fusedOperand, traceOutput, tracePath } from './trace.js';
 import { maskInfo } from './mask.js';
 import { type AttentionSite, CANONICAL_LAYOUT, type SiteLayout } from './site.js';
 
 const KNOWN = ['is_causal', 'kv_num_heads', 'q_num_heads', 'qk_matmul_output_mode', 'scale', 'softcap', 'softmax_precision'];
-
-/** Rank of an Attention input: from its type, else from what produces it. */
-function inputRank(v: Value): number | undefined {
-  const r = rankOf(v);
-  if (r !== undefined) return r;
-  const p = v.producer;
-  if (!p) return undefined;
-  if (isOp(p, 'Transpose')) return transposePerm(p)?.length;
-  if (isOp(p, 'Reshape')) return shapeVector(p.inputs[1])?.length;
-  if (p.opType === 'RotaryEmbedding') return p.inputs[0] ? inputRank(p.inputs[0]) : undefined;
-  if (isOp(p, 'Concat')) return p.inputs[1] ? inputRank(p.inputs[1]) : undefined;
-  if (isOp(p, 'MatMul', 'Gemm', 'Add')) return 3;
-  return undefined;
-}
-
-/** A 3-D q/k/v input: [RotaryEmbedding] ← projection. */
-function path3d(v: Value, role: string, where: string): { proj: ProjectionDraft; rotary: RotaryDraft | null } {
-  let cur = v;
-  let rotary: RotaryDraft | null = null;
-  const p = cur.producer;
-  if (p) {
-    const r = rotaryOp(p);
-    if (r) {
-      rotary = r;
-      if (!p.inputs[0]) return reject(`${describeNode(p)} has no input`);
-      cur = p.inputs[0];
-    }
-  }
-  return { proj: resolveProjection(cur, `${where}: ${role}`), rotary };
-}
 
 /** Analyses an ONNX Attention node (F5). Throws Rejection with the reason. */
 export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft {
@@ -70,7 +26,7 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
   if (!Q || !K || !V) return reject(`${where}: Q, K and V are required`);
   const qHeadsAttr = n.attributes.has('q_num_heads') ? intAttr(n, 'q_num_heads', 0) : null;
   const kvHeadsAttr = n.attributes.has('kv_num_heads') ? intAttr(n, 'kv_num_heads', 0) : null;
-  const rank = inputRank(Q) ?? (qHeadsAttr !== null ? 3 : undefined);
+  const rank = ctx.shapes.rank(Q) ?? (qHeadsAttr !== null ? 3 : undefined);
   if (rank === undefined) return reject(`${where}: cannot tell whether Q ${describeValue(Q)} is 3-D or 4-D`);
 
   let q: ProjectionDraft;
@@ -90,12 +46,12 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
     hq = qHeadsAttr;
     hkv = kvHeadsAttr;
     if (hq % hkv !== 0) return reject(`${where}: q_num_heads ${hq} is not a multiple of kv_num_heads ${hkv}`);
-    const qp = path3d(Q, 'Q', where);
-    const kp = path3d(K, 'K', where);
-    const vp = path3d(V, 'V', where);
-    q = qp.proj;
-    k = kp.proj;
-    v = vp.proj;
+    const qp = fusedOperand(Q, 'Q', ctx.shapes, where);
+    const kp = fusedOperand(K, 'K', ctx.shapes, where);
+    const vp = fusedOperand(V, 'V', ctx.shapes, where);
+    q = qp.projection;
+    k = kp.projection;
+    v = vp.projection;
     if (q.width === null) return reject(`${where}: the width of the Q projection ${q.info.node} is unknown, so the head size is`);
     if (q.width % hq !== 0) return reject(`${where}: Q width ${q.width} is not a multiple of q_num_heads ${hq}`);
     d = q.width / hq;

@@ -438,3 +438,39 @@ export function traceOutput(start: Value, heads: CoreHeads, shapes: ShapeAnalysi
   }
   return reject(`${where}: no output projection within ${MAX_STEPS} steps of the attention output`);
 }
+
+// ---- fused ops ----------------------------------------------------------------------------
+
+/**
+ * A [B, S, H·d] input of a fused attention op (com.microsoft GroupQueryAttention /
+ * MultiHeadAttention, 3-D ONNX Attention) traced back to its projection: the whole
+ * projection or a column range of a packed one, with the rotary on the way.
+ */
+export function fusedOperand(v: Value, role: Role, shapes: ShapeAnalysis, where: string): { projection: ProjectionDraft; rotary: RotaryDraft | null } {
+  const path = tracePath(v, role, shapes, where);
+  const axes = path.labels.axes.map(pieces);
+  const f = axes[2]?.[0];
+  if (axes.length !== 3 || axes[2]!.length !== 1 || f?.src !== FEATURES || f.stride.value !== 1 || f.size.value === undefined) {
+    return reject(`${where}: the ${role} input ${describeLabels(path.labels)} is not [batch, sequence, consecutive columns of a projection]`);
+  }
+  if (axes[0]!.length !== 1 || axes[1]!.length !== 1 || !isRow(axes[0]![0]!) || !isRow(axes[1]![0]!) || axes[0]![0]!.src === axes[1]![0]!.src) {
+    return reject(`${where}: the ${role} input ${describeLabels(path.labels)} does not keep the projection's batch and sequence axes apart`);
+  }
+  const base = path.labels.base.get(FEATURES)?.value ?? 0;
+  const columns: [number, number] = [base, base + f.size.value];
+  const p = path.projection;
+  const whole = columns[0] === 0 && p.width !== null && columns[1] === p.width;
+  if (whole) return { projection: p, rotary: path.rotary };
+  const cutter = path.chain.find((n) => ['Slice', 'Split', 'Gather'].includes(n.opType)) ?? null;
+  return {
+    projection: {
+      // the memory branch slices the columns from the packed projection (before any rotary)
+      info: { ...p.info, output: null, columns, packed: p.value?.name ?? null, split: cutter ? (cutter.name || cutter.opType) : null },
+      value: null,
+      input: p.input,
+      node: p.node,
+      width: columns[1] - columns[0],
+    },
+    rotary: path.rotary,
+  };
+}

@@ -1,29 +1,13 @@
 /**
  * Value-preserving units on a q/k/v path, recognised as a whole by the trace (trace.ts):
- * rotary embeddings (decomposed rotate_half, or the RotaryEmbedding op) and scale
- * factors (√scale on Q and K, constant or computed from shapes).
+ * rotary embeddings (any rotation written with standard ops, partial rotary, the
+ * RotaryEmbedding ops) and scales computed from shapes. ROTATE_HALF is kept as a
+ * declarative pattern for pipelines that want exactly Llama's form.
  */
-import { type Node, type Value, describeNode } from '../../ir/index.js';
+import { type Node, type Value } from '../../ir/index.js';
 import { pattern } from '../pattern/pattern.js';
-import { matchPattern } from '../pattern/matcher.js';
-import { constantValues, evalScalar, scalarValue } from '../util/constants.js';
-import {
-  axesOf,
-  describeValue,
-  exportedAs,
-  graphInputBehind,
-  intAttr,
-  isOp,
-  known,
-  producerIs,
-  reject,
-  samePerm,
-  shapeVector,
-  stripBack,
-  transposePerm,
-} from './context.js';
-import { type ProjectionDraft, plainProjection, resolveProjection } from './f3_fused_qkv.js';
-import { skipNorm } from './norm.js';
+import { constantValues, scalarValue } from '../util/constants.js';
+import { intAttr, stripBack } from './context.js';
 
 export interface RotaryDraft {
   /** 'rotate_half' (Llama), 'rotate_every_two' (GPT-J's interleaved pairs), 'RotaryEmbedding' (the op). */
@@ -173,11 +157,6 @@ export const ROTATE_HALF = pattern((op) => {
   return op.Add(op.Mul(x, op.var('cos'), { commute: true }), op.Mul(rotated, op.var('sin'), { commute: true }), { commute: true, as: 'add' });
 });
 
-export function matchRotateHalf(add: Node): RotaryDraft | null {
-  const { match } = matchPattern(ROTATE_HALF, add, { trace: false });
-  if (!match) return null;
-  return { kind: 'rotate_half', cos: match.value('cos'), sin: match.value('sin'), interleaved: false, nodes: [...match.nodes], dims: null };
-}
 
 /** RotaryEmbedding (ONNX opset 23: X, cos, sin, pos; com.microsoft: X, pos, cos, sin). */
 export function rotaryOp(n: Node): RotaryDraft | null {
@@ -193,19 +172,6 @@ export function rotaryOp(n: Node): RotaryDraft | null {
 
 // ---- √scale ---------------------------------------------------------------------------------
 
-/** Mul(x, c) / Div(x, c) with c a constant or computed from shapes; returns x and the factor. */
-export function scaleStep(n: Node): { next: Value; factor: number | null; computed: boolean } | null {
-  if (!isOp(n, 'Mul', 'Div')) return null;
-  const [a, b] = n.inputs;
-  if (!a || !b) return null;
-  const orders: [Value, Value][] = n.opType === 'Mul' ? [[a, b], [b, a]] : [[a, b]];
-  for (const [x, c] of orders) {
-    const s = evalScalar(c);
-    if (s !== undefined) return { next: x, factor: n.opType === 'Div' ? 1 / s : s, computed: false };
-    if (isComputedScale(c)) return { next: x, factor: null, computed: true };
-  }
-  return null;
-}
 
 /** True when `v` is computed from a Shape through Sqrt / Pow(0.5) (e.g. √d), with no data input. */
 export function isComputedScale(v: Value): boolean {
@@ -238,16 +204,6 @@ export function isComputedScale(v: Value): boolean {
   return sawRoot && sawShape;
 }
 
-export function matchedX(rot: RotaryDraft, add: Node): Value | null {
-  // the Mul reading x directly: its other operand is cos
-  for (const v of add.inputs) {
-    const m = producerIs(v, 'Mul');
-    if (!m) continue;
-    if (m.inputs[0] === rot.cos && m.inputs[1]) return m.inputs[1];
-    if (m.inputs[1] === rot.cos && m.inputs[0]) return m.inputs[0];
-  }
-  return null;
-}
 
 /** The shared source of a rotary cos/sin tensor (per-layer Unsqueeze/Cast/Gather stripped). */
 export function rotarySource(v: Value): Value {
