@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { type Model, decodeModel, encodeModel, loadModel, toposort } from '../../src/ir/index.js';
 import { type AttentionForm, attentionReport, discoverAttention } from '../../src/passes/index.js';
-import { shuffleNodes } from './graphs.js';
+import { renameEverything, shuffleNodes } from './graphs.js';
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 
@@ -114,6 +114,15 @@ describe('attention discovery on the fixtures', () => {
         shuffleNodes(m, 9);
         toposort(m.graph);
         expect(attentionReport(discoverAttention(m))).toEqual(base);
+      });
+
+      it('finds the same structure with every node, value, input and output renamed', () => {
+        const shape = (m: Model) =>
+          discoverAttention(m).sites.map((s) => [s.form, s.kind, s.numHeads, s.numKvHeads, s.headDim, s.causal, s.scale, s.mask.kind, s.rotary?.kind ?? null, s.past !== null, s.present !== null, s.q.columns]);
+        const m = decodeModel(encodeModel(model));
+        renameEverything(m, 5);
+        shuffleNodes(m, 6);
+        expect(shape(m)).toEqual(shape(model));
       });
 
       if (name === 'bert') {
