@@ -79,10 +79,21 @@ export function inlineCall(model: Model, call: Node): Node[] {
     inserted.push(copy);
     n.outputs.forEach((o, i) => map.set(o, outputs[i]!));
   }
+  const produced = new Set(inserted.flatMap((n) => n.outputs));
+  const taken = new Set<Value>();
   call.outputs.forEach((out, i) => {
     const formal = fn.body.outputs[i];
-    const inner = formal ? map.get(formal) : undefined;
+    let inner = formal ? map.get(formal) : undefined;
     if (!inner) throw new UserInputError(`cannot inline ${describeNode(call)}: output ${i} is not produced by its function`);
+    if (!produced.has(inner) || taken.has(inner)) {
+      // the function returns one of its inputs, or one value twice: an Identity keeps the
+      // caller's value (a graph input, say) under its own name
+      const id = new Node({ opType: 'Identity', name: graph.uniqueName(`${prefix}output_${i}`), inputs: [inner], outputs: [new Value('', inner.type ? structuredClone(inner.type) : undefined)] });
+      graph.insertBefore(call, id);
+      inserted.push(id);
+      inner = id.output;
+    }
+    taken.add(inner);
     const name = out.name;
     if (out.isGraphOutput()) graph.replaceOutputValue(out, inner);
     out.replaceAllUsesWith(inner);

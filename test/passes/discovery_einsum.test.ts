@@ -36,7 +36,7 @@ describe.each(['keras', 'torch'] as const)('Einsum attention (%s layout)', (styl
   it('near miss: an einsum that contracts the wrong axis is not attention, with the reason', () => {
     const m = einsumModel(style);
     const e = m.graph.nodes().find((n) => n.name === '/attn/Einsum_qk')!;
-    e.setAttribute('equation', style === 'keras' ? 'bqhd,bkhd->bhqd' : 'bhid,bhjd->bhid');
+    e.setAttribute('equation', style === 'keras' ? 'aecd,abcd->acbd' : 'bhid,bhjd->bhid');
     const r = discoverAttention(m);
     expect(r.sites).toEqual([]);
     expect(r.rejected[0]!.reason).toMatch(/is not Q·Kᵀ: one contracted head-size axis/);

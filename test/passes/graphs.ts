@@ -491,7 +491,7 @@ export function packedEncoderModel(o: PackedOptions): Model {
 
 /**
  * A one-layer causal attention written with Einsum: 'keras' keeps q, k, v as [B, T, H, d]
- * (`bqhd,bkhd->bhqk`, `bhqk,bkhd->bqhd`, as tf2onnx exports Keras MultiHeadAttention);
+ * and passes the key first (`aecd,abcd->acbe`, `acbe,aecd->abcd`, Keras MultiHeadAttention);
  * 'torch' transposes them to [B, H, T, d] first (`bhid,bhjd->bhij`, torch.einsum code).
  * Input `x` [B, T, 64], output `y` [B, T, 64].
  */
@@ -505,8 +505,10 @@ export function einsumModel(style: 'keras' | 'torch', heads = 4, d = 16): Model 
   const proj = (name: string): Value => b.op('Reshape', [b.op('MatMul', [x, weight(b, `${name}.weight`, [E, E], r)], {}, { name: `${name}/MatMul` }), b.ints([0, 0, heads, d])]);
   let [q, k, v] = [proj('q_proj'), proj('k_proj'), proj('v_proj')];
   if (style === 'torch') [q, k, v] = [q, k, v].map((t) => b.op('Transpose', [t], { perm: [0, 2, 1, 3] })) as [Value, Value, Value];
-  const [scoresEq, outEq] = style === 'keras' ? ['bqhd,bkhd->bhqk', 'bhqk,bkhd->bqhd'] : ['bhid,bhjd->bhij', 'bhij,bhjd->bhid'];
-  let s = b.op('Mul', [b.op('Einsum', [q, k], { equation: scoresEq }, { name: 'Einsum_qk' }), b.scalar(1 / Math.sqrt(d))]);
+  // Keras' MultiHeadAttention: einsum('aecd,abcd->acbe', key, query) and einsum('acbe,aecd->abcd', probs, value)
+  const [scoresEq, outEq] = style === 'keras' ? ['aecd,abcd->acbe', 'acbe,aecd->abcd'] : ['bhid,bhjd->bhij', 'bhij,bhjd->bhid'];
+  const operands = style === 'keras' ? [k, q] : [q, k];
+  let s = b.op('Mul', [b.op('Einsum', operands, { equation: scoresEq }, { name: 'Einsum_qk' }), b.scalar(1 / Math.sqrt(d))]);
   // causal: a Trilu of ones over [T, T]
   const T = b.op('Slice', [b.op('Shape', [x]), b.ints([1]), b.ints([2])]);
   const ones = b.op('ConstantOfShape', [b.op('Concat', [T, T], { axis: 0 })], { value: Tensor.fromArray(Float32Array.from([1]), [1]) });

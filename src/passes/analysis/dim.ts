@@ -36,7 +36,11 @@ function monoCompare(a: Monomial, b: Monomial): number {
   const da = monoSymbols(a).length;
   const db = monoSymbols(b).length;
   if (da !== db) return db - da;
-  return a < b ? -1 : a > b ? 1 : 0;
+  // lexicographic over the symbols (not the joined string: 'a' and 'a_b' must order as symbols)
+  const sa = monoSymbols(a);
+  const sb = monoSymbols(b);
+  for (let i = 0; i < sa.length; i++) if (sa[i] !== sb[i]) return sa[i]! < sb[i]! ? -1 : 1;
+  return 0;
 }
 
 const EMPTY: ReadonlyMap<Monomial, number> = new Map();

@@ -142,7 +142,8 @@ function zipValues(a: SymDim[] | undefined, b: SymDim[] | undefined, f: (x: SymD
 function intDiv(x: SymDim, y: SymDim): SymDim | undefined {
   const a = x.value;
   const b = y.value;
-  if (a !== undefined && b !== undefined) return b === 0 ? undefined : c(Math.floor(a / b));
+  // ONNX integer Div truncates toward zero
+  if (a !== undefined && b !== undefined) return b === 0 ? undefined : c(Math.trunc(a / b));
   return x.div(y);
 }
 
@@ -257,7 +258,7 @@ function sliceDim(d: SymDim, start: SymDim, end: SymDim, step: number): SymDim |
       e = clamp(e, 0, n);
       return c(Math.max(0, Math.ceil((e - s) / step)));
     }
-    s = clamp(s, -1, n - 1);
+    s = clamp(s, 0, n - 1);
     e = clamp(e, -1, n - 1);
     return c(Math.max(0, Math.ceil((s - e) / -step)));
   }
@@ -349,6 +350,8 @@ function squeezeRule(x: RuleContext): (ValueShape | undefined)[] {
   const s = x.shape(0);
   if (!s) return [{ dims: undefined }];
   const axes = axesOf(x, 1, 13);
+  // axes given but computed at run time: the result is not known
+  if (!axes && ((x.opset >= 13 && x.node.inputs[1]) || x.node.attribute('axes'))) return [{ dims: undefined }];
   const drop = axes ? new Set(axes.map((a) => normAxis(a, s.length))) : new Set(s.map((d, i) => (d.value === 1 ? i : -1)).filter((i) => i >= 0));
   const dims = s.filter((_, i) => !drop.has(i));
   const values = x.values(0);
@@ -395,8 +398,10 @@ function splitRule(x: RuleContext): (ValueShape | undefined)[] {
   if (!s) return x.node.outputs.map(() => ({ dims: undefined }));
   const axis = normAxis(x.node.getInt('axis', 0), s.length);
   let sizes: SymDim[] | undefined;
-  const fromInput = x.opset >= 13 && x.node.inputs[1] ? x.values(1) : undefined;
+  const sizesGiven = x.opset >= 13 && !!x.node.inputs[1];
+  const fromInput = sizesGiven ? x.values(1) : undefined;
   if (fromInput) sizes = fromInput;
+  else if (sizesGiven) sizes = undefined; // sizes computed at run time: unknown, not equal
   else if (x.node.attribute('split')) sizes = x.node.getInts('split').map(c);
   else {
     const whole = s[axis]!;
@@ -671,7 +676,9 @@ function flattenRule(x: RuleContext): (ValueShape | undefined)[] {
 
 function castRule(x: RuleContext): (ValueShape | undefined)[] {
   const to = x.node.attribute('to') ? (x.node.getInt('to') as DataType) : undefined;
-  const values = to === undefined || isIntType(to) ? x.values(0) : undefined;
+  const ints = to === undefined || isIntType(to) ? x.values(0) : undefined;
+  // to bool: nonzero → 1 (a value that is not a constant stays unknown)
+  const values = to === DataType.BOOL ? (ints?.every((v) => v.isConstant) ? ints.map((v) => c(v.value ? 1 : 0)) : undefined) : ints;
   return [{ dims: x.shape(0), ...(values ? { values } : {}) }];
 }
 
@@ -1003,8 +1010,15 @@ function inferNode(a: ShapeAnalysis, n: Node, opset: number, model: Model | null
   };
   let results: (ValueShape | undefined)[] = [];
   const rule = shapeRuleOf(n.domain, n.opType);
+  // in a function body, an attribute may refer to the caller's (ref_attr_name): not known here
+  const refersToCaller = [...n.attributes.values()].some((a) => a.refAttrName !== undefined);
   try {
-    if (rule) results = rule(ctx);
+    if (refersToCaller) {
+      // a Constant whose value_float / value_int comes from the caller is still a scalar
+      const scalarRef = n.opType === 'Constant' && [...n.attributes.values()].some((a) => a.name === 'value_float' || a.name === 'value_int');
+      results = scalarRef ? [{ dims: [] }] : [];
+    }
+    else if (rule) results = rule(ctx);
     else if (model) results = functionCall(a, n, model, opset);
   } catch (e) {
     throw new Error(`shape inference failed at ${describeNode(n)}: ${(e as Error).message}`);

@@ -140,7 +140,9 @@ function opsetOf(n: Node): number {
 
 const squeeze: LayoutStep = (x, c) => {
   const rank = x.axes.length;
+  const given = opsetOf(c.node) >= 13 ? !!c.node.inputs[1] : !!c.node.attribute('axes');
   const raw = opsetOf(c.node) >= 13 ? (c.node.inputs[1] ? constInts(c, 1) : undefined) : c.node.attribute('axes') ? c.node.getInts('axes') : undefined;
+  if (given && !raw) return `the axes of ${describeNode(c.node)} are not constant`;
   const axes = raw ? raw.map((a) => normAxis(a, rank)) : x.axes.map((ax, i) => (pieces(ax).length === 0 ? i : -1)).filter((i) => i >= 0);
   for (const a of axes) if (pieces(x.axes[a] ?? []).length) return `${describeNode(c.node)} squeezes axis ${a}, which is not of size 1`;
   const drop = new Set(axes);

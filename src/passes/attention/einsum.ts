@@ -33,12 +33,16 @@ export interface EinsumCore {
   output: number[];
   /** Which operand of the P·V einsum is V. */
   vIndex: 0 | 1;
+  /** Which operand of the scores einsum is Q (Keras: einsum('aecd,abcd->acbe', key, query)). */
+  qIndex: 0 | 1;
 }
 
 export function einsumCore(qk: Node, pv: Node, pIndex: 0 | 1, where: string): EinsumCore {
   const s = parse(qk, where);
-  const [Q, K] = s.inputs;
   const S = s.output;
+  // the softmax runs over S's last axis: the key axis; its operand is K (Keras passes the key first)
+  const keyFirst = s.inputs[0].includes(S[S.length - 1]!) && !s.inputs[1].includes(S[S.length - 1]!);
+  const [Q, K] = keyFirst ? [s.inputs[1], s.inputs[0]] : s.inputs;
   const d = only(Q, S).filter((c) => K.includes(c));
   const qs = only(Q, K).filter((c) => S.includes(c));
   const ks = only(K, Q).filter((c) => S.includes(c));
@@ -75,6 +79,7 @@ export function einsumCore(qk: Node, pv: Node, pIndex: 0 | 1, where: string): Ei
       return i < 0 ? reject(`${where}: the P·V einsum output '${O}' has an axis '${c}' that is not batch, query or head size`) : i;
     }),
     vIndex: (1 - pIndex) as 0 | 1,
+    qIndex: keyFirst ? 1 : 0,
   };
 }
 

@@ -183,8 +183,9 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
   if (!vIn) return reject(`${where}: ${describeNode(pv)} has no V operand`);
 
   const shapes = ctx.shapes;
-  const qPath = tracePath(match.value('q'), 'Q', shapes, where);
-  const kPath = tracePath(match.value('kT'), 'K', shapes, where);
+  const [qIn, kIn] = ein?.qIndex === 1 ? [match.value('kT'), match.value('q')] : [match.value('q'), match.value('kT')];
+  const qPath = tracePath(qIn, 'Q', shapes, where);
+  const kPath = tracePath(kIn, 'K', shapes, where);
   const vPath = tracePath(vIn, 'V', shapes, where);
   if (ein) {
     // read the einsum operands in MatMul order: Q [lead…, S, d], Kᵀ [lead…, d, S], V [lead…, S, d]

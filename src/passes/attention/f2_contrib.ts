@@ -14,7 +14,7 @@ import { fusedOperand } from './trace.js';
 import { type ProjectionDraft, inOpProjection, isWeightLike, outputProjection, packedPart, plainProjection } from './f3_fused_qkv.js';
 import { rotarySource } from './units.js';
 import { maskInfo } from './mask.js';
-import { type AttentionSite, type RotaryInfo } from './site.js';
+import { type AttentionSite, CANONICAL_LAYOUT, type RotaryInfo, type SiteLayout } from './site.js';
 
 export const CONTRIB_OPS = ['GroupQueryAttention', 'MultiHeadAttention', 'Attention'];
 
@@ -73,6 +73,8 @@ function fusedRotary(n: Node, cos: Value | null | undefined, sin: Value | null |
 }
 
 interface Parts {
+  /** Layouts of the q/k/v inputs' projections (default [B, T, ·]). */
+  layout?: SiteLayout;
   q: ProjectionDraft;
   k: ProjectionDraft;
   v: ProjectionDraft;
@@ -109,16 +111,19 @@ function finish(n: Node, where: string, parts: Parts): SiteDraft {
     output: out,
     outputProjection: oproj,
     window: parts.window,
+    layout: parts.layout,
     where,
   });
 }
 
-function separateQkv(n: Node, shapes: ShapeAnalysis, where: string, hq: number, hkv: number): { q: ProjectionDraft; k: ProjectionDraft; v: ProjectionDraft; d: number } {
+function separateQkv(n: Node, shapes: ShapeAnalysis, where: string, hq: number, hkv: number): { q: ProjectionDraft; k: ProjectionDraft; v: ProjectionDraft; d: number; layout: SiteLayout } {
   const [query, key, value] = n.inputs;
   if (!query || !key || !value) return reject(`${where}: query, key and value must all be given (or key and value both omitted for packed QKV)`);
-  const q = fusedOperand(query, 'Q', shapes, where).projection;
-  const k = fusedOperand(key, 'K', shapes, where).projection;
-  const v = fusedOperand(value, 'V', shapes, where).projection;
+  const fq = fusedOperand(query, 'Q', shapes, where);
+  const fk = fusedOperand(key, 'K', shapes, where);
+  const fv = fusedOperand(value, 'V', shapes, where);
+  const [q, k, v] = [fq.projection, fk.projection, fv.projection];
+  const layout: SiteLayout = { q: fq.layout, k: fk.layout, v: fv.layout, output: CANONICAL_LAYOUT.output };
   if (q.width === null) return reject(`${where}: the width of the query projection ${q.info.node} is unknown, so the head size is`);
   if (q.width % hq !== 0) return reject(`${where}: query width ${q.width} is not a multiple of num_heads ${hq}`);
   const d = q.width / hq;
@@ -130,7 +135,7 @@ function separateQkv(n: Node, shapes: ShapeAnalysis, where: string, hq: number, 
       return reject(`${where}: ${what} projection ${p.info.node} has width ${p.width}, expected ${hkv} kv heads × ${d} = ${hkv * d}`);
     }
   }
-  return { q, k, v, d };
+  return { q, k, v, d, layout };
 }
 
 function analyzeGqa(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
@@ -145,6 +150,7 @@ function analyzeGqa(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
   let k: ProjectionDraft;
   let v: ProjectionDraft;
   let d: number;
+  let layout: SiteLayout | undefined;
   if (query && !key && !value) {
     const fused = plainProjection(query);
     if (!fused) return reject(`${where}: the packed QKV query ${describeValue(query)} is not a projection (MatMul/Gemm with a weight)`);
@@ -156,11 +162,12 @@ function analyzeGqa(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
     k = packedPart(fused, n, [hq * d, (hq + hkv) * d]);
     v = packedPart(fused, n, [(hq + hkv) * d, fused.width]);
   } else {
-    ({ q, k, v, d } = separateQkv(n, ctx.shapes, where, hq, hkv));
+    ({ q, k, v, d, layout } = separateQkv(n, ctx.shapes, where, hq, hkv));
   }
   const window = intAttr(n, 'local_window_size', -1);
   const doRotary = intAttr(n, 'do_rotary', 0) === 1;
   return finish(n, where, {
+    layout,
     q,
     k,
     v,
@@ -182,7 +189,7 @@ function analyzeMha(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
   const [query, key, value] = n.inputs;
   if (query && !key) return reject(`${where}: packed QKV (query [B, S, N, 3, H], no key/value) interleaves q, k and v per head; not supported`);
   if (query && key && !value) return reject(`${where}: packed KV (key [B, S, N, 2, H], no value) interleaves k and v per head; not supported`);
-  const { q, k, v, d } = separateQkv(n, ctx.shapes, where, hq, hq);
+  const { q, k, v, d, layout } = separateQkv(n, ctx.shapes, where, hq, hq);
   const bias = n.inputs[3];
   if (bias) {
     // the op adds one packed [3·H·d] bias (q | k | v) itself
@@ -195,6 +202,7 @@ function analyzeMha(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
   }
   const causal = intAttr(n, 'unidirectional', 0) === 1;
   return finish(n, where, {
+    layout,
     q,
     k,
     v,

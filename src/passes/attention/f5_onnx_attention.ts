@@ -52,6 +52,7 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
     q = qp.projection;
     k = kp.projection;
     v = vp.projection;
+    layout = { q: qp.layout, k: kp.layout, v: vp.layout, output: CANONICAL_LAYOUT.output };
     if (q.width === null) return reject(`${where}: the width of the Q projection ${q.info.node} is unknown, so the head size is`);
     if (q.width % hq !== 0) return reject(`${where}: Q width ${q.width} is not a multiple of q_num_heads ${hq}`);
     d = q.width / hq;

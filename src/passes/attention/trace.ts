@@ -128,6 +128,9 @@ export function tracePath(start: Value, role: Role, shapes: ShapeAnalysis, where
       }
     }
     const s = scaleOperand(p, shapes);
+    if (s && role === 'V') {
+      return reject(`${where}: ${describeNode(p)} scales V by a constant; the memory branch reads the V projection and would not see the factor`);
+    }
     if (s) {
       if (path.scale) return reject(`${where}: two scale factors on the ${role} path (${describeNode(path.scale.node)} and ${describeNode(p)})`);
       path.scale = { factor: s.factor, computed: s.computed, node: p };
@@ -258,11 +261,12 @@ function groups(c: CoreOperand, role: Role, where: string): { kinds: string[]; h
         const n = x.size.value;
         if (n === undefined) return reject(`${where}: the ${role} heads have symbolic size ${x.size}`);
         if (isRepeat(x)) {
-          if (!sawHead && h === 1 && i + 1 < axis.length && axis[i + 1]!.src === FEATURES) {
-            return reject(`${where}: repeat_kv on the ${role} path copies the key/value heads outside them (head h reads key head h mod Hkv); LiZA groups query heads h·G … h·G+G−1 per key head`);
+          if (i + 1 < axis.length && axis[i + 1]!.src === FEATURES) {
+            return reject(`${where}: repeat_kv on the ${role} path copies the key/value heads outside (or between) them, not as copies of each head; LiZA groups query heads h·G … h·G+G−1 per key head`);
           }
           r *= n;
         } else {
+          if (r > 1) return reject(`${where}: the ${role} heads continue after repeat_kv copies`);
           sawHead = true;
           h *= n;
         }
@@ -388,10 +392,13 @@ export function sameLayout(a: readonly AxisPiece[][], b: readonly AxisPiece[][])
 function layoutOf(l: Labels, roles: (a: Atom) => AxisPiece): AxisPiece[][] {
   return l.axes.map((ax) => {
     const out: AxisPiece[] = [];
+    let prev: Atom | null = null;
     for (const a of pieces(ax)) {
       const r = roles(a);
-      if (r === 'heads' && out[out.length - 1] === 'heads') continue;
-      out.push(r);
+      // head pieces merge only when they stay in head order (outer stride = inner stride · size)
+      const merges = r === 'heads' && prev && roles(prev) === 'heads' && prev.stride.equals(a.stride.mul(a.size));
+      if (!merges) out.push(r);
+      prev = a;
     }
     return out;
   });
@@ -420,7 +427,11 @@ export function traceOutput(start: Value, heads: CoreHeads, shapes: ShapeAnalysi
     if (!canonical && sameLayout(layout, CANONICAL_OUTPUT)) canonical = { output: cur, layout };
     if (readsAsProjection(cur)) {
       const last = layout[layout.length - 1] ?? [];
-      if (last.join() !== 'heads,head_dim' && !(heads.hq === 1 && last.join() === 'head_dim')) {
+      const lastAtoms = pieces(labels.axes[labels.axes.length - 1] ?? []);
+      const innerHead = lastAtoms[lastAtoms.length - 2];
+      const dAtom = lastAtoms[lastAtoms.length - 1];
+      const inOrder = !innerHead || !dAtom || innerHead.stride.equals(dAtom.size);
+      if ((last.join() !== 'heads,head_dim' && !(heads.hq === 1 && last.join() === 'head_dim')) || !inOrder) {
         return reject(`${where}: the attention output '${cur.name}' ${describeLabels(labels)} does not hold the heads, then the head size, on its last axis`);
       }
       return canonical ?? { output: cur, layout };
@@ -446,7 +457,7 @@ export function traceOutput(start: Value, heads: CoreHeads, shapes: ShapeAnalysi
  * MultiHeadAttention, 3-D ONNX Attention) traced back to its projection: the whole
  * projection or a column range of a packed one, with the rotary on the way.
  */
-export function fusedOperand(v: Value, role: Role, shapes: ShapeAnalysis, where: string): { projection: ProjectionDraft; rotary: RotaryDraft | null } {
+export function fusedOperand(v: Value, role: Role, shapes: ShapeAnalysis, where: string): { projection: ProjectionDraft; rotary: RotaryDraft | null; layout: AxisPiece[][] } {
   const path = tracePath(v, role, shapes, where);
   const axes = path.labels.axes.map(pieces);
   const f = axes[2]?.[0];
@@ -459,8 +470,10 @@ export function fusedOperand(v: Value, role: Role, shapes: ShapeAnalysis, where:
   const base = path.labels.base.get(FEATURES)?.value ?? 0;
   const columns: [number, number] = [base, base + f.size.value];
   const p = path.projection;
+  // the op reads axis 0 as its batch and axis 1 as its sequence, whichever projection rows they are
+  const layout = projectionLayout(path, axes[1]![0]!, [axes[0]![0]!], shapes, where);
   const whole = columns[0] === 0 && p.width !== null && columns[1] === p.width;
-  if (whole) return { projection: p, rotary: path.rotary };
+  if (whole) return { projection: p, rotary: path.rotary, layout };
   const cutter = path.chain.find((n) => ['Slice', 'Split', 'Gather'].includes(n.opType)) ?? null;
   return {
     projection: {
@@ -472,5 +485,6 @@ export function fusedOperand(v: Value, role: Role, shapes: ShapeAnalysis, where:
       width: columns[1] - columns[0],
     },
     rotary: path.rotary,
+    layout,
   };
 }

@@ -9,6 +9,7 @@ import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInput
 import { addLizaNode, addMagNode, type LizaOpAttributes } from '../../ops/index.js';
 import type { AttentionSite, Projection } from '../attention/site.js';
 import type { ResolvedConvertOptions } from './options.js';
+import { isLoraCapable, projectionShape } from './lora.js';
 import { outputFromCanonical, outputToCanonical, projectionToCanonical, runtimeSizes } from './relayout.js';
 
 export const TPTT_RULE = 'tptt';
@@ -77,11 +78,13 @@ function paddingMask(b: Builder, site: AttentionSite, xq: Value, graph: Graph): 
   return b.op('Slice', [input, negT, b.constant(BigInt64Array.from([9223372036854775807n]), [1]), b.ints([1])], {}, { name: 'current_mask' });
 }
 
-/** The float type the site computes in: its query projection's weight type (float32 unless the model is fp16 / bf16). */
+/**
+ * The float type the site computes in: its query projection's activation type (fp16 / bf16
+ * weights, or the scales of quantized ones), float32 when it cannot be told.
+ */
 function sitePrecision(graph: Graph, site: AttentionSite): DataType {
-  const w = site.q.weight ? graph.initializers.get(site.q.weight)?.initializer : undefined;
-  const t = w?.dataType;
-  return t === DataType.FLOAT16 || t === DataType.BFLOAT16 ? t : DataType.FLOAT;
+  const node = graph.nodes().find((n) => n.name === site.q.node);
+  return node && isLoraCapable(node) ? projectionShape(node).dtype : DataType.FLOAT;
 }
 
 export function convertSite(
