@@ -287,3 +287,13 @@ describe('discovery options and edge cases', () => {
     expect(discoverAttention(new Model())).toEqual({ sites: [], rejected: [], shared: [], inlined: [] });
   });
 });
+
+describe('rejections name the stage that failed', () => {
+  const stageOf = (m: Model): string => discoverAttention(m).rejected[0]!.stage;
+  it('core, projections, heads, output', () => {
+    expect(stageOf(decomposedModel({ softmaxAxis: 1 }))).toBe('core');
+    expect(stageOf(decomposedModel({ vSource: 'input' }))).toBe('projections');
+    expect(stageOf(decomposedModel({ heads: 4, kvHeads: 2, noRepeat: true }))).toBe('heads');
+    expect(stageOf(decomposedModel({ outputProjection: false }))).toBe('output');
+  });
+});

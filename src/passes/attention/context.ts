@@ -7,8 +7,16 @@ import { type Graph, type Model, type Node, type Value, describeNode } from '../
 import { type ShapeAnalysis, inferShapes } from '../analysis/shapes.js';
 import { constantValues } from '../util/constants.js';
 
+/**
+ * The stages of discovery, in order: the core (scores → softmax → P·V, or the fused op),
+ * the projections (Q, K, V traced back), the heads (read off the labels), the output
+ * (traced forward to the output projection), the add-ons (mask, rotary, cache).
+ */
+export type DiscoveryStage = 'core' | 'projections' | 'heads' | 'output' | 'add-ons';
+
 /** Thrown by the analysis helpers to reject a candidate; caught by discovery and reported. */
 export class Rejection extends Error {
+  stage: DiscoveryStage = 'core';
   constructor(readonly reason: string) {
     super(reason);
   }
@@ -16,6 +24,16 @@ export class Rejection extends Error {
 
 export function reject(reason: string): never {
   throw new Rejection(reason);
+}
+
+/** Runs one stage of an analysis: a rejection inside it is reported with the stage. */
+export function stage<T>(name: DiscoveryStage, run: () => T): T {
+  try {
+    return run();
+  } catch (e) {
+    if (e instanceof Rejection && e.stage === 'core') e.stage = name;
+    throw e;
+  }
 }
 
 export class DiscoveryContext {

@@ -94,6 +94,7 @@ function discoverIn(model: Model, options: DiscoverOptions): AttentionDiscovery 
         opType: c.node.opType,
         domain: c.node.domain,
         form: c.analyzer.form,
+        stage: e.stage,
         reason: e.reason,
         depth: ctx.depth(c.node),
       });

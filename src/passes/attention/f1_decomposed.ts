@@ -21,6 +21,7 @@ import {
   nodeName,
   rankOf,
   reject,
+  stage,
 } from './context.js';
 import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
 import { einsumCore, permuteLabels } from './einsum.js';
@@ -184,20 +185,18 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
 
   const shapes = ctx.shapes;
   const [qIn, kIn] = ein?.qIndex === 1 ? [match.value('kT'), match.value('q')] : [match.value('q'), match.value('kT')];
-  const qPath = tracePath(qIn, 'Q', shapes, where);
-  const kPath = tracePath(kIn, 'K', shapes, where);
-  const vPath = tracePath(vIn, 'V', shapes, where);
+  const [qPath, kPath, vPath] = stage('projections', () => [tracePath(qIn, 'Q', shapes, where), tracePath(kIn, 'K', shapes, where), tracePath(vIn, 'V', shapes, where)]);
   if (ein) {
     // read the einsum operands in MatMul order: Q [lead…, S, d], Kᵀ [lead…, d, S], V [lead…, S, d]
     qPath.labels = permuteLabels(qPath.labels, ein.q);
     kPath.labels = permuteLabels(kPath.labels, ein.k);
     vPath.labels = permuteLabels(vPath.labels, ein.v);
   }
-  const core = coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: true });
+  const core = stage('heads', () => coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: true }));
   const heads = ein ? { ...core, outputLabels: permuteLabels(core.outputLabels, ein.output) } : core;
   const { hq, hkv, d } = heads;
-  const { output, layout: outputLayout } = traceOutput(pv.output, heads, shapes, where);
-  const oproj = outputProjection(output, where);
+  const { output, layout: outputLayout } = stage('output', () => traceOutput(pv.output, heads, shapes, where));
+  const oproj = stage('output', () => outputProjection(output, where));
   const fields = headFields(qPath, kPath, vPath, heads, outputLayout);
 
   // scale: the Div/Mul after Q·Kᵀ, and/or √scale factors on Q and K
@@ -225,7 +224,7 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
     if (scaleSource === 'none') scaleSource = s.computed ? 'computed' : 'split';
   }
 
-  const mask = maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null, window: match.maybeValue('window_mask') ?? null }, null);
+  const mask = stage('add-ons', () => maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null, window: match.maybeValue('window_mask') ?? null }, null));
   const packed = fields.q.info.columns !== null;
   return buildSite({
     form: packed ? 'F3' : mask.info.causal ? 'F1' : 'F4',

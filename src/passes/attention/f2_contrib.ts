@@ -7,7 +7,7 @@
  */
 import { type Node, type Value, describeNode } from '../../ir/index.js';
 import { constantTensor } from '../util/constants.js';
-import { type DiscoveryContext, describeValue, exportedAs, floatAttr, graphInputBehind, intAttr, intsAttr, nodeName, reject } from './context.js';
+import { type DiscoveryContext, describeValue, exportedAs, floatAttr, graphInputBehind, intAttr, intsAttr, nodeName, reject, stage } from './context.js';
 import type { ShapeAnalysis } from '../analysis/shapes.js';
 import { type SiteDraft, buildSite } from './build_site.js';
 import { fusedOperand } from './trace.js';
@@ -93,7 +93,7 @@ interface Parts {
 function finish(n: Node, where: string, parts: Parts): SiteDraft {
   const out = n.outputs[0];
   if (!out) return reject(`${where} has no output`);
-  const oproj = outputProjection(out, where);
+  const oproj = stage('output', () => outputProjection(out, where));
   const { scale, scaleSource } = scaleOf(n, parts.d);
   return buildSite({
     form: 'F2',
@@ -119,9 +119,7 @@ function finish(n: Node, where: string, parts: Parts): SiteDraft {
 function separateQkv(n: Node, shapes: ShapeAnalysis, where: string, hq: number, hkv: number): { q: ProjectionDraft; k: ProjectionDraft; v: ProjectionDraft; d: number; layout: SiteLayout } {
   const [query, key, value] = n.inputs;
   if (!query || !key || !value) return reject(`${where}: query, key and value must all be given (or key and value both omitted for packed QKV)`);
-  const fq = fusedOperand(query, 'Q', shapes, where);
-  const fk = fusedOperand(key, 'K', shapes, where);
-  const fv = fusedOperand(value, 'V', shapes, where);
+  const [fq, fk, fv] = stage('projections', () => [fusedOperand(query, 'Q', shapes, where), fusedOperand(key, 'K', shapes, where), fusedOperand(value, 'V', shapes, where)]);
   const [q, k, v] = [fq.projection, fk.projection, fv.projection];
   const layout: SiteLayout = { q: fq.layout, k: fk.layout, v: fv.layout, output: CANONICAL_LAYOUT.output };
   if (q.width === null) return reject(`${where}: the width of the query projection ${q.info.node} is unknown, so the head size is`);

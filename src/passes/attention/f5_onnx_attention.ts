@@ -4,7 +4,7 @@
  * ([B, H, S, d], heads from the Reshapes before them).
  */
 import { type Node, type Value } from '../../ir/index.js';
-import { type DiscoveryContext, describeValue, exportedAs, floatAttr, graphInputBehind, intAttr, nodeName, reject } from './context.js';
+import { type DiscoveryContext, describeValue, exportedAs, floatAttr, graphInputBehind, intAttr, nodeName, reject, stage } from './context.js';
 import { type SiteDraft, buildSite } from './build_site.js';
 import { headFields, qkNorm, rotaryInfo } from './f1_decomposed.js';
 import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
@@ -46,9 +46,7 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
     hq = qHeadsAttr;
     hkv = kvHeadsAttr;
     if (hq % hkv !== 0) return reject(`${where}: q_num_heads ${hq} is not a multiple of kv_num_heads ${hkv}`);
-    const qp = fusedOperand(Q, 'Q', ctx.shapes, where);
-    const kp = fusedOperand(K, 'K', ctx.shapes, where);
-    const vp = fusedOperand(V, 'V', ctx.shapes, where);
+    const [qp, kp, vp] = stage('projections', () => [fusedOperand(Q, 'Q', ctx.shapes, where), fusedOperand(K, 'K', ctx.shapes, where), fusedOperand(V, 'V', ctx.shapes, where)]);
     q = qp.projection;
     k = kp.projection;
     v = vp.projection;
@@ -66,12 +64,10 @@ export function analyzeOnnxAttention(ctx: DiscoveryContext, n: Node): SiteDraft 
     output = n.outputs[0]!;
   } else if (rank === 4) {
     const shapes = ctx.shapes;
-    const qPath = tracePath(Q, 'Q', shapes, where);
-    const kPath = tracePath(K, 'K', shapes, where);
-    const vPath = tracePath(V, 'V', shapes, where);
-    const heads = coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: false, nativeGqa: true });
+    const [qPath, kPath, vPath] = stage('projections', () => [tracePath(Q, 'Q', shapes, where), tracePath(K, 'K', shapes, where), tracePath(V, 'V', shapes, where)]);
+    const heads = stage('heads', () => coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: false, nativeGqa: true }));
     ({ hq, hkv, d } = heads);
-    const out = traceOutput(n.outputs[0]!, heads, shapes, where);
+    const out = stage('output', () => traceOutput(n.outputs[0]!, heads, shapes, where));
     const fields = headFields(qPath, kPath, vPath, heads, out.layout);
     ({ q, k, v, layout } = fields);
     rot = rotaryInfo(qPath.rotary, kPath.rotary);

@@ -203,6 +203,8 @@ export interface RejectedSoftmax {
   domain: string;
   /** Which form was tried. */
   form: AttentionForm | null;
+  /** The stage that failed: 'core' (not attention), or a later one for an attention core whose paths did not resolve. */
+  stage: 'core' | 'projections' | 'heads' | 'output' | 'add-ons';
   /** Why it is not an attention site, naming the node where the analysis stopped. */
   reason: string;
 }
