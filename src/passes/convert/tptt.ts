@@ -7,7 +7,8 @@
  */
 import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInputError, type Value, setMetadata } from '../../ir/index.js';
 import { addLizaNode, addMagNode, type LizaOpAttributes } from '../../ops/index.js';
-import type { AttentionSite, Projection } from '../attention/site.js';
+import { type AttentionSite, CANONICAL_LAYOUT, type Projection } from '../attention/site.js';
+import { sameLayout } from '../attention/trace.js';
 import type { ResolvedConvertOptions } from './options.js';
 import { isLoraCapable, projectionShape } from './lora.js';
 import { outputFromCanonical, outputToCanonical, projectionToCanonical, runtimeSizes } from './relayout.js';
@@ -134,7 +135,8 @@ export function convertSite(
   setMetadata(liza.node.metadataProps, 'titanize.layer', String(site.layer));
   // the softmax attention output this memory stands beside: the target of attention
   // transfer (read from the original model when μ = 1 removes it here)
-  setMetadata(liza.node.metadataProps, ATTENTION_OUTPUT_KEY, a.name);
+  // (only for [B, T, H·d] outputs: a teacher's value in another layout would not line up with y)
+  if (sameLayout(site.layout.output, CANONICAL_LAYOUT.output)) setMetadata(liza.node.metadataProps, ATTENTION_OUTPUT_KEY, a.name);
   let mixed: Value;
   let magName: string | null = null;
   let muName: string | null = null;

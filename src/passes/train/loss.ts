@@ -86,7 +86,11 @@ export function appendLoss(graph: Graph, objective: Objective, logits: Value, fo
     } else {
       forward.lizaOutputs.forEach((y, i) => {
         const name = forward.attentionOutputs[i];
-        if (!name) throw new UserInputError('objective transfer on a μ = 1 model needs the name of each site\'s attention output, which this model does not record: convert it again with this version of titanize');
+        if (!name) {
+          throw new UserInputError(
+            'objective transfer on a μ = 1 model needs each site\'s attention output in [batch, sequence, features], which this model does not record (converted by an older titanize, or a site in another layout such as torch.nn.MultiheadAttention\'s [T·B, E]): use --objective distill or lm, or convert with μ < 1',
+          );
+        }
         const input = graph.addInput(new Value(transferTargetInput(i), tensorType(DataType.FLOAT, ['batch_size', 'sequence_length', null])));
         inputs.push(input.name);
         teacherValues.set(input.name, name);
