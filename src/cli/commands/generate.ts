@@ -1,5 +1,7 @@
 /** `titanize generate MODEL`: greedy or sampled decoding with the model's recurrent inputs carried. */
+import * as path from 'node:path';
 import type { Command } from 'commander';
+import type { DecoderIO } from '../../passes/analysis/io.js';
 import { InvalidArgumentError } from 'commander';
 import { UserInputError, loadModel } from '../../ir/index.js';
 import { EXECUTION_PROVIDERS, type ExecutionProviderName, createSession } from '../../runtime/execution_provider.js';
@@ -84,13 +86,15 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
       const prompts = opts.prompt.length ? opts.prompt.map((p) => tokenizer!.encode(p)) : opts.ids.map((v) => idList(v, '--ids'));
       if (prompts.some((p) => p.length === 0)) throw new UserInputError('a prompt encodes to no tokens');
       const model = loadModel(file);
+      const types = declaredTypes(model);
+      checkDecoderLm(file, types.io, prompts, opts);
       const { session, ep } = await createSession(file, {
         ep: opts.ep,
         fallback: opts.epFallback,
         onFallback: (m) => ctx.stderr.write(`titanize: warning: ${m}\n`),
       });
       try {
-        const g = generate(session, declaredTypes(model), prompts, {
+        const g = generate(session, types, prompts, {
           maxNewTokens: opts.maxNewTokens,
           temperature: opts.temperature,
           topK: opts.topK,
@@ -131,4 +135,18 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
         await session.release();
       }
     });
+}
+
+/** Refuses, before any run, a model that is not a decoder LM and ids outside its vocabulary. */
+function checkDecoderLm(file: string, io: DecoderIO, prompts: number[][], opts: GenerateCliOptions): void {
+  const name = path.basename(file);
+  if (!io.tokens) throw new UserInputError(`${name} has no token-ids input (an integer input indexing an embedding table): it is not a language model`);
+  if (io.vocab === null) {
+    throw new UserInputError(`${name} is not a decoder LM: its output '${io.logits ?? '?'}' is not logits over its token vocabulary (an encoder has nothing to sample from)`);
+  }
+  const vocab = io.vocab;
+  if (vocab === undefined) return;
+  const ids = [...prompts.flat(), ...(opts.stop ? idList(opts.stop, '--stop') : []), opts.pad];
+  const bad = ids.find((t) => t < 0 || t >= vocab);
+  if (bad !== undefined) throw new UserInputError(`token id ${bad} is outside the vocabulary of ${name} (${vocab} ids: 0-${vocab - 1})`);
 }

@@ -181,8 +181,30 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     for (const t of tmpFiles) fs.rmSync(t, { force: true });
     if (e instanceof UserInputError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    if (code) throw new UserInputError(`cannot write ${file} (${code}: ${(e as Error).message})`);
+    if (code) throw new UserInputError(writeFailure(file, code));
     throw e;
+  }
+}
+
+/** One line naming the user's path (never the temporary one) and what to do. */
+function writeFailure(file: string, code: string): string {
+  const dir = path.dirname(path.resolve(file));
+  switch (code) {
+    case 'ENOENT':
+      return `cannot write ${file}: the folder ${dir} does not exist (create it first)`;
+    case 'EISDIR':
+      return `cannot write ${file}: it is a folder; give a file name such as ${path.join(file, 'model.onnx')}`;
+    case 'ENOTDIR':
+      return `cannot write ${file}: a part of ${dir} is a file, not a folder`;
+    case 'EACCES':
+    case 'EPERM':
+      return `cannot write ${file}: permission denied`;
+    case 'ENOSPC':
+      return `cannot write ${file}: no space left on the device`;
+    case 'EROFS':
+      return `cannot write ${file}: the file system is read-only`;
+    default:
+      return `cannot write ${file} (${code})`;
   }
 }
 

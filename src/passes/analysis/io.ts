@@ -35,6 +35,8 @@ export interface DecoderIO {
   positions: string | null;
   tokenTypes: string | null;
   logits: string | null;
+  /** Rows of the token embedding table when the logits have as many columns (a decoder LM), else null. */
+  vocab?: number | null;
   pairs: CachePair[];
 }
 
@@ -115,7 +117,9 @@ export function findDecoderIO(model: Model, discovery: AttentionDiscovery = disc
   const others = rest.filter((v) => v !== tokens);
   const positions = others.find((v) => reaches(v, (op) => op === 'Sin' || op === 'Cos')) ?? others.find((v) => tables.get(v)!.some((r) => r > 16)) ?? null;
   const tokenTypes = others.find((v) => v !== positions && tables.get(v)!.length > 0) ?? null;
+  const lm = tokens && vocab > 0 && tables.get(tokens)!.includes(vocab);
   return {
+    vocab: lm ? vocab : null,
     tokens: tokens?.name ?? null,
     mask: mask?.name ?? null,
     positions: positions?.name ?? null,

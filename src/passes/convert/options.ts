@@ -82,6 +82,7 @@ export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions
   const target = o.target ?? 'ort';
   if (!CONVERT_TARGETS.includes(target)) throw new UserInputError(`unknown target '${target}'; expected one of ${CONVERT_TARGETS.join(', ')}`);
   if (o.window !== undefined && (!Number.isInteger(o.window) || o.window < 1)) throw new UserInputError(`--window must be a positive integer, got ${o.window}`);
+  if (o.window !== undefined && mu === 1) throw new UserInputError('--window limits the softmax branch, and --mu 1 removes it: drop one of them');
   if (o.loraRank !== undefined && (!Number.isInteger(o.loraRank) || o.loraRank < 1)) throw new UserInputError(`--lora-rank must be a positive integer, got ${o.loraRank}`);
   if (o.loraAlpha !== undefined && o.loraRank === undefined) throw new UserInputError('--lora-alpha needs --lora-rank');
   if (o.loraTargets !== undefined && o.loraRank === undefined) throw new UserInputError('--lora-targets needs --lora-rank');
