@@ -57,6 +57,8 @@ export class DecoderState {
   past: Record<string, ort.Tensor> = {};
   /** Per row: 1 for real tokens, 0 for padding, over the whole history. */
   readonly history: number[][];
+  /** Per row: the token ids so far (kept only for models that carry nothing between calls). */
+  private readonly tokens: number[][];
   private readonly keyPair: RecurrentPair | undefined;
   readonly io: DecoderIO;
 
@@ -69,6 +71,7 @@ export class DecoderState {
     this.pairs = sessionPairs(types.io, session.inputNames, session.outputNames);
     for (const p of this.pairs) this.past[p.input] = zeroPast(types.get(p.input), batch, p.input);
     this.history = Array.from({ length: batch }, () => []);
+    this.tokens = Array.from({ length: batch }, () => []);
     this.keyPair = this.pairs.find((p) => p.kind === 'key');
   }
 
@@ -85,6 +88,14 @@ export class DecoderState {
     const B = this.batch;
     const t = ids[0]?.length ?? 0;
     if (ids.length !== B || ids.some((r) => r.length !== t) || t === 0) throw new UserInputError(`run: expected ${B} rows of the same, non-zero length`);
+    // a model that carries nothing between calls (no KV cache, no state) sees the whole
+    // sequence every time: it is recomputed, and the logits of the new tokens returned
+    if (this.pairs.length === 0 && this.tokens[0]!.length > 0) return this.recompute(ids, mask);
+    if (this.pairs.length === 0) {
+      ids.forEach((row, b) => {
+        for (const x of row) this.tokens[b]!.push(x);
+      });
+    }
     // a loop, not push(...row): a long prompt would exceed the argument limit
     ids.forEach((row, b) => {
       const h = this.history[b]!;
@@ -123,5 +134,21 @@ export class DecoderState {
     for (const p of this.pairs) this.past[p.input] = outputs[p.output] as ort.Tensor;
     const logits = (outputs[io.logits ?? ''] ?? outputs[this.session.outputNames[0]!]) as ort.Tensor;
     return { logits, outputs, ms };
+  }
+
+  /** Runs the whole history plus `ids` from scratch; returns the logits of the last t positions. */
+  private async recompute(ids: number[][], mask?: number[][]): Promise<StepResult> {
+    const t = ids[0]!.length;
+    const rows = this.tokens.map((h, b) => [...h, ...ids[b]!]);
+    const masks = this.history.map((h, b) => [...h, ...ids[b]!.map((_, j) => mask?.[b]?.[j] ?? 1)]);
+    // start over: the history is rebuilt by the full run
+    for (const h of this.history) h.length = 0;
+    for (const h of this.tokens) h.length = 0;
+    const r = await this.run(rows, masks);
+    const [B, L, V] = r.logits.dims as [number, number, number];
+    const all = r.logits.data as Float32Array;
+    const last = new Float32Array(B * t * V);
+    for (let b = 0; b < B; b++) last.set(all.subarray((b * L + L - t) * V, (b * L + L) * V), b * t * V);
+    return { ...r, logits: new ort.Tensor('float32', last, [B, t, V]) };
   }
 }

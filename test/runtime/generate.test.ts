@@ -74,6 +74,19 @@ describe('generation loop', () => {
     expect(stats.prefillMs).toBeGreaterThan(0);
   });
 
+  it.each(['llama', 'foreign/gptj', 'foreign/phi'])('%s without a KV cache: each step recomputes the sequence, = full recomputation (batch 2, left padding)', async (name) => {
+    const prompts = [
+      [5, 17, 42, 7, 99, 3],
+      [11, 200, 8],
+    ];
+    const steps = 5;
+    const file = path.join(FIX, `${name}.onnx`);
+    const { session } = await createSession(file);
+    const expected = await recompute(session, prompts, steps);
+    const { tokens } = await generate(session, declaredTypes(loadModel(file)), prompts, { maxNewTokens: steps }).result;
+    expect(tokens).toEqual(expected);
+  });
+
   it('stops a row at a stop token and keeps going for the others', async () => {
     const file = path.join(FIX, 'llama_past.onnx');
     const { session } = await createSession(file);

@@ -13,7 +13,7 @@
  * `convert` writes the mapping of the converted model into its metadata (`titanize.io`),
  * so the runtime reads the same answer (state/window pairs included) without analysis.
  */
-import { DataType, type Model, type Value, getMetadata, setMetadata } from '../../ir/index.js';
+import { DataType, type Model, type Value, getMetadata, implicitInputs, setMetadata } from '../../ir/index.js';
 import { discoverAttention } from '../attention/discover.js';
 import type { AttentionDiscovery } from '../attention/site.js';
 
@@ -49,14 +49,15 @@ function elemType(v: Value): DataType | undefined {
   return t?.kind === 'tensor' ? t.elemType : undefined;
 }
 
-/** Does the data of `v` (not only its shape) reach a node satisfying `test`? */
-function reaches(v: Value, test: (op: string) => boolean): boolean {
+/** Does the data of `v` (not only its shape) reach a node satisfying `test`, or one of `targets`? */
+function reaches(v: Value, test: (op: string) => boolean, targets: ReadonlySet<Value> = new Set()): boolean {
   const seen = new Set<Value>();
   const stack = [v];
   while (stack.length && seen.size < BUDGET) {
     const x = stack.pop()!;
     if (seen.has(x)) continue;
     seen.add(x);
+    if (targets.has(x)) return true;
     for (const n of x.consumers()) {
       if (n.opType === 'Shape' || n.opType === 'Size') continue;
       if (test(n.opType)) return true;
@@ -64,6 +65,31 @@ function reaches(v: Value, test: (op: string) => boolean): boolean {
     }
   }
   return false;
+}
+
+/**
+ * Graph inputs whose data reaches `values` (walking producers, through the outer values
+ * If / Loop bodies read, not through Shape): e.g. the positions behind a rotary cos table
+ * that torch's repeat_interleave computes in a Loop.
+ */
+function inputsBehind(values: Value[]): Set<Value> {
+  const found = new Set<Value>();
+  const seen = new Set<Value>();
+  const stack = [...values];
+  while (stack.length && seen.size < BUDGET) {
+    const x = stack.pop()!;
+    if (seen.has(x)) continue;
+    seen.add(x);
+    const p = x.producer;
+    if (!p) {
+      if (x.isGraphInput() && !x.initializer) found.add(x);
+      continue;
+    }
+    if (p.opType === 'Shape' || p.opType === 'Size') continue;
+    for (const i of p.inputs) if (i) stack.push(i);
+    if (p.subgraphs().length) stack.push(...implicitInputs(p));
+  }
+  return found;
 }
 
 /** Rows of the float tables `v` indexes as Gather indices (through casts and reshapes). */
@@ -115,7 +141,17 @@ export function findDecoderIO(model: Model, discovery: AttentionDiscovery = disc
   const embedded = rest.filter((v) => tables.get(v)!.length > 0);
   const tokens = embedded.find((v) => tables.get(v)!.includes(vocab)) ?? [...embedded].sort((a, b) => Math.max(...tables.get(b)!) - Math.max(...tables.get(a)!))[0] ?? rest[0] ?? null;
   const others = rest.filter((v) => v !== tokens);
-  const positions = others.find((v) => reaches(v, (op) => op === 'Sin' || op === 'Cos')) ?? others.find((v) => tables.get(v)!.some((r) => r > 16)) ?? null;
+  // positions select the rotary cos / sin (computed, or gathered from a table), or index a position table
+  const rotary = new Set(discovery.sites.flatMap((s) => [s.refs.cosSource, s.refs.sinSource]).filter((x): x is Value => !!x));
+  const byName = new Map<string, Value>();
+  for (const n of g) for (const o of n.outputs) if (o.name) byName.set(o.name, o);
+  for (const s of discovery.sites) for (const name of [s.rotary?.cos, s.rotary?.sin]) if (name && byName.has(name)) rotary.add(byName.get(name)!);
+  const behindRotary = inputsBehind([...rotary]);
+  const positions =
+    others.find((v) => behindRotary.has(v)) ??
+    others.find((v) => reaches(v, (op) => op === 'Sin' || op === 'Cos')) ??
+    others.find((v) => tables.get(v)!.some((r) => r > 16)) ??
+    null;
   const tokenTypes = others.find((v) => v !== positions && tables.get(v)!.length > 0) ?? null;
   const lm = tokens && vocab > 0 && tables.get(tokens)!.includes(vocab);
   return {
