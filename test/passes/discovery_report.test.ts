@@ -33,6 +33,8 @@ describe('attention report', () => {
     expect(lines.filter((l) => l.startsWith('  layer '))).toHaveLength(2);
     expect(lines[1]).toMatch(/^ {2}layer 0: F4 bidirectional Hq=4 Hkv=4 d=16 scale=0.25 \(constant\) \| q=\/bert\/encoder.0\/attention\/self\/query\/Add_output_0/);
     expect(lines).toContainEqual(expect.stringMatching(/^ {2}not attention: \/Softmax \(Softmax\): Softmax '\/Softmax' is not attention: .*\/classifier\/Gemm/));
+    // the form codes shown are explained
+    expect(lines).toContain('  forms: F4 = decomposed bidirectional attention (encoder)');
     expect(renderAttention(attentionReport(r))).toEqual(lines);
   });
 });

@@ -3,9 +3,18 @@
  * (the sites without their IR references) and text lines (one per site, one per
  * rejected Softmax / fused node).
  */
-import type { AttentionDiscovery, AttentionSite, Projection, RejectedSoftmax, SharedSubgraph } from './site.js';
+import type { AttentionDiscovery, AttentionForm, AttentionSite, Projection, RejectedSoftmax, SharedSubgraph } from './site.js';
 
 export type AttentionSiteReport = Omit<AttentionSite, 'refs'>;
+
+/** What the form codes of a site mean (shown under the sites). */
+export const FORM_NAMES: Record<AttentionForm, string> = {
+  F1: 'decomposed causal attention (standard ops)',
+  F2: 'onnxruntime fused op (com.microsoft Attention / MultiHeadAttention / GroupQueryAttention)',
+  F3: 'decomposed attention on a packed q/k/v projection',
+  F4: 'decomposed bidirectional attention (encoder)',
+  F5: 'ONNX Attention op (opset 23+)',
+};
 
 export interface AttentionReport {
   sites: AttentionSiteReport[];
@@ -62,6 +71,10 @@ export function renderAttention(result: AttentionDiscovery | AttentionReport): s
     for (const x of s.mask.ignored) parts.push(`linear branch ignores ${x}`);
     parts.push(`out=${s.output} -> ${s.outputProjection.node}`);
     lines.push(parts.join(' | '));
+  }
+  if (result.sites.length) {
+    const used = new Set(result.sites.map((s) => s.form));
+    lines.push(`  forms: ${(Object.keys(FORM_NAMES) as AttentionForm[]).filter((f) => used.has(f)).map((f) => `${f} = ${FORM_NAMES[f]}`).join('; ')}`);
   }
   for (const r of result.rejected) {
     lines.push(`  not attention: ${r.node} (${r.domain && r.domain !== 'ai.onnx' ? `${r.domain}::` : ''}${r.opType}): ${r.reason}`);
