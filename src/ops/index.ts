@@ -13,6 +13,7 @@ export {
 export {
   type AddLizaOptions,
   type LizaNodeResult,
+  ABSENT_INPUT,
   LIZA_INPUT_NAMES,
   LIZA_OUTPUT_NAMES,
   addLizaNode,
@@ -20,6 +21,7 @@ export {
   emitLizaChunked,
   lizaFunction,
   lizaOverload,
+  lizaInput,
   presenceOf,
 } from './liza_function.js';
 export { emitLizaScanOracle } from './liza_scan_oracle.js';

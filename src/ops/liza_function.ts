@@ -31,6 +31,7 @@ import type { Model } from '../ir/model.js';
 import type { Node } from '../ir/node.js';
 import { UserInputError } from '../ir/errors.js';
 import { Value } from '../ir/value.js';
+import { Tensor } from '../ir/tensor.js';
 import { END, Emitter } from './emit.js';
 import {
   type CausalResult,
@@ -309,6 +310,20 @@ export function lizaOverload(cfg: LizaOpConfig, presence: LizaInputPresence): st
 }
 
 export const LIZA_INPUT_NAMES = LIZA_SCHEMA.inputs.map((i) => i.name);
+
+/** The placeholder a LiZA call passes for an absent optional input. */
+export const ABSENT_INPUT = 'tptt.absent';
+
+function absentInput(graph: Graph): Value {
+  const root = graph.root;
+  return root.initializers.get(ABSENT_INPUT) ?? root.addInitializer(Tensor.fromArray(new Float32Array(0), [0]), ABSENT_INPUT);
+}
+
+/** Input i of a LiZA call, or null when it is absent (omitted, or the placeholder). */
+export function lizaInput(node: Node, i: number): Value | null {
+  const v = node.input(i);
+  return v && v.name !== ABSENT_INPUT ? v : null;
+}
 export const LIZA_OUTPUT_NAMES = LIZA_SCHEMA.outputs.map((o) => o.name);
 
 /**
@@ -385,7 +400,9 @@ export function addLizaNode(model: Model, graph: Graph, attrs: LizaOpAttributes,
   if (!model.findFunction(TPTT_DOMAIN, 'LiZA', overload)) model.addFunction(lizaFunction(attrs, presence, opset));
   const b = new Builder(graph, { before: options.before, tag: 'ai.tptt.LiZA' });
   const ins: (Value | null)[] = [inputs.xq, inputs.xk, inputs.xv, inputs.pastState ?? null, inputs.pastWindow ?? null, inputs.mask ?? null];
-  while (ins.length > 3 && ins[ins.length - 1] === null) ins.pop();
+  // an absent input is the typed placeholder, not '' or left out: onnx's function type
+  // inference wants every declared input passed, with a type (the specialised body ignores it)
+  for (let i = 3; i < ins.length; i++) if (ins[i] === null) ins[i] = absentInput(graph);
   const node = b.node('LiZA', ins, lizaNodeAttributes(cfg), { domain: TPTT_DOMAIN, outputs: 3, name: options.name ?? 'LiZA' });
   node.overload = overload;
   const [y, presentState, presentWindow] = node.outputs as [Value, Value, Value];

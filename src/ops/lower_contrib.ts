@@ -49,7 +49,7 @@ import {
   emitPrepare,
   emitReadRows,
 } from './liza_graph.js';
-import { presenceOf } from './liza_function.js';
+import { lizaInput, presenceOf } from './liza_function.js';
 import {
   type LizaOpAttributes,
   type LizaOpConfig,
@@ -155,9 +155,9 @@ function replaceOne(graph: Graph, node: Node, emit: Emit, tag: string): void {
     xq: node.requireInput(0),
     xk: node.requireInput(1),
     xv: node.requireInput(2),
-    pastState: node.input(3),
-    pastWindow: node.input(4),
-    mask: node.input(5),
+    pastState: lizaInput(node, 3),
+    pastWindow: lizaInput(node, 4),
+    mask: lizaInput(node, 5),
   };
   const b = new Builder(graph, { before: node, tag, prefix: `${node.name || 'LiZA'}/` });
   const out = emit(b, attrs, inputs);

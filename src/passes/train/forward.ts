@@ -7,6 +7,7 @@
  */
 import { Builder, type Graph, type Model, type Node, UserInputError, type Value, eliminateDeadCode, getMetadata, setMetadata, toposort } from '../../ir/index.js';
 import {
+  ABSENT_INPUT,
   LOWERED_LIZA_KEY,
   type LizaOpAttributes,
   type LoweredLiza,
@@ -56,7 +57,7 @@ export function raiseLoweredLiza(model: Model): number {
     const rec = JSON.parse(getMetadata(anchor.metadataProps, LOWERED_LIZA_KEY)!) as LoweredLiza;
     const input = (i: number): Value | null => {
       const name = rec.inputs[i];
-      if (!name) return null;
+      if (!name || name === ABSENT_INPUT) return null;
       const v = index.get(name);
       if (!v) throw new UserInputError(`the lowered LiZA at '${anchor.name}' reads '${name}', which is not in the graph`);
       return v;
