@@ -7,7 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { expectUserError, run } from './helpers.js';
+import { escapeControls } from '../../src/cli/commands/generate.js';
+import { Capture, expectUserError, run } from './helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIX = path.join(ROOT, 'test/fixtures');
@@ -41,5 +42,22 @@ describe('first contact', () => {
     const out = path.join(tmp, 'w.onnx');
     expectUserError(await run(['convert', LLAMA, '-o', out, '--mu', '1', '--window', '4']), /--window limits the softmax branch, and --mu 1 removes it/);
     expect(fs.existsSync(out)).toBe(false);
+  });
+});
+
+describe('generated text on a terminal', () => {
+  it('control characters are shown escaped on a terminal, kept as they are in a pipe', async () => {
+    expect(escapeControls('a\u001b[31mb\u0007c\nd\te\u009b')).toBe('a\\x1B[31mb\\x07c\nd\te\\x9B');
+    const args = ['generate', path.join(FIX, 'llama_past.onnx'), '--tokenizer', path.join(FIX, 'tokenizer.json'), '--prompt', 'def ', '--max-new-tokens', '80', '--temperature', '1', '--seed', '5'];
+    const tty = new Capture(true);
+    expect((await run(args, {}, { stdout: tty })).code).toBe(0);
+    // eslint-disable-next-line no-control-regex
+    expect(tty.text.replace(/\n/g, '')).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    const pipe = await run(args);
+    expect(pipe.code).toBe(0);
+    // the random-weight fixture emits raw bytes: a pipe gets them unchanged, the terminal escaped
+    // eslint-disable-next-line no-control-regex
+    expect(pipe.stdout).toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    expect(tty.text).toMatch(/\\x[0-9A-F]{2}/);
   });
 });

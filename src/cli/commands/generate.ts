@@ -104,6 +104,9 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
           padToken: opts.pad,
         });
         const single = prompts.length === 1;
+        // on a terminal, control characters in generated text would move the cursor, recolour
+        // or clear it: they are shown escaped (\x1B); piped output stays byte-exact
+        const show = (text: string): string => (ctx.stdout.isTTY ? escapeControls(text) : text);
         let shown = '';
         const generated: number[] = [];
         if (!opts.json) {
@@ -114,7 +117,7 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
             generated.push(step.tokens[0]!);
             if (tokenizer) {
               const text = tokenizer.decode(generated);
-              ctx.stdout.write(text.slice(shown.length));
+              ctx.stdout.write(show(text.slice(shown.length)));
               shown = text;
             } else ctx.stdout.write(`${generated.length > 1 ? ' ' : ''}${step.tokens[0]}`);
           }
@@ -125,7 +128,7 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
           return;
         }
         if (!single) {
-          tokens.forEach((row, b) => ctx.stdout.write(`[${b}] ${tokenizer ? `${opts.prompt[b]}${tokenizer.decode(row)}` : row.join(' ')}\n`));
+          tokens.forEach((row, b) => ctx.stdout.write(`[${b}] ${tokenizer ? show(`${opts.prompt[b]}${tokenizer.decode(row)}`) : row.join(' ')}\n`));
         } else ctx.stdout.write('\n');
         ctx.stderr.write(
           `prefill: ${stats.promptTokens} tokens in ${stats.prefillMs.toFixed(1)} ms (${stats.prefillTokensPerSecond.toFixed(1)} tokens/s); ` +
@@ -149,4 +152,10 @@ function checkDecoderLm(file: string, io: DecoderIO, prompts: number[][], opts: 
   const ids = [...prompts.flat(), ...(opts.stop ? idList(opts.stop, '--stop') : []), opts.pad];
   const bad = ids.find((t) => t < 0 || t >= vocab);
   if (bad !== undefined) throw new UserInputError(`token id ${bad} is outside the vocabulary of ${name} (${vocab} ids: 0-${vocab - 1})`);
+}
+
+/** Control characters (C0 but newline and tab, DEL, C1) as visible \xNN escapes. */
+export function escapeControls(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
