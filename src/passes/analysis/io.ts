@@ -49,15 +49,14 @@ function elemType(v: Value): DataType | undefined {
   return t?.kind === 'tensor' ? t.elemType : undefined;
 }
 
-/** Does the data of `v` (not only its shape) reach a node satisfying `test`, or one of `targets`? */
-function reaches(v: Value, test: (op: string) => boolean, targets: ReadonlySet<Value> = new Set()): boolean {
+/** Does the data of `v` (not only its shape) reach a node satisfying `test`? */
+function reaches(v: Value, test: (op: string) => boolean): boolean {
   const seen = new Set<Value>();
   const stack = [v];
   while (stack.length && seen.size < BUDGET) {
     const x = stack.pop()!;
     if (seen.has(x)) continue;
     seen.add(x);
-    if (targets.has(x)) return true;
     for (const n of x.consumers()) {
       if (n.opType === 'Shape' || n.opType === 'Size') continue;
       if (test(n.opType)) return true;

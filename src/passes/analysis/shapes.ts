@@ -764,7 +764,6 @@ function multiHeadAttentionRule(x: RuleContext): (ValueShape | undefined)[] {
   const q = x.shape(0);
   const v = x.shape(2);
   const k = x.shape(1);
-  const heads = x.node.getInt('num_heads', 0);
   let hidden: SymDim | undefined;
   if (v && v.length === 3) hidden = v[2];
   else if (v && v.length === 4) hidden = v[1]!.mul(v[3]!);
@@ -772,7 +771,6 @@ function multiHeadAttentionRule(x: RuleContext): (ValueShape | undefined)[] {
   else if (q && q.length === 3 && !k) hidden = undefined;
   else if (q && q.length === 3) hidden = q[2];
   const out = q && hidden ? [q[0]!, q[1]!, hidden] : undefined;
-  void heads;
   return x.node.outputs.map((_, i) => (i === 0 ? { dims: out } : { dims: undefined }));
 }
 
@@ -784,9 +782,10 @@ function groupQueryAttentionRule(x: RuleContext): (ValueShape | undefined)[] {
   let d: SymDim | undefined;
   if (q && q.length === 3) d = q[2]!.div(packed ? hq + 2 * hkv : hq);
   const out = q && d ? [q[0]!, q[1]!, d.mul(hq)] : undefined;
+  // present key / value: the past's dims, but a length set by the total_sequence_length input
   const past = x.shape(3);
-  const present = past && past.length === 4 ? [past[0]!, past[1]!, x.fresh(1, 2), past[3]!] : undefined;
-  return x.node.outputs.map((_, i) => ({ dims: i === 0 ? out : i <= 2 ? (present ? (i === 1 ? present : [present[0]!, present[1]!, x.fresh(2, 2), present[3]!]) : undefined) : undefined }));
+  const present = (i: number): SymDim[] | undefined => (past && past.length === 4 ? [past[0]!, past[1]!, x.fresh(i, 2), past[3]!] : undefined);
+  return x.node.outputs.map((_, i) => ({ dims: i === 0 ? out : i <= 2 ? present(i) : undefined }));
 }
 
 function matMulNBitsRule(x: RuleContext): (ValueShape | undefined)[] {
@@ -1001,7 +1000,7 @@ function inferNode(a: ShapeAnalysis, n: Node, opset: number, model: Model | null
   const ctx: RuleContext = {
     node: n,
     opset,
-    shape: (i) => outerShape(a, n.inputs[i]),
+    shape: (i) => a.shape(n.inputs[i]),
     values: (i) => a.values(n.inputs[i]),
     ints: (i) => ints(a.values(n.inputs[i])),
     fresh: (out, axis) => freshOf(n.outputs[out] ?? n.outputs[0]!, axis),
@@ -1030,10 +1029,6 @@ function inferNode(a: ShapeAnalysis, n: Node, opset: number, model: Model | null
   });
 }
 
-/** Shapes of a value read from an enclosing graph (subgraphs) are not followed. */
-function outerShape(a: ShapeAnalysis, v: Value | null | undefined): SymDim[] | undefined {
-  return a.shape(v);
-}
 
 /** A call to a model-local function: its body is analysed with the caller's input shapes. */
 function functionCall(a: ShapeAnalysis, n: Node, model: Model, opset: number): (ValueShape | undefined)[] {

@@ -172,7 +172,6 @@ export function rotaryOp(n: Node): RotaryDraft | null {
 
 // ---- √scale ---------------------------------------------------------------------------------
 
-
 /** True when `v` is computed from a Shape through Sqrt / Pow(0.5) (e.g. √d), with no data input. */
 export function isComputedScale(v: Value): boolean {
   let sawRoot = false;
