@@ -23,12 +23,12 @@ import {
   reject,
   stage,
 } from './context.js';
-import { type ProjectionDraft, outputProjection } from './f3_fused_qkv.js';
+import { outputProjection } from './f3_fused_qkv.js';
 import { einsumCore, permuteLabels } from './einsum.js';
 import { maskInfo } from './mask.js';
 import type { AttentionSite, AxisPiece, RotaryInfo } from './site.js';
 import { type SiteDraft, buildSite } from './build_site.js';
-import { type CoreHeads, type HeadPath, coreHeads, traceOutput, tracePath } from './trace.js';
+import { type CoreHeads, type HeadPath, coreHeads, operandProjection, traceOutput, tracePath } from './trace.js';
 import { type RotaryDraft, isComputedScale, rotarySource } from './units.js';
 
 /** Softmax over the last axis (opset < 13 defaults to axis 1, which is the last axis only for 2-D inputs). */
@@ -108,24 +108,6 @@ function findPV(sm: Node, where: string): { pv: Node; nodes: Node[]; pIndex: 0 |
   return reject(`${where}: no MatMul(P, V) within 6 steps after the Softmax`);
 }
 
-
-/**
- * The projection of one operand: the whole projection, or the columns of a packed one
- * (the labels' column range), with the node that carves them out.
- */
-export function operandProjection(path: HeadPath, columns: [number, number]): ProjectionDraft {
-  const p = path.projection;
-  const width = p.width;
-  if (columns[0] === 0 && width !== null && columns[1] === width) return p;
-  const cutter = path.chain.find((n) => ['Slice', 'Split', 'Gather'].includes(n.opType)) ?? null;
-  return {
-    info: { ...p.info, output: null, columns, packed: p.value?.name ?? null, split: cutter ? nodeName(cutter) : null },
-    value: null,
-    input: p.input,
-    node: p.node,
-    width: columns[1] - columns[0],
-  };
-}
 
 /** The site fields that come from the traced heads. */
 export function headFields(q: HeadPath, k: HeadPath, v: HeadPath, heads: CoreHeads, outputLayout: AxisPiece[][]) {

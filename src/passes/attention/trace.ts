@@ -21,7 +21,7 @@ import { SymDim } from '../analysis/dim.js';
 import type { ShapeAnalysis } from '../analysis/shapes.js';
 import { evalScalar } from '../util/constants.js';
 import { type Atom, FEATURES, LAYOUT_RULES, type Labels, applyLayout, describeLabels, isRepeat, isRow, pieces, projectionLabels } from './axes.js';
-import { describeValue, exportedAs, graphInputBehind, isOp, reject } from './context.js';
+import { describeValue, exportedAs, graphInputBehind, isOp, nodeName, reject } from './context.js';
 import { type ProjectionDraft, isWeightLike, plainProjection } from './f3_fused_qkv.js';
 import { skipNorm } from './norm.js';
 import type { AxisPiece } from './site.js';
@@ -469,22 +469,25 @@ export function fusedOperand(v: Value, role: Role, shapes: ShapeAnalysis, where:
   }
   const base = path.labels.base.get(FEATURES)?.value ?? 0;
   const columns: [number, number] = [base, base + f.size.value];
-  const p = path.projection;
   // the op reads axis 0 as its batch and axis 1 as its sequence, whichever projection rows they are
   const layout = projectionLayout(path, axes[1]![0]!, [axes[0]![0]!], shapes, where);
-  const whole = columns[0] === 0 && p.width !== null && columns[1] === p.width;
-  if (whole) return { projection: p, rotary: path.rotary, layout };
+  return { projection: operandProjection(path, columns), rotary: path.rotary, layout };
+}
+
+/**
+ * The projection of one traced operand: the whole projection, or the columns of a packed
+ * one, with the node that carves them out (the memory branch slices the columns from the
+ * packed projection, before any rotary).
+ */
+export function operandProjection(path: HeadPath, columns: [number, number]): ProjectionDraft {
+  const p = path.projection;
+  if (columns[0] === 0 && p.width !== null && columns[1] === p.width) return p;
   const cutter = path.chain.find((n) => ['Slice', 'Split', 'Gather'].includes(n.opType)) ?? null;
   return {
-    projection: {
-      // the memory branch slices the columns from the packed projection (before any rotary)
-      info: { ...p.info, output: null, columns, packed: p.value?.name ?? null, split: cutter ? (cutter.name || cutter.opType) : null },
-      value: null,
-      input: p.input,
-      node: p.node,
-      width: columns[1] - columns[0],
-    },
-    rotary: path.rotary,
-    layout,
+    info: { ...p.info, output: null, columns, packed: p.value?.name ?? null, split: cutter ? nodeName(cutter) : null },
+    value: null,
+    input: p.input,
+    node: p.node,
+    width: columns[1] - columns[0],
   };
 }
