@@ -10,35 +10,10 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type Model, decodeModel, encodeModel, loadModel } from '../../src/ir/index.js';
 import { type AttentionSite, discoverAttention } from '../../src/passes/index.js';
+import { FOREIGN_DIR, FOREIGN_NAMES, foreignConfig } from '../helpers/foreign.js';
 import { renameEverything, shuffleNodes } from './graphs.js';
 
-const DIR = path.resolve(__dirname, '../fixtures/foreign');
-
-interface ExpectedSite {
-  kind: 'self' | 'cross';
-  num_heads: number;
-  num_kv_heads: number;
-  head_dim: number;
-  causal: boolean;
-  bias: string | null;
-  padding_mask: boolean;
-  rope?: boolean;
-  rotary?: 'interleaved' | 'rotate_half';
-  rotary_dim?: number;
-}
-
-interface Config {
-  family: string;
-  opset: number;
-  expected_sites: ExpectedSite[];
-  rejected_softmaxes: number;
-}
-
-const NAMES = fs.readdirSync(DIR).filter((f) => f.endsWith('.onnx')).map((f) => f.slice(0, -5)).sort();
-
-function config(name: string): Config {
-  return (JSON.parse(fs.readFileSync(path.join(DIR, `${name}.ref.json`), 'utf8')) as { config: Config }).config;
-}
+const NAMES = fs.readdirSync(FOREIGN_DIR).filter((f) => f.endsWith('.onnx')).map((f) => f.slice(0, -5)).sort();
 
 /** What discovery says of a site, without any name in it. */
 function structure(s: AttentionSite) {
@@ -65,13 +40,13 @@ function summary(m: Model) {
 
 describe('discovery on exports of real library code', () => {
   it('has the foreign fixtures', () => {
-    expect(NAMES).toEqual(['gptj', 'llama14', 'mha_causal', 'mha_decoder', 'mha_encoder', 'phi', 'swin', 'vit']);
+    expect(NAMES).toEqual(FOREIGN_NAMES);
   });
 
   for (const name of NAMES) {
     describe(name, () => {
-      const cfg = config(name);
-      const model = loadModel(path.join(DIR, `${name}.onnx`));
+      const cfg = foreignConfig(name);
+      const model = loadModel(path.join(FOREIGN_DIR, `${name}.onnx`));
       const result = discoverAttention(model);
 
       it(`finds the ${cfg.expected_sites.length} attention site(s) of the ${cfg.family} export (opset ${cfg.opset}) as the config states`, () => {
@@ -119,7 +94,7 @@ describe('discovery on exports of real library code', () => {
   }
 
   it('torch.nn.MultiheadAttention: sequence-first projections of a packed in_proj, a [T·B, E] output', () => {
-    const [s] = discoverAttention(loadModel(path.join(DIR, 'mha_encoder.onnx'))).sites;
+    const [s] = discoverAttention(loadModel(path.join(FOREIGN_DIR, 'mha_encoder.onnx'))).sites;
     expect(s!.layout).toEqual({
       q: [['seq'], ['batch'], ['features']],
       k: [['seq'], ['batch'], ['features']],
@@ -135,7 +110,7 @@ describe('discovery on exports of real library code', () => {
   });
 
   it('Swin: q, k, v taken by Gather from a [B·nW, N, 3, H, d] packed projection', () => {
-    const [s] = discoverAttention(loadModel(path.join(DIR, 'swin.onnx'))).sites;
+    const [s] = discoverAttention(loadModel(path.join(FOREIGN_DIR, 'swin.onnx'))).sites;
     expect([s!.q.columns, s!.k.columns, s!.v.columns]).toEqual([
       [0, 16],
       [16, 32],
@@ -145,7 +120,7 @@ describe('discovery on exports of real library code', () => {
   });
 
   it('cross-attention in nn.TransformerDecoderLayer is found as kind cross', () => {
-    const r = discoverAttention(loadModel(path.join(DIR, 'mha_decoder.onnx')));
+    const r = discoverAttention(loadModel(path.join(FOREIGN_DIR, 'mha_decoder.onnx')));
     expect(r.sites.map((s) => s.kind)).toEqual(['self', 'cross']);
     expect(r.sites[1]!.k.input).not.toBe(r.sites[1]!.q.input);
   });

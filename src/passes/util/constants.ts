@@ -69,7 +69,8 @@ export function scalarValue(v: Value | null | undefined): number | undefined {
   return vals && vals.length === 1 ? vals[0] : undefined;
 }
 
-function halfToFloat(h: number): number {
+/** The value of an IEEE half-precision bit pattern. */
+export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const f = h & 0x3ff;

@@ -11,6 +11,7 @@ import { type Model, loadModel } from '../../../src/ir/index.js';
 import { convert } from '../../../src/passes/convert/convert.js';
 import { discoverAttention } from '../../../src/passes/index.js';
 import { loadRef } from '../../helpers/compare.js';
+import { halfToFloat } from '../../../src/passes/util/constants.js';
 import { toFloat16 } from '../../helpers/float16.js';
 import { toOrt } from '../../helpers/fixture_run.js';
 import { checkConvertedLayers, runModel } from '../../helpers/layer_check.js';
@@ -19,15 +20,7 @@ import { packedEncoderModel } from '../graphs.js';
 const FIX = path.resolve(__dirname, '../../fixtures');
 
 function halfOf(t: ort.Tensor): Float32Array {
-  const u = t.data as Uint16Array;
-  return Float32Array.from(u, (h) => {
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >> 10) & 0x1f;
-    const f = h & 0x3ff;
-    if (e === 0) return s * 2 ** -14 * (f / 1024);
-    if (e === 31) return f ? Number.NaN : s * Number.POSITIVE_INFINITY;
-    return s * 2 ** (e - 15) * (1 + f / 1024);
-  });
+  return Float32Array.from(t.data as Uint16Array, halfToFloat);
 }
 
 const cases: [string, () => Model, () => Record<string, ort.Tensor>][] = [
