@@ -43,7 +43,7 @@ export function providerProblem(ep: ExecutionProviderName): string | undefined {
     if (dir && !fs.existsSync(path.join(dir, 'libonnxruntime_providers_cuda.so')) && process.platform === 'linux') {
       return (
         'the CUDA execution provider is not installed (onnxruntime-node ships it as a separate download, ' +
-        'skipped by this project\'s .npmrc); run `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node --foreground-scripts` ' +
+        'skipped at install time); run `ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js` ' +
         'on a machine with CUDA 12 and access to NuGet, or use --ep cpu'
       );
     }
