@@ -30,6 +30,7 @@ import {
   Value,
   attr,
   saveModel,
+  setMetadata,
   tensorType,
   verifyModel,
 } from '../src/ir/index.js';
@@ -166,6 +167,8 @@ function swiGlu(ctx: DecoderWeights, x: Value, prefix: string): Value {
 
 function saveFixture(model: Model, file: string): void {
   verifyModel(model);
+  // titanize generate reads this to say why the fixture's text is noise
+  setMetadata(model.metadataProps, 'titanize.random_weights', 'a titanize test fixture with untrained weights, from tools/gen-builder-fixtures.ts');
   saveModel(model, file, { externalData: 'inline' });
   const size = statSync(file).size;
   if (size >= FIXTURE_SIZE_LIMIT) throw new Error(`${file} is ${size} bytes; fixtures must stay under 1 MB`);

@@ -1,5 +1,6 @@
 /** Option parsers shared by the commands (commander calls them; a bad value is a usage error, exit 2). */
-import { InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
+import { UserInputError } from '../ir/index.js';
 
 export function int(name: string, check: (n: number) => boolean = () => true, rule = 'an integer') {
   return (v: string): number => {
@@ -36,4 +37,27 @@ export function subsetOf<T extends string>(values: readonly T[]) {
     if (!parts.length || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${values.join(', ')}${bad.length ? ` (not: ${bad.join(', ')})` : ''}`);
     return [...new Set(parts)] as T[];
   };
+}
+
+/** An option that the user gave but that the other options make pointless. */
+export interface IneffectiveOption {
+  /** The option's attribute name (camelCase, as in `opts`). */
+  option: string;
+  /** True when the option would do nothing. */
+  when: boolean;
+  /** Why, and what to do: "without --lora-rank there is no LoRA to seed". */
+  why: string;
+}
+
+/**
+ * Refuses options given on the command line that would have no effect, so a user never
+ * believes a setting was applied when it was not (defaults are not checked: only what the
+ * user typed).
+ */
+export function refuseIneffective(cmd: Command, rules: readonly IneffectiveOption[]): void {
+  for (const r of rules) {
+    if (!r.when || cmd.getOptionValueSource(r.option) !== 'cli') continue;
+    const flag = cmd.options.find((o) => o.attributeName() === r.option)?.long ?? r.option;
+    throw new UserInputError(`${flag} has no effect here: ${r.why}`);
+  }
 }

@@ -18,6 +18,8 @@ export interface CliContext {
   env: Readonly<Record<string, string | undefined>>;
   /** Aborted on Ctrl-C (SIGINT): long commands stop cleanly at the next safe point. */
   signal?: AbortSignal;
+  /** `--verbose`: full report details and onnxruntime's warnings (set before a command runs). */
+  verbose?: boolean;
 }
 
 /** Exit statuses of `titanize`. */

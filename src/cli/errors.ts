@@ -10,6 +10,7 @@
 import { CommanderError } from 'commander';
 import { UserInputError } from '../ir/index.js';
 import { type CliContext, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE } from './context.js';
+import { wrapForTerminal } from './report/format.js';
 
 export const PROGRAM_NAME = 'titanize';
 
@@ -44,22 +45,26 @@ function stackOf(e: unknown): string {
   return s;
 }
 
+/** One message on stderr: a single line when piped (scripts grep it), wrapped on a terminal. */
+function writeMessage(ctx: CliContext, message: string): void {
+  ctx.stderr.write(`${wrapForTerminal([message], ctx.stderr, 2).join('\n')}\n`);
+}
+
 /** Writes the report for `e` to ctx.stderr and returns the exit status. */
 export function reportError(e: unknown, ctx: CliContext): number {
   if (e instanceof CommanderError) {
     if (COMMANDER_SUCCESS.has(e.code) || e.exitCode === 0) return EXIT_OK;
     // 'commander.help': no command given; the help text has already gone to stderr.
     if (e.code === 'commander.help' || e.code === 'commander.executeSubCommandAsync') return EXIT_USAGE;
-    const msg = oneLine(e.message.replace(/^error:\s*/, ''));
-    ctx.stderr.write(`${PROGRAM_NAME}: error: ${msg}\n`);
+    writeMessage(ctx, `${PROGRAM_NAME}: error: ${oneLine(e.message.replace(/^error:\s*/, ''))}`);
     return EXIT_USAGE;
   }
   if (e instanceof InterruptedError) {
-    ctx.stderr.write(`${PROGRAM_NAME}: interrupted: ${oneLine(e.message)}\n`);
+    writeMessage(ctx, `${PROGRAM_NAME}: interrupted: ${oneLine(e.message)}`);
     return EXIT_INTERRUPTED;
   }
   if (e instanceof UserInputError) {
-    ctx.stderr.write(`${PROGRAM_NAME}: error: ${oneLine(e.message)}\n`);
+    writeMessage(ctx, `${PROGRAM_NAME}: error: ${oneLine(e.message)}`);
     if (isDebug(ctx)) ctx.stderr.write(`${stackOf(e)}\n`);
     return EXIT_USAGE;
   }

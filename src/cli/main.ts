@@ -58,6 +58,7 @@ export function createProgram(ctx: CliContext, commands: readonly CommandRegistr
     .usage('<command> [options]')
     .version(titanizeVersion(), '-V, --version', 'print the titanize version and exit')
     .helpOption('-h, --help', 'show help for a command')
+    .option('-v, --verbose', 'full details in reports, and onnxruntime\'s own warnings on stderr')
     .helpCommand('help [command]', 'show help for a command')
     .exitOverride()
     .showSuggestionAfterError(true)
@@ -76,6 +77,10 @@ export function createProgram(ctx: CliContext, commands: readonly CommandRegistr
       '\nRun `titanize <command> --help` for the options of a command.\n' +
         'Exit status: 0 ok, 2 bad input or usage, 1 internal error (set TITANIZE_DEBUG=1 for a stack trace).',
     );
+  // --verbose is accepted before or after the command name
+  program.hook('preAction', (_program, action) => {
+    ctx.verbose = Boolean(action.optsWithGlobals().verbose);
+  });
   for (const add of commands) add(program, ctx);
   return program;
 }

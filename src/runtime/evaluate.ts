@@ -90,8 +90,8 @@ export async function evaluate(session: ort.InferenceSession, types: DeclaredTyp
 }
 
 /** `evaluate` on a model held in memory, in a session of its own (opened and released here). */
-export async function evaluateModel(model: Model, batches: readonly TokenBatch[], ep: ExecutionProviderName = 'cpu'): Promise<EvalResult> {
-  const { session } = await createSession(encodeModel(model), { ep });
+export async function evaluateModel(model: Model, batches: readonly TokenBatch[], ep: ExecutionProviderName = 'cpu', opts: { verbose?: boolean } = {}): Promise<EvalResult> {
+  const { session } = await createSession(encodeModel(model), { ep, verbose: opts.verbose });
   try {
     return await evaluate(session, declaredTypes(model), batches);
   } finally {

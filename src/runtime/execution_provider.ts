@@ -18,8 +18,18 @@ export interface SessionOptions {
   /** Use the CPU when the requested provider is unavailable (reported through `onFallback`). */
   fallback?: boolean;
   onFallback?: (message: string) => void;
+  /**
+   * Let onnxruntime print its warnings (and errors) to stderr. By default it prints only
+   * fatal messages: its errors come back as exceptions, which titanize explains.
+   */
+  verbose?: boolean;
   /** Extra onnxruntime session options (graph optimization level, threads, ...). */
   ort?: ort.InferenceSession.SessionOptions;
+}
+
+/** onnxruntime's log severity for `verbose` (2: warnings and worse) and by default (4: fatal only). */
+export function ortLogSeverity(verbose: boolean | undefined): 2 | 4 {
+  return verbose ? 2 : 4;
 }
 
 export class ExecutionProviderError extends UserInputError {}
@@ -73,7 +83,7 @@ function firstLine(s: string): string {
  */
 export async function createSession(model: string | Uint8Array, options: SessionOptions = {}): Promise<{ session: ort.InferenceSession; ep: ExecutionProviderName }> {
   const ep = options.ep ?? 'cpu';
-  const base: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3, ...options.ort };
+  const base: ort.InferenceSession.SessionOptions = { logSeverityLevel: ortLogSeverity(options.verbose), ...options.ort };
   const problem = providerProblem(ep);
   let failure: string | undefined = problem;
   if (!failure) {

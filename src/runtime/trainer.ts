@@ -43,7 +43,7 @@ import {
 import type { TokenBatch } from './data.js';
 import { type DeclaredTypes, declaredTypes } from './decoder_state.js';
 import { decoderIO } from '../passes/analysis/io.js';
-import { type ExecutionProviderName, createSession } from './execution_provider.js';
+import { type ExecutionProviderName, createSession, ortLogSeverity } from './execution_provider.js';
 import { logitsOf } from './evaluate.js';
 import { float32, int64, sequenceFeeds } from './feeds.js';
 import { explainRunFailure, irFacts, probeValues } from './probe.js';
@@ -66,6 +66,8 @@ export interface TrainerOptions extends TrainingGraphOptions, ScheduleOptions {
   /** Sequence length trained on. */
   seqLen: number;
   ep?: ExecutionProviderName;
+  /** Let onnxruntime print its warnings (default: fatal messages only). */
+  verbose?: boolean;
   /**
    * The original model: its logits for objective 'distill', its attention outputs for
    * 'transfer' on a model without a softmax branch (μ = 1). Run on every batch.
@@ -125,7 +127,7 @@ async function openTeacher(model: Model | undefined, lossInputs: readonly string
     if (!outputs.has(name)) copy.graph.addOutput(v);
     outputs.add(name);
   }
-  const session = await sessionFor(copy, options.ep);
+  const session = await sessionFor(copy, options);
   return { session, types: declaredTypes(copy, decoderIO(model)), values };
 }
 
@@ -148,9 +150,9 @@ function zeros(dims: number[]): ort.Tensor {
 }
 
 /** A session over a model held in memory (external weights are written inline to a temporary file first). */
-async function sessionFor(model: Model, ep: ExecutionProviderName | undefined, extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
+async function sessionFor(model: Model, { ep, verbose }: { ep?: ExecutionProviderName; verbose?: boolean }, extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
   const external = [...allTensors(model)].some((t) => t.isExternal);
-  const opts = { logSeverityLevel: 4 as const, ...extra };
+  const opts = { logSeverityLevel: ortLogSeverity(verbose), ...extra };
   if (!external) return (await createSession(encodeModel(model), { ep, ort: opts })).session;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-train-'));
   try {
@@ -206,7 +208,7 @@ export class Trainer {
     // 1.30 aborts on Tensor.getData of a gpu-buffer tensor)
     const carried = carriedSlots(built.graph.spec).map((c) => c.output);
     const onDevice = options.deviceState !== false && options.ep === 'webgpu' ? { preferredOutputLocation: Object.fromEntries(carried.map((n) => [n, 'gpu-buffer' as const])) } : {};
-    const session = await sessionFor(built.graph.model, options.ep, { ...onDevice, ...options.ort });
+    const session = await sessionFor(built.graph.model, options, { ...onDevice, ...options.ort });
     return new Trainer(session, built.graph.spec, built.types, options, built.teacher);
   }
 

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { escapeControls } from '../../src/cli/commands/generate.js';
+import { FORM_NAMES } from '../../src/passes/attention/report.js';
 import { Capture, expectUserError, run } from './helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -42,6 +43,73 @@ describe('first contact', () => {
     const out = path.join(tmp, 'w.onnx');
     expectUserError(await run(['convert', LLAMA, '-o', out, '--mu', '1', '--window', '4']), /--window limits the softmax branch, and --mu 1 removes it/);
     expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('options that would do nothing are refused, naming the option and why', async () => {
+    const out = path.join(tmp, 'seed.onnx');
+    expectUserError(await run(['convert', LLAMA, '-o', out, '--seed', '3']), /--seed has no effect here: it seeds the LoRA initialisation, and without --lora-rank no LoRA is added/);
+    expect(fs.existsSync(out)).toBe(false);
+    for (const opt of [['--top-k', '5'], ['--top-p', '0.9'], ['--seed', '2']]) {
+      expectUserError(await run(['generate', LLAMA, '--ids', '1,2', ...opt]), new RegExp(`${opt[0]} has no effect here: with --temperature 0 \\(the default\\) decoding is greedy`));
+    }
+    expectUserError(await run(['generate', LLAMA, '--ids', '1,2', '--pad', '3']), /--pad has no effect here: it left-pads the rows of a batch, and there is one prompt/);
+    const data = path.join(FIX, 'fidelity', 'train.txt');
+    expectUserError(
+      await run(['train', LLAMA, '-o', path.join(tmp, 't.onnx'), '--data', data, '--tokenizer', path.join(FIX, 'tokenizer.json'), '--eval-windows', '4']),
+      /--eval-windows has no effect here: it sizes the held-out evaluation, and there is no --eval file/,
+    );
+    // the same values as defaults, or with the options that use them, are fine
+    expect((await run(['generate', LLAMA, '--ids', '1,2', '--ids', '3', '--pad', '0', '--temperature', '0.5', '--seed', '2', '--max-new-tokens', '1'])).code).toBe(0);
+  });
+
+  it('the README explains every form code that reports print', () => {
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    for (const [code, name] of Object.entries(FORM_NAMES)) {
+      expect(readme, code).toMatch(new RegExp(`${code} (an? |the )?${name.split(' ')[0]}`, 'i'));
+    }
+  });
+});
+
+describe('reports on a terminal', () => {
+  const SWIN = path.join(FIX, 'foreign', 'swin.onnx');
+  const words = (s: string): string[] => s.split(/\s+/).filter(Boolean);
+
+  it('inspect --attention --verbose and convert wrap at the terminal width, losing no word; a pipe keeps whole lines', async () => {
+    for (const args of [
+      ['inspect', SWIN, '--attention', '--verbose'],
+      ['convert', SWIN, '-o', path.join(tmp, 'swin.onnx')],
+    ]) {
+      const tty = new Capture(true, 100);
+      expect((await run(args, {}, { stdout: tty })).code).toBe(0);
+      const pipe = await run(args);
+      // swin's lines run well past 100 columns; its longest tensor name is under 100
+      expect(Math.max(...pipe.stdout.split('\n').map((l) => l.length))).toBeGreaterThan(140);
+      for (const l of tty.text.split('\n')) expect(l.length, l).toBeLessThanOrEqual(100);
+      expect(words(tty.text)).toEqual(words(pipe.stdout));
+    }
+  });
+
+  it('an error on a terminal is wrapped; piped it stays one line', async () => {
+    const args = ['generate', path.join(FIX, 'bert.onnx'), '--ids', '1,2,3'];
+    const stderr = new Capture(true, 60);
+    const r = await run(args, {}, { stderr });
+    expect(r.code).toBe(2);
+    const shown = stderr.text.trimEnd().split('\n');
+    expect(shown.length).toBeGreaterThan(1);
+    for (const l of shown) expect(l.length).toBeLessThanOrEqual(60);
+    expect(shown[0]).toMatch(/^titanize: error: /);
+    expectUserError(await run(args));
+  });
+});
+
+describe('random-weight fixtures', () => {
+  it('generate says that a fixture\'s weights are random, and says nothing for a trained model', async () => {
+    const r = await run(['generate', LLAMA, '--ids', '1,2,3', '--max-new-tokens', '2']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^titanize: note: llama\.onnx has random weights \(a titanize test fixture with untrained weights, from tools\/gen_fixtures\.py\): the generated text is meaningless\n/);
+    const trained = await run(['generate', path.join(FIX, 'fidelity', 'lm.onnx'), '--ids', '1,2,3', '--max-new-tokens', '2']);
+    expect(trained.code).toBe(0);
+    expect(trained.stderr).not.toMatch(/random weights/);
   });
 });
 

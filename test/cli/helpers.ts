@@ -25,6 +25,10 @@ export async function run(args: string[], env: Record<string, string | undefined
   const stdout = io.stdout ?? new Capture();
   const stderr = io.stderr ?? new Capture();
   const code = await main(['node', 'titanize', ...args], { stdout, stderr, env, signal: io.signal });
+  // every CLI test is also a check of the error policy: whatever the user passes, titanize
+  // never answers with "internal error" (that exit status is kept for real bugs)
+  expect(stderr.text, `titanize ${args.join(' ')}`).not.toMatch(/titanize: internal error/);
+  expect(code, `titanize ${args.join(' ')}: ${stderr.text}`).not.toBe(1);
   return { code, stdout: stdout.text, stderr: stderr.text };
 }
 

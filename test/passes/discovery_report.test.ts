@@ -14,6 +14,7 @@ async function run(...args: string[]): Promise<{ code: number; out: string; err:
     stdout: { write: (s: string) => ((out += s), true), isTTY: false } as never,
     stderr: { write: (s: string) => ((err += s), true), isTTY: false } as never,
   });
+  expect(err).not.toMatch(/titanize: internal error/);
   return { code, out, err };
 }
 
@@ -26,16 +27,22 @@ describe('attention report', () => {
     expect(rep.sites[0]!.present).toEqual({ key: 'present.0.key', value: 'present.0.value' });
   });
 
-  it('renders one line per site and one per Softmax that is not attention', () => {
+  it('renders a headline per site, its details with verbose, and one line per Softmax that is not attention', () => {
     const r = discoverAttention(loadModel(path.join(FIXTURES, 'bert.onnx')));
     const lines = renderAttention(r);
     expect(lines[0]).toBe('Attention: 2 sites (F4), 1 candidate not taken');
     expect(lines.filter((l) => l.startsWith('  layer '))).toHaveLength(2);
-    expect(lines[1]).toMatch(/^ {2}layer 0: F4 bidirectional Hq=4 Hkv=4 d=16 scale=0.25 \(constant\) \| q=\/bert\/encoder.0\/attention\/self\/query\/Add_output_0/);
+    expect(lines[1]).toBe('  layer 0: F4 bidirectional Hq=4 Hkv=4 d=16 scale=0.25 (constant), mask additive');
     expect(lines).toContainEqual(expect.stringMatching(/^ {2}not attention: \/Softmax \(Softmax\): Softmax '\/Softmax' is not attention: .*\/classifier\/Gemm/));
-    // the form codes shown are explained
+    // the form codes shown are explained, and the way to the details is named
     expect(lines).toContain('  forms: F4 = decomposed bidirectional attention (encoder)');
+    expect(lines).toContainEqual(expect.stringMatching(/--verbose: projections/));
     expect(renderAttention(attentionReport(r))).toEqual(lines);
+    const verbose = renderAttention(r, { verbose: true });
+    expect(verbose[1]).toBe(lines[1]);
+    expect(verbose[2]).toBe('      q: /bert/encoder.0/attention/self/query/Add_output_0 (MatMul onnx::MatMul_287 + bert.encoder.0.attention.self.query.bias)');
+    expect(verbose).toContain('      out: /bert/encoder.0/attention/self/Reshape_3_output_0 -> /bert/encoder.0/attention/output/dense/MatMul');
+    expect(verbose).not.toContainEqual(expect.stringMatching(/--verbose: projections/));
   });
 });
 
@@ -44,8 +51,13 @@ describe('titanize inspect --attention', () => {
     const { code, out } = await run('inspect', path.join(FIXTURES, 'gpt2_past.onnx'), '--attention');
     expect(code).toBe(0);
     expect(out).toMatch(/Attention: 2 sites \(F3\)/);
-    expect(out).toMatch(/layer 1: F3 causal Hq=4 Hkv=4 d=16 scale=0.25 \(computed\)/);
-    expect(out).toMatch(/past=past_key_values.1.key, past_key_values.1.value \| present=present.1.key, present.1.value/);
+    expect(out).toMatch(/layer 1: F3 causal Hq=4 Hkv=4 d=16 scale=0.25 \(computed\), mask additive\+where, KV cache\n/);
+    expect(out).not.toMatch(/past: /);
+    // --verbose, before or after the command, adds the names
+    for (const args of [['inspect', '--verbose'], ['-v', 'inspect']]) {
+      const v = await run(...args, path.join(FIXTURES, 'gpt2_past.onnx'), '--attention');
+      expect(v.out).toMatch(/\n {6}past: past_key_values.1.key, past_key_values.1.value\n {6}present: present.1.key, present.1.value\n/);
+    }
   });
 
   it('adds an "attention" object to --json', async () => {

@@ -3,12 +3,12 @@ import type { Command } from 'commander';
 import { LIZA_RULES, type LizaRule } from '../../ops/index.js';
 import { type ConvertReport, convert } from '../../passes/convert/convert.js';
 import { CONVERT_TARGETS, type ConvertTarget, parseLayers } from '../../passes/convert/options.js';
-import { int, num, oneOf } from '../args.js';
+import { int, num, oneOf, refuseIneffective } from '../args.js';
 import type { CliContext } from '../context.js';
 import { loadModelForCli } from '../load.js';
 import { externalDataOption, saveOutput } from '../output.js';
 import { progress } from '../progress.js';
-import { columns, formatCount } from '../report/format.js';
+import { columns, formatCount, wrapForTerminal } from '../report/format.js';
 
 interface ConvertCliOptions {
   output: string;
@@ -71,7 +71,8 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
         'opsUsed{op: count}, lowering, nodesBefore, nodesAfter, passes }.\n\n' +
         'Exit status: 0 ok, 2 bad input or options (also: a model converted before), 1 internal error.',
     )
-    .action((file: string, opts: ConvertCliOptions) => {
+    .action((file: string, opts: ConvertCliOptions, cmd: Command) => {
+      refuseIneffective(cmd, [{ option: 'seed', when: opts.loraRank === undefined, why: 'it seeds the LoRA initialisation, and without --lora-rank no LoRA is added' }]);
       const model = loadModelForCli(file);
       const externalData = externalDataOption(opts.externalData);
       let bar: ReturnType<typeof progress> | undefined;
@@ -99,7 +100,7 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
       bar?.done();
       saveOutput(model, file, opts.output, externalData, { stream: ctx.stderr, json: opts.json });
       if (opts.json) ctx.stdout.write(`${JSON.stringify({ output: opts.output, ...report }, null, 2)}\n`);
-      else ctx.stdout.write(`${renderConvert(report, opts.output).join('\n')}\n`);
+      else ctx.stdout.write(`${wrapForTerminal(renderConvert(report, opts.output), ctx.stdout).join('\n')}\n`);
     });
 }
 

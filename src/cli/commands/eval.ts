@@ -41,7 +41,7 @@ export function addEvalCommand(program: Command, ctx: CliContext): void {
       const model = loadModel(file);
       const tokens = loadTokens(opts.data, loadTokenizer(opts.tokenizer), vocabSize(model));
       const batches = evaluationBatches(tokens, opts.batch, opts.seqLen, opts.maxWindows);
-      const r = await evaluateModel(model, batches, opts.ep);
+      const r = await evaluateModel(model, batches, opts.ep, { verbose: ctx.verbose });
       if (opts.json) ctx.stdout.write(`${JSON.stringify(r)}\n`);
       else ctx.stdout.write(`${describeEval(r)} over ${r.windows} windows of ${opts.seqLen + 1} tokens\n`);
     });

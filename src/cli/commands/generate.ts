@@ -3,11 +3,12 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { DecoderIO } from '../../passes/analysis/io.js';
 import { InvalidArgumentError } from 'commander';
-import { UserInputError, loadModel } from '../../ir/index.js';
+import { UserInputError, getMetadata, loadModel } from '../../ir/index.js';
 import { EXECUTION_PROVIDERS, type ExecutionProviderName, createSession } from '../../runtime/execution_provider.js';
 import { declaredTypes, generate } from '../../runtime/generate.js';
 import { loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer.js';
 import type { CliContext } from '../context.js';
+import { refuseIneffective } from '../args.js';
 
 interface GenerateCliOptions {
   prompt: string[];
@@ -78,7 +79,14 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
         '  titanize generate titan.onnx --tokenizer tokenizer.json --prompt "Once upon" --temperature 0.8 --top-p 0.9 --seed 7\n\n' +
         'Exit status: 0 ok, 2 bad input (missing tokenizer, unavailable provider, malformed ids), 1 internal error.',
     )
-    .action(async (file: string, opts: GenerateCliOptions) => {
+    .action(async (file: string, opts: GenerateCliOptions, cmd: Command) => {
+      const greedy = 'with --temperature 0 (the default) decoding is greedy: give --temperature > 0 to sample';
+      refuseIneffective(cmd, [
+        { option: 'topK', when: opts.temperature === 0, why: greedy },
+        { option: 'topP', when: opts.temperature === 0, why: greedy },
+        { option: 'seed', when: opts.temperature === 0, why: greedy },
+        { option: 'pad', when: opts.prompt.length + opts.ids.length === 1, why: 'it left-pads the rows of a batch, and there is one prompt' },
+      ]);
       if (opts.prompt.length && opts.ids.length) throw new UserInputError('give either --prompt or --ids, not both');
       if (!opts.prompt.length && !opts.ids.length) throw new UserInputError('nothing to generate from: give --prompt TEXT (with --tokenizer) or --ids 1,2,3');
       if (opts.prompt.length && !opts.tokenizer) throw new UserInputError('--prompt needs --tokenizer tokenizer.json (or pass token ids with --ids)');
@@ -91,9 +99,12 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
       const { session, ep } = await createSession(file, {
         ep: opts.ep,
         fallback: opts.epFallback,
+        verbose: ctx.verbose,
         onFallback: (m) => ctx.stderr.write(`titanize: warning: ${m}\n`),
       });
       try {
+        const random = getMetadata(model.metadataProps, RANDOM_WEIGHTS_KEY);
+        if (random !== undefined && !opts.json) ctx.stderr.write(`titanize: note: ${path.basename(file)} has random weights (${random}): the generated text is meaningless\n`);
         const g = generate(session, types, prompts, {
           maxNewTokens: opts.maxNewTokens,
           temperature: opts.temperature,
@@ -139,6 +150,13 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
       }
     });
 }
+
+/**
+ * Metadata key that test fixtures with untrained weights carry (written by the fixture
+ * scripts in tools/; its value says what the model is), so that `generate` can say why
+ * their text is noise.
+ */
+export const RANDOM_WEIGHTS_KEY = 'titanize.random_weights';
 
 /** Refuses, before any run, a model that is not a decoder LM and ids outside its vocabulary. */
 function checkDecoderLm(file: string, io: DecoderIO, prompts: number[][], opts: GenerateCliOptions): void {

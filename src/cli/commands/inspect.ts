@@ -9,6 +9,7 @@ import {
   type InspectSection,
   inspectReport,
 } from '../report/inspect_report.js';
+import { wrapForTerminal } from '../report/format.js';
 import { renderInspectText } from '../report/inspect_text.js';
 import { type AttentionReport, attentionReport, discoverAttention, renderAttention } from '../../passes/attention/index.js';
 import { inferShapes } from '../../passes/analysis/shapes.js';
@@ -26,7 +27,7 @@ export const INSPECT_SECTIONS: InspectSection<any>[] = [
     description: 'list the attention sites found (one line each) and why every other Softmax is not attention',
     jsonDoc: '{ sites, rejected, shared }: attention sites (layer, form, heads, head dim, scale, mask, past/present, projections) and rejected candidates with reasons',
     compute: (model) => attentionReport(discoverAttention(model)),
-    render: (report: AttentionReport) => renderAttention(report),
+    render: (report: AttentionReport, options) => renderAttention(report, options),
   },
   {
     name: 'shapes',
@@ -113,14 +114,14 @@ export function addInspectCommand(program: Command, ctx: CliContext, sections: r
       if (!opts[s.name]) continue;
       const value = await s.compute(model);
       report[s.name] = value;
-      extra.push(...s.render(value));
+      extra.push(...s.render(value, { verbose: ctx.verbose }));
     }
     if (opts.json) {
       ctx.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     } else {
       const lines = renderInspectText(report);
       if (extra.length) lines.push(...extra);
-      ctx.stdout.write(`${lines.join('\n')}\n`);
+      ctx.stdout.write(`${wrapForTerminal(lines, ctx.stdout).join('\n')}\n`);
     }
   });
 }

@@ -10,7 +10,7 @@ import { evaluateModel } from '../../runtime/evaluate.js';
 import { describeEval, vocabSize } from '../evaluation.js';
 import { loadTokenizer } from '../../runtime/tokenizer.js';
 import { Trainer, TrainingError } from '../../runtime/trainer.js';
-import { int, num, oneOf, positiveInt, subsetOf } from '../args.js';
+import { int, num, oneOf, positiveInt, refuseIneffective, subsetOf } from '../args.js';
 import type { CliContext } from '../context.js';
 import { InterruptedError } from '../errors.js';
 import { saveOutput } from '../output.js';
@@ -106,7 +106,8 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
         'Exit status: 0 ok, 2 bad input (missing or empty data, unusable tokenizer, a NaN loss: the last good checkpoint is kept), ' +
         '130 interrupted (checkpoint written), 1 internal error.',
     )
-    .action(async (file: string, opts: TrainCliOptions) => {
+    .action(async (file: string, opts: TrainCliOptions, cmd: Command) => {
+      refuseIneffective(cmd, [{ option: 'evalWindows', when: opts.eval === undefined, why: 'it sizes the held-out evaluation, and there is no --eval file' }]);
       if (opts.objective === 'distill' && !opts.teacher) throw new UserInputError('--objective distill needs --teacher ORIGINAL.onnx (the model before conversion)');
       if (opts.teacher && opts.objective === 'lm') throw new UserInputError('--teacher is used only with --objective distill or transfer');
       const model = loadModel(file);
@@ -162,6 +163,7 @@ export function addTrainCommand(program: Command, ctx: CliContext): void {
         train: opts.train,
         optimizer: { weightDecay: opts.weightDecay, clip: opts.clip, accumulate: opts.accumulate },
         ep: opts.ep,
+        verbose: ctx.verbose,
         teacher,
       });
       try {

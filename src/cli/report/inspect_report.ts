@@ -162,8 +162,8 @@ export interface InspectSection<T = unknown> {
   jsonDoc: string;
   /** Computes the section (JSON-able). Must not read weights unless the flag says so. */
   compute(model: Model): T | Promise<T>;
-  /** Text lines for the section. */
-  render(value: T): string[];
+  /** Text lines for the section (`verbose`: the full details, as with --verbose). */
+  render(value: T, options: { verbose?: boolean }): string[];
 }
 
 /** The base report plus any enabled sections, keyed by section name. */
