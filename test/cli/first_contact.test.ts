@@ -62,6 +62,19 @@ describe('first contact', () => {
     expect((await run(['generate', LLAMA, '--ids', '1,2', '--ids', '3', '--pad', '0', '--temperature', '0.5', '--seed', '2', '--max-new-tokens', '1'])).code).toBe(0);
   });
 
+  it('generate on every fixture: a decoder LM generates, anything else is a user error naming why', async () => {
+    const files = [FIX, path.join(FIX, 'foreign')].flatMap((d) => fs.readdirSync(d).filter((f) => f.endsWith('.onnx')).map((f) => path.join(d, f)));
+    expect(files.length).toBeGreaterThan(15);
+    let generated = 0;
+    for (const f of files) {
+      const r = await run(['generate', f, '--ids', '1,2', '--max-new-tokens', '1']);
+      if (r.code === 0) generated++;
+      else expectUserError(r, /is not a decoder LM|has no token-ids input|needs inputs? '.*' \(.*\) that generate cannot make/);
+    }
+    // llama, qwen2, gpt2 (± past), gqa_contrib, attention23 (positions through RotaryEmbedding), llama14, gptj, phi, mha_causal
+    expect(generated).toBeGreaterThanOrEqual(12);
+  });
+
   it('the README explains every form code that reports print', () => {
     const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
     for (const [code, name] of Object.entries(FORM_NAMES)) {

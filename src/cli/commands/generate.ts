@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { DecoderIO } from '../../passes/analysis/io.js';
 import { InvalidArgumentError } from 'commander';
-import { UserInputError, getMetadata, loadModel } from '../../ir/index.js';
+import { type Model, UserInputError, getMetadata, loadModel, typeToString } from '../../ir/index.js';
 import { EXECUTION_PROVIDERS, type ExecutionProviderName, createSession } from '../../runtime/execution_provider.js';
 import { declaredTypes, generate } from '../../runtime/generate.js';
 import { loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer.js';
@@ -95,7 +95,7 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
       if (prompts.some((p) => p.length === 0)) throw new UserInputError('a prompt encodes to no tokens');
       const model = loadModel(file);
       const types = declaredTypes(model);
-      checkDecoderLm(file, types.io, prompts, opts);
+      checkDecoderLm(file, model, types.io, prompts, opts);
       const { session, ep } = await createSession(file, {
         ep: opts.ep,
         fallback: opts.epFallback,
@@ -158,12 +158,24 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
  */
 export const RANDOM_WEIGHTS_KEY = 'titanize.random_weights';
 
+const INTEGER_INPUT = /^u?int\d+\b/;
+
 /** Refuses, before any run, a model that is not a decoder LM and ids outside its vocabulary. */
-function checkDecoderLm(file: string, io: DecoderIO, prompts: number[][], opts: GenerateCliOptions): void {
+function checkDecoderLm(file: string, model: Model, io: DecoderIO, prompts: number[][], opts: GenerateCliOptions): void {
   const name = path.basename(file);
   if (!io.tokens) throw new UserInputError(`${name} has no token-ids input (an integer input indexing an embedding table): it is not a language model`);
   if (io.vocab === null) {
     throw new UserInputError(`${name} is not a decoder LM: its output '${io.logits ?? '?'}' is not logits over its token vocabulary (an encoder has nothing to sample from)`);
+  }
+  // every input without a default must be one generate makes: ids, mask, positions, token types, carried state
+  const fed = new Set([io.tokens, io.mask, io.positions, io.tokenTypes, ...io.pairs.map((p) => p.input)]);
+  const unfed = model.graph.inputs.filter((v) => !v.initializer && !fed.has(v.name));
+  if (unfed.length) {
+    const shown = unfed.map((v) => `'${v.name}' (${typeToString(v.type)})`).join(', ');
+    throw new UserInputError(
+      `${name} needs input${unfed.length > 1 ? 's' : ''} ${shown} that generate cannot make: it feeds token ids, the attention mask, positions, ` +
+        `token types and the model's own cache or recurrent state${unfed.some((v) => !INTEGER_INPUT.test(typeToString(v.type))) ? ' (an encoder-decoder\'s decoder needs its encoder\'s output: run it from your own code)' : ''}`,
+    );
   }
   const vocab = io.vocab;
   if (vocab === undefined) return;

@@ -149,6 +149,8 @@ export function findDecoderIO(model: Model, discovery: AttentionDiscovery = disc
   const positions =
     others.find((v) => behindRotary.has(v)) ??
     others.find((v) => reaches(v, (op) => op === 'Sin' || op === 'Cos')) ??
+    // the position_ids input of a RotaryEmbedding op (ONNX 23+, com.microsoft): its only integer input
+    others.find((v) => reaches(v, (op) => op === 'RotaryEmbedding')) ??
     others.find((v) => tables.get(v)!.some((r) => r > 16)) ??
     null;
   const tokenTypes = others.find((v) => v !== positions && tables.get(v)!.length > 0) ?? null;

@@ -27,6 +27,11 @@ describe('decoder interface from the structure', () => {
     ]));
   });
 
+  it('attention23: positions are the position_ids of the RotaryEmbedding ops', () => {
+    const io = findDecoderIO(load('attention23'));
+    expect([io.tokens, io.positions, io.tokenTypes]).toEqual(['input_ids', 'position_ids', null]);
+  });
+
   it('bert: token types are told from token ids by their table', () => {
     const io = findDecoderIO(load('bert'));
     expect([io.tokens, io.mask, io.tokenTypes, io.pairs.length]).toEqual(['input_ids', 'attention_mask', 'token_type_ids', 0]);
