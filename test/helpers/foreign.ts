@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 export const FOREIGN_DIR = fileURLToPath(new URL('../fixtures/foreign/', import.meta.url));
 
 /** What tools/gen_foreign_fixtures.py writes (a missing or extra fixture fails the tests). */
-export const FOREIGN_NAMES = ['gptj', 'llama14', 'mha_causal', 'mha_decoder', 'mha_encoder', 'phi', 'swin', 'vit'];
+export const FOREIGN_NAMES = ['encdec_decoder', 'encdec_decoder_past', 'gptj', 'llama14', 'mha_causal', 'mha_decoder', 'mha_encoder', 'phi', 'swin', 'vit'];
 
 /** One softmax attention of a fixture, as its config states it. */
 export interface ExpectedSite {
@@ -23,6 +23,17 @@ export interface ExpectedSite {
   rope?: boolean;
   rotary?: 'interleaved' | 'rotate_half';
   rotary_dim?: number;
+  /** KV-cache inputs / outputs of the site (the BART-style decoders). */
+  past?: { key: string; value: string } | null;
+  present?: { key: string; value: string } | null;
+  /** Cross-attention: where K and V come from (a hidden state, or cached K/V inputs). */
+  kv_source?: string | { key: string; value: string };
+  /**
+   * false: an attention that discovery does not find yet (it is rejected, at the stage and
+   * for the reason `gap` states); absent: found.
+   */
+  found?: boolean;
+  gap?: { stage: string; reason: string };
 }
 
 export interface ForeignConfig {

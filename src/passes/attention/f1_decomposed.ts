@@ -11,12 +11,16 @@
  * projection) are walks with a stated reason for every way they can fail.
  */
 import { type Node, type Value, describeNode } from '../../ir/index.js';
+import type { ShapeAnalysis } from '../analysis/shapes.js';
+import { SymDim } from '../analysis/dim.js';
 import { matchPattern } from '../pattern/matcher.js';
 import { type PatternValue, pattern } from '../pattern/pattern.js';
 import { evalScalar } from '../util/constants.js';
+import { type Labels, applyLayout, isRow, pieces } from './axes.js';
 import {
   type DiscoveryContext,
   describeValue,
+  exportedAs,
   isOp,
   nodeName,
   rankOf,
@@ -141,6 +145,48 @@ export function rotaryInfo(q: RotaryDraft | null, k: RotaryDraft | null): { info
   };
 }
 
+/**
+ * Whether the Reshape → Add → Reshape around the scores is a window mask. It is when the
+ * view splits a batch row of the projections (Swin: [B·nW, H, N, N] viewed as [B, nW, H,
+ * N, N], the mask differs per window). When the view only unfolds the heads from the batch
+ * ([B·H, T, S] → [B, H, T, S]: bmm attention as Hugging Face BART, Marian or Whisper export
+ * it), the added tensor is an ordinary mask on the scores. Unknown shapes keep the window
+ * reading.
+ */
+function viewSplitsRows(q: HeadPath, view: Node, shapes: ShapeAnalysis): boolean {
+  const input = view.inputs[0];
+  const keys = input ? shapes.dim(input, -1) : undefined;
+  if (!input || !keys) return true;
+  // the scores [lead…, T, S]: Q's leading axes and sequence, then the keys' sequence
+  const scores: Labels = { axes: [...q.labels.axes.slice(0, -1), [{ src: 'row:keys', size: keys, stride: SymDim.of(1) }]], base: q.labels.base };
+  const r = applyLayout(scores, { node: view, input, output: view.outputs[0]!, shapes }, false);
+  if (typeof r === 'string') return true;
+  const rows = new Map<string, number>();
+  for (const a of r.axes.flatMap(pieces)) if (isRow(a)) rows.set(a.src, (rows.get(a.src) ?? 0) + 1);
+  return [...rows.values()].some((n) => n > 1);
+}
+
+/**
+ * The KV-cache outputs of a path without a past input (a decoder's first call, Optimum's
+ * decoder_model, exports K and V for the next call): the graph output on the path nearest
+ * to the core. Null unless both K and V have one.
+ */
+function exportedKv(k: HeadPath, v: HeadPath): { key: Value | null; value: Value | null } {
+  if (k.past || v.past || k.present || v.present) return { key: k.present, value: v.present };
+  const nearest = (p: HeadPath): Value | null => {
+    for (const n of [...p.chain].reverse()) {
+      for (const o of n.outputs) {
+        const e = o && exportedAs(o);
+        if (e) return e;
+      }
+    }
+    return null;
+  };
+  const key = nearest(k);
+  const value = nearest(v);
+  return key && value ? { key, value } : { key: null, value: null };
+}
+
 export function qkNorm(q: HeadPath, k: HeadPath): AttentionSite['qkNorm'] {
   if (!q.norm && !k.norm) return null;
   return { q: (q.norm ?? []).map(nodeName), k: (k.norm ?? []).map(nodeName) };
@@ -206,7 +252,14 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
     if (scaleSource === 'none') scaleSource = s.computed ? 'computed' : 'split';
   }
 
-  const mask = stage('add-ons', () => maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null, window: match.maybeValue('window_mask') ?? null }, null));
+  let window = match.maybeValue('window_mask') ?? null;
+  let viewed: Value | null = null;
+  if (window) {
+    const view = match.node('window_add').inputs.find((x) => x !== window)?.producer;
+    if (view && !viewSplitsRows(qPath, view, shapes)) [viewed, window] = [window, null];
+  }
+  const mask = stage('add-ons', () => maskInfo(ctx, { additive: match.maybeValue('mask') ?? null, where: match.maybeValue('cond') ?? null, window, viewed }, null));
+  const present = exportedKv(kPath, vPath);
   const packed = fields.q.info.columns !== null;
   return buildSite({
     form: packed ? 'F3' : mask.info.causal ? 'F1' : 'F4',
@@ -221,7 +274,7 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
     mask,
     rotary: rotaryInfo(qPath.rotary, kPath.rotary),
     past: { key: kPath.past, value: vPath.past },
-    present: { key: kPath.present, value: vPath.present },
+    present,
     output,
     outputProjection: oproj,
     qkNorm: qkNorm(qPath, kPath),

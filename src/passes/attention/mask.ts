@@ -130,20 +130,25 @@ export function maskSource(v: Value): Value {
   return stripBack(v, MASK_WRAPPERS);
 }
 
-/** Builds the MaskInfo of a site from the tensors combined with its scores. */
+/**
+ * Builds the MaskInfo of a site from the tensors combined with its scores. `viewed` is an
+ * additive mask added on a [B, H, T, S] view of [B·H, T, S] scores (bmm attention): it is
+ * read like `additive`.
+ */
 export function maskInfo(
   ctx: DiscoveryContext,
-  parts: { additive?: Value | null; where?: Value | null; input?: Value | null; seqlens?: Value | null; window?: Value | null },
+  parts: { additive?: Value | null; where?: Value | null; input?: Value | null; seqlens?: Value | null; window?: Value | null; viewed?: Value | null },
   causalByDefinition: string | null,
 ): { info: MaskInfo; source: Value | null } {
-  const values = [parts.additive, parts.where, parts.input, parts.seqlens, parts.window].filter((x): x is Value => !!x);
+  const values = [parts.additive, parts.viewed, parts.where, parts.input, parts.seqlens, parts.window].filter((x): x is Value => !!x);
+  const additive = parts.additive ?? parts.viewed;
   const kind: MaskInfo['kind'] = parts.seqlens
     ? 'seqlens'
     : parts.input
       ? 'input'
-      : parts.additive && parts.where
+      : additive && parts.where
         ? 'additive+where'
-        : parts.additive
+        : additive
           ? 'additive'
           : parts.where
             ? 'where'
@@ -160,7 +165,7 @@ export function maskInfo(
     else if (a.bias) ignored.push(`bias '${v.name}' added to the scores (from ${a.bias}: e.g. a relative position bias)`);
   }
   causal = evidence !== null;
-  const primary = parts.additive ?? parts.input ?? parts.seqlens ?? parts.where ?? null;
+  const primary = additive ?? parts.input ?? parts.seqlens ?? parts.where ?? null;
   const source = primary ? maskSource(primary) : null;
   const inputList = [...inputs].sort();
   return {
