@@ -56,7 +56,7 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
     .option('--max-seq-len <n>', 'most tokens per call the portable function body supports', int('--max-seq-len'), 32768)
     .option('--seed <n>', 'seed for the LoRA initialisation', int('--seed'), 0)
     .option('--external-data <mode>', 'weights: keep (as the input has them; copied beside the output when saved elsewhere) | inline | FILE (tensors ≥ 1 KiB go to FILE)')
-    .option('--cross', 'also convert cross-attention (refused for now, with the reason; by default it stays softmax attention)')
+    .option('--cross', 'also convert cross-attention: a memory over the encoder side, read by every query (by default cross-attention stays softmax attention)')
     .option('--strict', 'refuse layers whose mask or bias (relative position bias, window masks, ALiBi) the linear branch cannot express')
     .option('--no-verify', 'skip the model verification after each pass')
     .option('--json', 'print the conversion report as one JSON object')
@@ -66,7 +66,7 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
         '  titanize convert model.onnx -o titan.onnx\n' +
         '  titanize convert model.onnx -o titan.onnx --rule gated_delta_product --order 3 --mu 1\n' +
         '  titanize convert model.onnx -o titan.onnx --window 512 --lora-rank 8 --lora-alpha 16 --layers 4-11\n\n' +
-        'JSON report (--json): { output, options, sites[{layer, form, numHeads, numKvHeads, headDim, causal, liza, mag, mu, mask}], ' +
+        'JSON report (--json): { output, options, sites[{layer, form, kind, numHeads, numKvHeads, headDim, causal, liza, mag, mu, mask}], ' +
         'skipped[{layer, reason}], rejected[{node, reason}], windows, lora[{target, a, b, rank, scale}], parametersAdded, ' +
         'opsUsed{op: count}, lowering, nodesBefore, nodesAfter, passes }.\n\n' +
         'Exit status: 0 ok, 2 bad input or options (also: a model converted before), 1 internal error.',
@@ -113,7 +113,7 @@ export function renderConvert(r: ConvertReport, output: string): string[] {
     ...columns(
       [
         ['layer', 'form', 'heads', 'kv', 'dim', 'attention', 'μ'],
-        ...r.sites.map((s) => [String(s.layer), s.form, String(s.numHeads), String(s.numKvHeads), String(s.headDim), s.causal ? 'causal' : 'bidirectional', s.mu ?? '(linear only)']),
+        ...r.sites.map((s) => [String(s.layer), s.form, String(s.numHeads), String(s.numKvHeads), String(s.headDim), s.kind === 'cross' ? 'cross' : s.causal ? 'causal' : 'bidirectional', s.mu ?? '(linear only)']),
       ],
       '  ',
     ),

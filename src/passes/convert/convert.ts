@@ -141,10 +141,6 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
           if (opts.layers && !opts.layers.includes(s.layer)) skipped.push({ layer: s.layer, reason: 'not selected by --layers' });
           else if (s.kind === 'cross' && !opts.cross) {
             skipped.push({ layer: s.layer, reason: `cross-attention (keys and values from '${s.k.input ?? '?'}'): kept as softmax attention (--cross converts it)` });
-          } else if (s.kind === 'cross') {
-            throw new UserInputError(
-              `layer ${s.layer} is cross-attention (queries from '${s.q.input}', keys and values from '${s.k.input}'): titanize does not build a memory over another sequence yet (LiZA reads q, k and v of one sequence); convert without --cross to keep cross-attention as softmax attention`,
-            );
           } else if (s.mask.ignored.length && opts.strict) {
             throw new UserInputError(`layer ${s.layer}: the linear branch cannot express ${s.mask.ignored.join('; ')} (--strict); convert without --strict to keep them on the softmax branch only`);
           } else selected.push(s);
@@ -162,8 +158,10 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
         const w = opts.order + 1;
         selected.forEach((site, i) => {
           options.onProgress?.(i, selected.length, `layer ${site.layer}`);
-          if (opts.window !== undefined && opts.mu < 1) windows.push(`layer ${site.layer}: ${applyWindow(m, site, opts.window)}`);
-          const recurrent = opts.state && hasKvCache(site);
+          // a window limits self-attention's context; cross-attention reads the whole encoder
+          // side, and its memory is rebuilt from it at each call (no state to carry)
+          if (opts.window !== undefined && opts.mu < 1 && site.kind === 'self') windows.push(`layer ${site.layer}: ${applyWindow(m, site, opts.window)}`);
+          const recurrent = opts.state && site.kind === 'self' && hasKvCache(site);
           const past = recurrent ? addStateInputs(m.graph, site, w) : undefined;
           const c = convertSite(m, site, opts, index, past);
           if (recurrent) {

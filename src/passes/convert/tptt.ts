@@ -6,10 +6,11 @@
  * reads LiZA directly, so the softmax branch becomes dead and cleanup removes it.
  */
 import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInputError, type Value, setMetadata } from '../../ir/index.js';
-import { addLizaNode, addMagNode, type LizaOpAttributes } from '../../ops/index.js';
+import { type LizaNodeResult, addLizaNode, addMagNode, type LizaOpAttributes } from '../../ops/index.js';
 import { type AttentionSite, CANONICAL_LAYOUT, type Projection } from '../attention/site.js';
 import { sameLayout } from '../attention/trace.js';
 import type { ResolvedConvertOptions } from './options.js';
+import { type CrossMemory, addCrossMemory } from './cross_memory.js';
 import { isLoraCapable, projectionShape } from './lora.js';
 import { outputFromCanonical, outputToCanonical, projectionToCanonical, runtimeSizes } from './relayout.js';
 
@@ -21,6 +22,8 @@ export const ATTENTION_OUTPUT_KEY = 'titanize.attention_output';
 export interface ConvertedSite {
   layer: number;
   form: string;
+  /** 'cross': the memory is built over the keys' sequence and read by every query (cross_memory.ts). */
+  kind: 'self' | 'cross';
   numHeads: number;
   numKvHeads: number;
   headDim: number;
@@ -67,14 +70,18 @@ function projectionValue(b: Builder, site: AttentionSite, which: 'q' | 'k' | 'v'
   );
 }
 
-/** The padding mask [B,T] for the current tokens: the last T columns of the [B, S] mask input that reaches the site's mask. */
-function paddingMask(b: Builder, site: AttentionSite, xq: Value, graph: Graph): Value | null {
+/**
+ * The padding mask [B,T] of the tokens the memory writes (`x`: the queries' sequence for
+ * self-attention, the keys' for cross-attention): the last T columns of the [B, S] mask
+ * input that reaches the site's mask.
+ */
+function paddingMask(b: Builder, site: AttentionSite, x: Value, graph: Graph): Value | null {
   const byName = (n: string): Value | undefined => graph.inputs.find((v) => v.name === n);
   const input = site.mask.inputs.map(byName).find((v) => v !== undefined);
   if (!input) return null;
   const t = input.type;
   if (t?.kind === 'tensor' && t.shape && t.shape.length !== 2) return null;
-  const T = b.op('Gather', [b.op('Shape', [xq]), b.constant(BigInt64Array.from([1n]), [1])], { axis: 0 }, { name: 'seq_len' });
+  const T = b.op('Gather', [b.op('Shape', [x]), b.constant(BigInt64Array.from([1n]), [1])], { axis: 0 }, { name: 'seq_len' });
   const negT = b.op('Neg', [T]);
   return b.op('Slice', [input, negT, b.constant(BigInt64Array.from([9223372036854775807n]), [1]), b.ints([1])], {}, { name: 'current_mask' });
 }
@@ -119,7 +126,8 @@ export function convertSite(
   const xk = toF32(projectionToCanonical(b, projectionValue(b, site, 'k', index), site.layout.k, 'k'), 'k');
   const xv = toF32(projectionToCanonical(b, projectionValue(b, site, 'v', index), site.layout.v, 'v'), 'v');
   const sizes = runtimeSizes(b, xq, site.numHeads, site.headDim);
-  const mask = paddingMask(b, site, xq, graph);
+  const cross = site.kind === 'cross';
+  const mask = paddingMask(b, site, cross ? xk : xq, graph);
   const attrs: LizaOpAttributes = {
     q_num_heads: site.numHeads,
     kv_num_heads: site.numKvHeads,
@@ -130,13 +138,19 @@ export function convertSite(
     causal: site.causal,
     max_seq_len: opts.maxSeqLen,
   };
-  const liza = addLizaNode(model, graph, attrs, { xq, xk, xv, mask, pastState: past?.state ?? null, pastWindow: past?.window ?? null }, { before, name: `${prefix}LiZA` });
-  setMetadata(liza.node.metadataProps, 'titanize.rule', TPTT_RULE);
-  setMetadata(liza.node.metadataProps, 'titanize.layer', String(site.layer));
+  if (cross && past) throw new UserInputError(`layer ${site.layer}: a cross-attention memory carries no state between calls (it is rebuilt from the encoder side)`);
+  const liza = cross
+    ? crossLiza(addCrossMemory(model, graph, b, attrs, { xq, xk, xv, mask }, { before, prefix }))
+    : selfLiza(addLizaNode(model, graph, attrs, { xq, xk, xv, mask, pastState: past?.state ?? null, pastWindow: past?.window ?? null }, { before, name: `${prefix}LiZA` }));
+  for (const node of liza.nodes) {
+    setMetadata(node.metadataProps, 'titanize.rule', TPTT_RULE);
+    setMetadata(node.metadataProps, 'titanize.layer', String(site.layer));
+  }
   // the softmax attention output this memory stands beside: the target of attention
   // transfer (read from the original model when μ = 1 removes it here)
-  // (only for [B, T, H·d] outputs: a teacher's value in another layout would not line up with y)
-  if (sameLayout(site.layout.output, CANONICAL_LAYOUT.output)) setMetadata(liza.node.metadataProps, ATTENTION_OUTPUT_KEY, a.name);
+  // (only for [B, T, H·d] outputs: a teacher's value in another layout would not line up with y;
+  // and not for cross-attention, whose LiZA nodes build a state rather than the output)
+  if (!cross && sameLayout(site.layout.output, CANONICAL_LAYOUT.output)) setMetadata(liza.node.metadataProps, ATTENTION_OUTPUT_KEY, a.name);
   let mixed: Value;
   let magName: string | null = null;
   let muName: string | null = null;
@@ -161,6 +175,7 @@ export function convertSite(
   return {
     layer: site.layer,
     form: site.form,
+    kind: site.kind,
     numHeads: site.numHeads,
     numKvHeads: site.numKvHeads,
     headDim: site.headDim,
@@ -175,6 +190,25 @@ export function convertSite(
     ignored: [...site.mask.ignored],
     values: { xq, xk, xv, mask, attention, y: liza.y, mixed },
   };
+}
+
+/** The memory of a site: its output y, its LiZA node(s), the state outputs of the (first) one. */
+interface SiteMemory {
+  node: Node;
+  nodes: Node[];
+  y: Value;
+  presentState: Value;
+  presentWindow: Value;
+}
+
+function selfLiza(r: LizaNodeResult): SiteMemory {
+  return { ...r, nodes: [r.node] };
+}
+
+/** A cross memory in the shape of a LiZA call: y is the memory's output, the state that of the forward pass. */
+function crossLiza(m: CrossMemory): SiteMemory {
+  const [node] = m.nodes;
+  return { node, nodes: m.nodes, y: m.y, presentState: node.outputs[1]!, presentWindow: node.outputs[2]! };
 }
 
 function uniqueInitializer(graph: Graph, name: string): string {
