@@ -149,13 +149,12 @@ describe('cross-attention', () => {
     expect([s.q.input, s.k.input, s.v.input]).toEqual(['x', 'encoder_hidden_states', 'encoder_hidden_states']);
   });
 
-  it('convert keeps it as softmax attention by default, and refuses --cross with the reason', () => {
+  it('convert keeps it as softmax attention by default; with cross it gains a memory over the other sequence', () => {
     expect(() => convert(decomposedModel({ cross: true, mask: 'none' }), {})).toThrow(
       /no attention layer to convert: layer 0: cross-attention \(keys and values from 'encoder_hidden_states'\): kept as softmax attention \(--cross converts it\)/,
     );
-    expect(() => convert(decomposedModel({ cross: true, mask: 'none' }), { cross: true })).toThrow(
-      /layer 0 is cross-attention \(queries from 'x', keys and values from 'encoder_hidden_states'\): titanize does not build a memory over another sequence yet/,
-    );
+    const r = convert(decomposedModel({ cross: true, mask: 'none' }), { cross: true });
+    expect(r.sites.map((s) => [s.layer, s.kind])).toEqual([[0, 'cross']]);
   });
 
   it('self-attention sites are the default', () => {

@@ -375,20 +375,23 @@ export interface PackedOptions {
   /** A bias the linear branch cannot express, added to the scores. */
   bias?: 'alibi' | 't5' | 'none';
   /**
-   * Quantized q/k/v and output projections: 4-bit MatMulNBits blocks or int8 QDQ
-   * (DequantizeLinear → MatMul); `dequantized` builds the same model with the
-   * dequantized float weights (the reference).
+   * Quantized q/k/v and output projections: 4-bit MatMulNBits blocks, int8 QDQ
+   * (DequantizeLinear → MatMul), or onnxruntime's dynamic quantization ('integer':
+   * DynamicQuantizeLinear → MatMulInteger with int8 weights → Cast → Mul by the scales);
+   * `dequantized` builds the same model with the dequantized float weights (the
+   * reference; for 'integer' the activations are still quantized at run time, so it is
+   * only close).
    */
-  quant?: 'nbits' | 'qdq';
+  quant?: 'nbits' | 'qdq' | 'integer';
   dequantized?: boolean;
 }
 
 /** A [K, N] projection of `x` with weights quantized as `quant` (or their dequantized float values). */
-function quantizedProjection(b: Builder, x: Value, name: string, K: number, N: number, r: () => number, quant: 'nbits' | 'qdq', dequantized: boolean): Value {
+function quantizedProjection(b: Builder, x: Value, name: string, K: number, N: number, r: () => number, quant: 'nbits' | 'qdq' | 'integer', dequantized: boolean): Value {
   const w = Float32Array.from({ length: K * N }, () => r() * 0.2);
   const deq = new Float32Array(K * N);
   const g = b.graph;
-  if (quant === 'qdq') {
+  if (quant === 'qdq' || quant === 'integer') {
     const scale = new Float32Array(N);
     const q = new Int8Array(K * N);
     for (let n = 0; n < N; n++) {
@@ -404,6 +407,13 @@ function quantizedProjection(b: Builder, x: Value, name: string, K: number, N: n
     const qv = g.addInitializer(Tensor.fromArray(q, [K, N], DataType.INT8), `${name}.weight_quantized`);
     const sv = g.addInitializer(Tensor.fromArray(scale, [N]), `${name}.weight_scale`);
     const zv = g.addInitializer(Tensor.fromArray(new Int8Array(N), [N], DataType.INT8), `${name}.weight_zero_point`);
+    if (quant === 'integer') {
+      // onnxruntime quantize_dynamic (per channel): the activation is quantized to uint8 at run time
+      const [y, ys, yzp] = b.op('DynamicQuantizeLinear', [x], {}, { outputs: 3, name: `${name}/DynamicQuantizeLinear` }) as [Value, Value, Value];
+      const acc = b.op('MatMulInteger', [y, qv, yzp, zv], {}, { name: `${name}/MatMulInteger` });
+      const scales = b.op('Mul', [ys, sv], {}, { name: `${name}/scales_mul` });
+      return b.op('Mul', [b.op('Cast', [acc], { to: DataType.FLOAT }, { name: `${name}/Cast` }), scales], {}, { name: `${name}/output_scale_mul` });
+    }
     const W = b.op('DequantizeLinear', [qv, sv, zv], { axis: 1 });
     return b.op('MatMul', [x, W], {}, { name: `${name}/MatMul` });
   }
@@ -519,6 +529,62 @@ export function einsumModel(style: 'keras' | 'torch', heads = 4, d = 16): Model 
   if (style === 'torch') o = b.op('Transpose', [o], { perm: [0, 2, 1, 3] });
   const ctx = b.op('Reshape', [o, b.ints([0, 0, E])], {}, { name: 'attn_out' });
   const y = b.op('Add', [b.op('MatMul', [ctx, weight(b, 'o_proj.weight', [E, E], r)], {}, { name: 'o_proj/MatMul' }), x]);
+  y.name = 'y';
+  g.addOutput(y);
+  verifyModel(m);
+  return m;
+}
+
+export interface EinsumDenseOptions {
+  /**
+   * 'mha': Keras MultiHeadAttention (query/key/value `abc,cde->abde`, the key first in
+   * `aecd,abcd->acbe`, output `abcd,cde->abe`); 'gqa': Keras GroupedQueryAttention
+   * (`bqm,muh->bquh`, key/value heads repeated on axis 2 by Unsqueeze + Tile + Reshape,
+   * `bquh,bkuh->buqk`, output `bquh,uhm->bqm`).
+   */
+  style: 'mha' | 'gqa';
+  heads?: number;
+  kvHeads?: number;
+  d?: number;
+}
+
+/**
+ * One causal attention layer as tf2onnx exports Keras' EinsumDense projections: 3-D
+ * weights [E, H, d] (+ bias [H, d]) make [B, T, H, d] directly, the output projection's
+ * weight is [H, d, E] (+ bias [E]); the query is scaled by 1/√d before the scores.
+ * Input `x` [B, T, 64], output `y` [B, T, 64].
+ */
+export function einsumDenseModel(o: EinsumDenseOptions): Model {
+  const E = HIDDEN;
+  const heads = o.heads ?? 4;
+  const kvHeads = o.kvHeads ?? heads;
+  const d = o.d ?? 16;
+  const m = new Model({ opsetImports: { '': 17 } });
+  const g = m.graph;
+  const r = rand(13);
+  const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', E])));
+  const b = new Builder(g, { prefix: '/mha/' });
+  const mha = o.style === 'mha';
+  const dense = (name: string, n: number): Value =>
+    b.op('Add', [b.op('Einsum', [x, weight(b, `${name}/kernel`, [E, n, d], r)], { equation: mha ? 'abc,cde->abde' : 'bqm,muh->bquh' }, { name: `${name}/Einsum` }), weight(b, `${name}/bias`, [n, d], r)], {}, { name: `${name}/Add` });
+  let q = b.op('Mul', [dense('query', heads), b.scalar(1 / Math.sqrt(d))], {}, { name: 'query_scale' });
+  let k = dense('key', kvHeads);
+  let v = dense('value', kvHeads);
+  if (heads !== kvHeads) {
+    // ops.repeat(t, G, axis=2): each key/value head copied G times in place
+    const G = heads / kvHeads;
+    const repeat = (t: Value): Value => b.op('Reshape', [b.op('Tile', [b.op('Unsqueeze', [t, b.ints([3])]), b.ints([1, 1, 1, G, 1])]), b.ints([0, 0, heads, d])]);
+    [k, v] = [repeat(k), repeat(v)];
+  }
+  const [scoresEq, combineEq, outEq] = mha ? ['aecd,abcd->acbe', 'acbe,aecd->abcd', 'abcd,cde->abe'] : ['bquh,bkuh->buqk', 'buqk,bkuh->bquh', 'bquh,uhm->bqm'];
+  const s0 = b.op('Einsum', mha ? [k, q] : [q, k], { equation: scoresEq }, { name: 'Einsum_qk' });
+  const T = b.op('Slice', [b.op('Shape', [x]), b.ints([1]), b.ints([2])]);
+  const ones = b.op('ConstantOfShape', [b.op('Concat', [T, T], { axis: 0 })], { value: Tensor.fromArray(Float32Array.from([1]), [1]) });
+  const keep = b.op('Cast', [b.op('Trilu', [ones], { upper: 0 })], { to: DataType.BOOL });
+  const p = b.op('Softmax', [b.op('Where', [keep, s0, b.scalar(-1e9)])], { axis: -1 }, { name: 'Softmax' });
+  q = b.op('Einsum', [p, v], { equation: combineEq }, { name: 'Einsum_pv' });
+  const out = b.op('Add', [b.op('Einsum', [q, weight(b, 'attention_output/kernel', [heads, d, E], r)], { equation: outEq }, { name: 'attention_output/Einsum' }), weight(b, 'attention_output/bias', [E], r)]);
+  const y = b.op('Add', [out, x]);
   y.name = 'y';
   g.addOutput(y);
   verifyModel(m);

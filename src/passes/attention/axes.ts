@@ -31,11 +31,21 @@ export interface Labels {
 
 export const FEATURES = 'F';
 
-/** Labels of a projection output of the given dims: rows, then the feature axis. */
-export function projectionLabels(dims: readonly SymDim[]): Labels {
-  const one = SymDim.of(1);
+/**
+ * Labels of a projection output of the given dims: rows, and the feature axis (the last
+ * one by default). Features on several axes (an Einsum projection's [B, T, H, d]) are
+ * numbered in axis order, as one axis: each feature axis gets the stride of the feature
+ * axes after it (H(stride d) · d(stride 1)), as a Reshape of [B, T, H·d] would label them.
+ */
+export function projectionLabels(dims: readonly SymDim[], features: readonly number[] = [dims.length - 1]): Labels {
+  const strides = new Map<number, SymDim>();
+  let stride = SymDim.of(1);
+  for (const a of [...features].sort((x, y) => y - x)) {
+    strides.set(a, stride);
+    stride = stride.mul(dims[a]!);
+  }
   return {
-    axes: dims.map((d, i) => [{ src: i === dims.length - 1 ? FEATURES : `row${i}`, size: d, stride: one }]),
+    axes: dims.map((d, i) => [{ src: strides.has(i) ? FEATURES : `row${i}`, size: d, stride: strides.get(i) ?? SymDim.of(1) }]),
     base: new Map(),
   };
 }

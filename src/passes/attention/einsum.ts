@@ -5,10 +5,15 @@
  * batch, the query or key sequence and the head size; the operands' labels are permuted
  * into the MatMul order the core expects ([lead…, S, d] for Q and V, [lead…, d, S] for
  * Kᵀ) and the core's output labels into the einsum output's order.
+ *
+ * An Einsum with a weight operand is a projection (Keras EinsumDense, einsumProjection):
+ * its equation says which output axes are rows of the activation and which are features
+ * of the weight, which is all the axis labelling (axes.ts projectionLabels) needs.
  */
-import { type Node, describeNode } from '../../ir/index.js';
+import { type Node, type Value, describeNode } from '../../ir/index.js';
 import type { Labels } from './axes.js';
-import { reject } from './context.js';
+import { isOp, reject } from './context.js';
+import { isWeightLike } from './f3_fused_qkv.js';
 
 interface Equation {
   inputs: [string, string];
@@ -86,4 +91,55 @@ export function einsumCore(qk: Node, pv: Node, pIndex: 0 | 1, where: string): Ei
 /** Labels with their axes taken in `perm` order. */
 export function permuteLabels(l: Labels, perm: readonly number[]): Labels {
   return { axes: perm.map((i) => l.axes[i]!), base: l.base };
+}
+
+// ---- projections ------------------------------------------------------------------------------
+
+/**
+ * An Einsum projection (Keras EinsumDense): one operand an activation x, the other a weight
+ * W. Every letter of W is either contracted with x (absent from the output) or a feature
+ * (absent from x); every other letter of x is a row of the output. `abc,cde->abde`
+ * (x [B, T, E], W [E, H, d] → [B, T, H, d]) projects into heads; `abcd,cde->abe` (the
+ * attention output [B, T, H, d], W [H, d, E]) is the output projection. The output's
+ * features are numbered in output-axis order (axis k of the features has stride = the
+ * product of the later feature axes), as a Reshape of them to one axis would number them.
+ */
+export interface EinsumProjection {
+  node: Node;
+  x: Value;
+  w: Value;
+  /** Letters of x, of W and of the output. */
+  letters: { x: string; w: string; out: string };
+  /** Output axes that hold features (letters of W), in output order; the other axes are rows (letters of x). */
+  featureAxes: number[];
+  /** Axes of x contracted with W, in x order. */
+  contracted: number[];
+}
+
+/** The Einsum projection computed by `n`, or null when `n` is not one (two activations, traces, batch letters shared by all three). */
+export function einsumProjection(n: Node | null | undefined): EinsumProjection | null {
+  if (!n || !isOp(n, 'Einsum') || n.inputs.length !== 2) return null;
+  const eq = n.getString('equation', '').replace(/\s+/g, '');
+  const m = /^([a-zA-Z]+),([a-zA-Z]+)->([a-zA-Z]+)$/.exec(eq);
+  if (!m) return null;
+  const [a, b] = n.inputs;
+  if (!a || !b) return null;
+  const wIndex = isWeightLike(b) ? 1 : isWeightLike(a) ? 0 : -1;
+  if (wIndex < 0) return null;
+  const [X, W, O] = wIndex === 1 ? [m[1]!, m[2]!, m[3]!] : [m[2]!, m[1]!, m[3]!];
+  const unique = (s: string): boolean => new Set(s).size === s.length;
+  if (!unique(X) || !unique(W) || !unique(O)) return null;
+  // W: contracted (in x, not out) or features (in out, not x); x: contracted or rows (in out, not W)
+  if ([...W].some((c) => X.includes(c) === O.includes(c))) return null;
+  if ([...X].some((c) => !W.includes(c) && !O.includes(c))) return null;
+  if ([...O].some((c) => !X.includes(c) && !W.includes(c))) return null;
+  const contracted = [...X].map((c, i) => (W.includes(c) ? i : -1)).filter((i) => i >= 0);
+  const featureAxes = [...O].map((c, i) => (W.includes(c) ? i : -1)).filter((i) => i >= 0);
+  if (!contracted.length || !featureAxes.length) return null;
+  return { node: n, x: wIndex === 1 ? a : b, w: wIndex === 1 ? b : a, letters: { x: X, w: W, out: O }, featureAxes, contracted };
+}
+
+/** The Einsum projection producing `v`. */
+export function einsumProjectionAt(v: Value | null | undefined): EinsumProjection | null {
+  return einsumProjection(v?.producer);
 }

@@ -7,6 +7,8 @@
 import { type Node, type Value, dataTypeName, describeNode } from '../../ir/index.js';
 import { constantTensor } from '../util/constants.js';
 import { intAttr, isOp, nodeName, producerIs, reject } from './context.js';
+import { einsumProjection, einsumProjectionAt } from './einsum.js';
+import { integerMatMulAt, integerMatMulsReading } from './integer.js';
 import type { Projection } from './site.js';
 
 /** A projection with its IR objects. */
@@ -79,8 +81,10 @@ function nBits(v: Value): Node | null {
 
 /**
  * A plain projection ending at `v`: MatMul(x, W), MatMul + Add(bias) in either operand
- * order, Gemm(x, W, C), or a Gemm between flattening Reshapes. Returns undefined when
- * `v` is not such a projection (no rejection thrown).
+ * order, Gemm(x, W, C), or a Gemm between flattening Reshapes; MatMulNBits, a dynamically
+ * quantized MatMulInteger (integer.ts: its float input and output stand for it) and an
+ * Einsum with a weight (einsum.ts: Keras EinsumDense, features on several axes) count as
+ * MatMuls. Returns undefined when `v` is not such a projection (no rejection thrown).
  */
 export function plainProjection(v: Value): ProjectionDraft | undefined {
   let cur = v;
@@ -92,7 +96,7 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
     const pick = (lin: Value | null | undefined, bb: Value | null | undefined): boolean => {
       if (!lin || !bb) return false;
       if (!isWeightLike(bb, 24)) return false;
-      if (!producerIs(lin, 'MatMul', 'Gemm') && !producerIs(lin, 'Reshape') && !nBits(lin)) return false;
+      if (!producerIs(lin, 'MatMul', 'Gemm') && !producerIs(lin, 'Reshape') && !nBits(lin) && !integerMatMulAt(lin) && !einsumProjectionAt(lin)) return false;
       cur = lin;
       bias = bb;
       biasNode = add;
@@ -107,10 +111,12 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
     outerReshape = rs;
     cur = rs.inputs[0]!;
   }
-  const mm = producerIs(cur, 'MatMul', 'Gemm') ?? nBits(cur);
+  const integer = integerMatMulAt(cur);
+  const einsum = einsumProjectionAt(cur);
+  const mm = producerIs(cur, 'MatMul', 'Gemm') ?? nBits(cur) ?? integer?.node ?? einsum?.node;
   if (!mm) return undefined;
-  const x = mm.inputs[0];
-  const w = mm.inputs[1];
+  const x = integer?.input ?? einsum?.x ?? mm.inputs[0];
+  const w = integer?.weight ?? einsum?.w ?? mm.inputs[1];
   if (!x || !w || !isWeightLike(w)) return undefined;
   const info = baseProjection(mm, mm.opType);
   let input: Value = x;
@@ -133,6 +139,8 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
     // 4-bit (or n-bit) blocks: [K, N] from the attributes; its bias is input 5 when present
     info.weightShape = [mm.getInt('K'), mm.getInt('N')];
     info.quantization = `MatMulNBits ${mm.getInt('bits', 4)}-bit`;
+  } else if (integer) {
+    info.quantization = `MatMulInteger ${dataTypeName(constantTensor(w)?.dataType ?? 0).toLowerCase()}`;
   } else if (w.producer?.opType === 'DequantizeLinear') {
     info.quantization = `DequantizeLinear ${dataTypeName(constantTensor(w.producer.inputs[0])?.dataType ?? 0).toLowerCase()}`;
   }
@@ -141,6 +149,11 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
   info.output = v.name;
   let width: number | null = null;
   if (info.weightShape && info.weightShape.length === 2) width = info.transB ? info.weightShape[0]! : info.weightShape[1]!;
+  if (einsum) {
+    // the product of the weight's feature axes (letters of W in the output)
+    const dims = info.weightShape;
+    width = dims && dims.length === einsum.letters.w.length ? [...einsum.letters.w].reduce((acc, c, i) => (einsum.letters.out.includes(c) ? acc * dims[i]! : acc), 1) : null;
+  }
   return { info, value: v, input, node: mm, width };
 }
 
@@ -165,11 +178,13 @@ export function outputProjection(out: Value, where: string): ProjectionDraft {
   const candidates: Value[] = [];
   for (const c of out.consumers()) {
     if ((isOp(c, 'MatMul') || (c.opType === 'MatMulNBits' && c.domain === 'com.microsoft')) && c.inputs[0] === out) candidates.push(c.output);
+    else if (isOp(c, 'Einsum') && einsumProjection(c)?.x === out) candidates.push(c.output);
     else if (isOp(c, 'Gemm') && c.inputs[0] === out) candidates.push(c.output);
     else if (isOp(c, 'Reshape') && c.inputs[0] === out) {
       for (const g of c.output.consumers()) if (isOp(g, 'Gemm', 'MatMul') && g.inputs[0] === c.output) candidates.push(g.output);
     }
   }
+  for (const p of integerMatMulsReading(out)) candidates.push(p.output);
   for (const lin of candidates) {
     // extend to the bias Add / un-flattening Reshape when present
     let end = lin;

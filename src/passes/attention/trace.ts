@@ -4,9 +4,11 @@
  *
  * 1. backwards, the path is a chain of layout ops (LAYOUT_RULES), value-preserving units
  *    (rotary, q/k norms, casts, √scale factors) and at most one KV-cache Concat, ending
- *    at a projection (MatMul/Gemm with a weight, + bias);
- * 2. forwards, the projection output's axes are labelled (rows + features) and each op
- *    moves the labels;
+ *    at a projection (MatMul/Gemm with a weight, + bias; MatMulNBits, a dynamically
+ *    quantized MatMulInteger or an Einsum with a weight count as MatMuls);
+ * 2. forwards, the projection output's axes are labelled (rows + features; an Einsum
+ *    projection's weight letters say which output axes are features, e.g. the H and d of
+ *    Keras' [B, T, H, d]) and each op moves the labels;
  * 3. at the core, the labels say which axis is the sequence, which pieces of the
  *    features are heads and head size, which columns of a packed projection belong to
  *    this operand, and where repeat_kv copies heads.
@@ -22,6 +24,8 @@ import type { ShapeAnalysis } from '../analysis/shapes.js';
 import { evalScalar } from '../util/constants.js';
 import { type Atom, FEATURES, LAYOUT_RULES, type Labels, applyLayout, describeLabels, isRepeat, isRow, pieces, projectionLabels } from './axes.js';
 import { describeValue, exportedAs, graphInputBehind, isOp, nodeName, reject } from './context.js';
+import { einsumProjection } from './einsum.js';
+import { integerMatMulsReading } from './integer.js';
 import { type ProjectionDraft, isWeightLike, plainProjection } from './f3_fused_qkv.js';
 import { skipNorm } from './norm.js';
 import type { AxisPiece } from './site.js';
@@ -32,6 +36,8 @@ export type Role = 'Q' | 'K' | 'V';
 export interface HeadPath {
   role: Role;
   projection: ProjectionDraft;
+  /** The axes of the projection output that hold its features: the last one, or several for an Einsum projection ([B, T, H, d]). */
+  features: number[];
   /** Labels of the operand the core reads. */
   labels: Labels;
   /** The nodes between the projection and the core, projection side first. */
@@ -83,12 +89,22 @@ function compatible(a: SymDim[] | undefined, b: SymDim[] | undefined): boolean {
   return a.every((d, i) => d.equals(b[i]!) || fresh(d) || fresh(b[i]!));
 }
 
+/**
+ * The axes of a projection output of rank `rank` that hold its features: the last one, or
+ * the weight's letters of an Einsum projection (Keras EinsumDense writes [B, T, H, d]).
+ */
+function featureAxes(p: ProjectionDraft, rank: number): number[] {
+  return einsumProjection(p.node)?.featureAxes ?? [rank - 1];
+}
+
 /** The projection ending at `v`, when its output keeps the feature width (not a heads Reshape of it). */
 function projectionAt(v: Value, shapes: ShapeAnalysis): ProjectionDraft | undefined {
   const p = plainProjection(v);
   if (!p) return undefined;
-  const last = shapes.dim(v, -1)?.value;
-  if (p.width !== null && last !== undefined && last !== p.width) return undefined;
+  const dims = shapes.shape(v);
+  if (p.width === null || !dims) return p;
+  const width = featureAxes(p, dims.length).reduce<number | undefined>((acc, a) => (acc === undefined || dims[a]?.value === undefined ? undefined : acc * dims[a]!.value!), 1);
+  if (width !== undefined && width !== p.width) return undefined;
   return p;
 }
 
@@ -97,7 +113,7 @@ function projectionAt(v: Value, shapes: ShapeAnalysis): ProjectionDraft | undefi
  * the stage and the node, when the path meets an op with no rule.
  */
 export function tracePath(start: Value, role: Role, shapes: ShapeAnalysis, where: string): HeadPath {
-  const path: Omit<HeadPath, 'projection' | 'labels'> = { role, chain: [], rotary: null, past: null, concat: null, present: null, scale: null, norm: null };
+  const path: Omit<HeadPath, 'projection' | 'labels' | 'features'> = { role, chain: [], rotary: null, past: null, concat: null, present: null, scale: null, norm: null };
   const steps: Step[] = [];
   let cur = start;
   let projection: ProjectionDraft | undefined;
@@ -171,14 +187,15 @@ export function tracePath(start: Value, role: Role, shapes: ShapeAnalysis, where
   if (!dims || dims.length < 2) {
     return reject(`${where}: the rank of the ${role} projection output ${describeValue(cur)} is unknown (shape ${shapes.describe(cur)})`);
   }
-  let labels = projectionLabels(dims);
+  const features = featureAxes(projection, dims.length);
+  let labels = projectionLabels(dims, features);
   for (const s of steps.reverse()) {
     const r = applyLayout(labels, { node: s.node, input: s.input, output: s.output, shapes }, s.preserving);
     if (typeof r === 'string') return reject(`${where}: on the ${role} path, ${r}`);
     labels = r;
     path.chain.push(s.node);
   }
-  return { ...path, projection, labels };
+  return { ...path, projection, features, labels };
 }
 
 // ---- the core -------------------------------------------------------------------------------
@@ -295,13 +312,17 @@ export interface CoreHeads {
   roles: (a: Atom) => AxisPiece;
 }
 
-/** Projection-output layout: each row is the batch or the sequence, the last axis the features. */
+/** Projection-output layout: each row is the batch or the sequence, the feature axes (the last, or an Einsum projection's) the features. */
 function projectionLayout(p: HeadPath, seq: Atom, rows: Atom[], shapes: ShapeAnalysis, where: string): AxisPiece[][] {
   const dims = shapes.shape(p.projection.value) ?? [];
   const rank = dims.length;
   const layout: AxisPiece[][] = [];
-  for (let i = 0; i < rank - 1; i++) {
+  for (let i = 0; i < rank; i++) {
     const src = `row${i}`;
+    if (p.features.includes(i)) {
+      layout.push(['features']);
+      continue;
+    }
     if (seq.src === src) {
       if (!seq.size.equals(dims[i]!) && !p.concat) return reject(`${where}: the ${p.role} sequence is a part of projection axis ${i}`);
       layout.push(['seq']);
@@ -315,7 +336,6 @@ function projectionLayout(p: HeadPath, seq: Atom, rows: Atom[], shapes: ShapeAna
       return reject(`${where}: axis ${i} (size ${dims[i]}) of the ${p.role} projection output is neither the batch nor the sequence`);
     }
   }
-  layout.push(['features']);
   if (layout.filter((a) => a[0] === 'batch').length !== 1) return reject(`${where}: the ${p.role} projection output has no single batch axis`);
   return layout;
 }
@@ -406,11 +426,19 @@ function layoutOf(l: Labels, roles: (a: Atom) => AxisPiece): AxisPiece[][] {
 
 const OUTPUT_LAYOUT_OPS = ['Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Identity', 'Cast'];
 
-/** A MatMul/Gemm reading `v` as its data input with a weight: the output projection. */
-function readsAsProjection(v: Value): boolean {
-  return v.consumers().some(
-    (c) => c.inputs[0] === v && ((isOp(c, 'MatMul', 'Gemm') && !!c.inputs[1] && isWeightLike(c.inputs[1])) || (c.opType === 'MatMulNBits' && c.domain === 'com.microsoft')),
-  );
+/**
+ * The axes of `v` a projection reading it contracts with its weight: the last one for a
+ * MatMul/Gemm/MatMulNBits or a dynamically quantized MatMulInteger, the contracted
+ * letters of an Einsum projection (Keras' output projection `abcd,cde->abe` reads [H, d]);
+ * null when no projection reads `v`.
+ */
+function projectionReads(v: Value, rank: number): number[] | null {
+  for (const c of v.consumers()) {
+    if (c.inputs[0] === v && ((isOp(c, 'MatMul', 'Gemm') && !!c.inputs[1] && isWeightLike(c.inputs[1])) || (c.opType === 'MatMulNBits' && c.domain === 'com.microsoft'))) return [rank - 1];
+    const e = einsumProjection(c);
+    if (e && e.x === v) return e.contracted;
+  }
+  return integerMatMulsReading(v).length ? [rank - 1] : null;
 }
 
 /**
@@ -425,14 +453,17 @@ export function traceOutput(start: Value, heads: CoreHeads, shapes: ShapeAnalysi
   for (let i = 0; i < MAX_STEPS; i++) {
     const layout = layoutOf(labels, heads.roles);
     if (!canonical && sameLayout(layout, CANONICAL_OUTPUT)) canonical = { output: cur, layout };
-    if (readsAsProjection(cur)) {
-      const last = layout[layout.length - 1] ?? [];
-      const lastAtoms = pieces(labels.axes[labels.axes.length - 1] ?? []);
+    const reads = projectionReads(cur, labels.axes.length);
+    if (reads) {
+      // the pieces the projection contracts, major first: the heads, then the head size
+      const last = reads.flatMap((a) => layout[a] ?? []);
+      const lastAtoms = reads.flatMap((a) => pieces(labels.axes[a] ?? []));
       const innerHead = lastAtoms[lastAtoms.length - 2];
       const dAtom = lastAtoms[lastAtoms.length - 1];
       const inOrder = !innerHead || !dAtom || innerHead.stride.equals(dAtom.size);
       if ((last.join() !== 'heads,head_dim' && !(heads.hq === 1 && last.join() === 'head_dim')) || !inOrder) {
-        return reject(`${where}: the attention output '${cur.name}' ${describeLabels(labels)} does not hold the heads, then the head size, on its last axis`);
+        const axes = reads.length === 1 ? 'on its last axis' : `on the axes ${reads.join(', ')} its projection contracts`;
+        return reject(`${where}: the attention output '${cur.name}' ${describeLabels(labels)} does not hold the heads, then the head size, ${axes}`);
       }
       return canonical ?? { output: cur, layout };
     }
@@ -482,6 +513,9 @@ export function fusedOperand(v: Value, role: Role, shapes: ShapeAnalysis, where:
 export function operandProjection(path: HeadPath, columns: [number, number]): ProjectionDraft {
   const p = path.projection;
   if (columns[0] === 0 && p.width !== null && columns[1] === p.width) return p;
+  if (path.features.length > 1) {
+    return reject(`${nodeName(p.node)}: ${path.role} is columns [${columns.join(', ')}) of an Einsum projection whose features span several axes; a packed Einsum projection is not supported`);
+  }
   const cutter = path.chain.find((n) => ['Slice', 'Split', 'Gather'].includes(n.opType)) ?? null;
   return {
     info: { ...p.info, output: null, columns, packed: p.value?.name ?? null, split: cutter ? nodeName(cutter) : null },

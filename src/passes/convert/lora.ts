@@ -20,6 +20,8 @@ import {
   setMetadata,
 } from '../../ir/index.js';
 import { seededRandom } from '../../ir/random.js';
+import { einsumProjection } from '../attention/einsum.js';
+import { integerMatMulOf } from '../attention/integer.js';
 
 export const LORA_RULE = 'lora';
 const TARGET_KEY = 'titanize.lora.target';
@@ -50,35 +52,139 @@ export interface LoraAdapter {
 }
 
 /**
- * In/out sizes of a projection, whether its weight is stored transposed ([out, in]), the
- * float type its activations have, and how its weight is quantized. Quantized weights
- * (MatMulNBits blocks, DequantizeLinear of an integer initializer) take an adapter
- * without being dequantized: the adapter runs beside them in float32.
+ * What an adapter needs to know about a projection: in/out sizes, the float activation it
+ * reads (`input`) and the float output it is added to (`output`), the float type of those
+ * activations, how its weight is quantized, and where A·B lands in the weight
+ * (`weightIndex(i, o)`, for merging). Quantized weights (MatMulNBits blocks,
+ * DequantizeLinear of an integer initializer, MatMulInteger after DynamicQuantizeLinear)
+ * take an adapter without being dequantized: the adapter runs beside them in float32.
+ * An Einsum projection with a weight (Keras EinsumDense, `abc,cde->abde`) reads x's
+ * contracted axes flattened (`inAxes` of them, the last ones) and writes its features
+ * flattened, reshaped to the output's `outDims` (the last axes).
  */
-export function projectionShape(node: Node): { in: number; out: number; transposed: boolean; weight: Value; dtype: DataType; quantized: string | null } {
+export interface ProjectionShape {
+  in: number;
+  out: number;
+  /** The weight is stored [out, in] (Gemm transB). */
+  transposed: boolean;
+  weight: Value;
+  input: Value;
+  output: Value;
+  dtype: DataType;
+  quantized: string | null;
+  /** Flat index in the weight of input feature i and output feature o. */
+  weightIndex: (i: number, o: number) => number;
+  /** Einsum projection: the leading axes (rows) of input and output, the input's trailing axes that are flattened, the output's trailing dims. */
+  einsum: { rows: number; inAxes: number; outDims: number[] } | null;
+}
+
+export function projectionShape(node: Node): ProjectionShape {
   const w = node.input(1);
+  const plain = (inSize: number, outSize: number, weight: Value, dtype: DataType, quantized: string | null, transposed = false): ProjectionShape => ({
+    in: inSize,
+    out: outSize,
+    transposed,
+    weight,
+    input: node.requireInput(0),
+    output: node.output,
+    dtype,
+    quantized,
+    weightIndex: transposed ? (i, o) => o * inSize + i : (i, o) => i * outSize + o,
+    einsum: null,
+  });
   if (node.opType === 'MatMulNBits' && node.domain === 'com.microsoft' && w?.initializer) {
     const scales = node.input(2)?.initializer;
-    return { in: node.getInt('K'), out: node.getInt('N'), transposed: false, weight: w, dtype: scales?.dataType ?? DataType.FLOAT, quantized: 'MatMulNBits' };
+    return plain(node.getInt('K'), node.getInt('N'), w, scales?.dataType ?? DataType.FLOAT, 'MatMulNBits');
   }
+  if (node.is('MatMulInteger')) {
+    const p = integerMatMulOf(node);
+    const t = p?.weight.initializer;
+    if (!p || !t || t.dims.length !== 2) {
+      throw new UserInputError(`${describeNode(node)} is not a dynamically quantized projection (DynamicQuantizeLinear → MatMulInteger with a 2-D weight initializer → Cast → Mul by the scales); it cannot take a LoRA adapter`);
+    }
+    // DynamicQuantizeLinear reads float32: the adapter reads the same x and adds to the dequantized product
+    return { ...plain(t.dims[0]!, t.dims[1]!, p.weight, DataType.FLOAT, 'MatMulInteger'), input: p.input, output: p.output };
+  }
+  if (node.is('Einsum')) return einsumShape(node);
   const dq = w?.producer?.opType === 'DequantizeLinear' ? w.producer : null;
   const q = dq?.input(0)?.initializer;
   if (node.is('MatMul') && dq && q && q.dims.length === 2) {
     const scale = dq.input(1)?.initializer;
-    return { in: q.dims[0]!, out: q.dims[1]!, transposed: false, weight: w!, dtype: scale?.dataType ?? DataType.FLOAT, quantized: 'DequantizeLinear' };
+    return plain(q.dims[0]!, q.dims[1]!, w!, scale?.dataType ?? DataType.FLOAT, 'DequantizeLinear');
   }
   const t = w?.initializer;
   if (!w || !t || t.dims.length !== 2) {
     throw new UserInputError(`${describeNode(node)} has no 2-D weight initializer (or quantized weight) as its second input; it cannot take a LoRA adapter`);
   }
-  const dtype = t.dataType === DataType.FLOAT16 || t.dataType === DataType.BFLOAT16 ? t.dataType : DataType.FLOAT;
-  if (node.is('MatMul')) return { in: t.dims[0]!, out: t.dims[1]!, transposed: false, weight: w, dtype, quantized: null };
+  const dtype = floatType(t.dataType);
+  if (node.is('MatMul')) return plain(t.dims[0]!, t.dims[1]!, w, dtype, null);
   if (node.is('Gemm')) {
     const transB = node.getInt('transB', 0) === 1;
     if (node.getInt('transA', 0) !== 0) throw new UserInputError(`${describeNode(node)}: Gemm with transA=1 is not supported for LoRA`);
-    return transB ? { in: t.dims[1]!, out: t.dims[0]!, transposed: true, weight: w, dtype, quantized: null } : { in: t.dims[0]!, out: t.dims[1]!, transposed: false, weight: w, dtype, quantized: null };
+    return transB ? plain(t.dims[1]!, t.dims[0]!, w, dtype, null, true) : plain(t.dims[0]!, t.dims[1]!, w, dtype, null);
   }
-  throw new UserInputError(`${describeNode(node)} is not a MatMul, Gemm or MatMulNBits; it cannot take a LoRA adapter`);
+  throw new UserInputError(`${describeNode(node)} is not a MatMul, Gemm, MatMulNBits, MatMulInteger or Einsum projection; it cannot take a LoRA adapter`);
+}
+
+function floatType(t: DataType): DataType {
+  return t === DataType.FLOAT16 || t === DataType.BFLOAT16 ? t : DataType.FLOAT;
+}
+
+/**
+ * An Einsum projection as a MatMul: x = [rows…, contracted…] flattened to [rows…, in],
+ * the delta [rows…, out] reshaped to [rows…, features…]. The rows must lead both x and the
+ * output, in the same order (Keras' `abc,cde->abde` and `abcd,cde->abe`); the weight's
+ * letters may come in any order.
+ */
+function einsumShape(node: Node): ProjectionShape {
+  const e = einsumProjection(node);
+  const t = e?.w.initializer;
+  if (!e || !t || t.dims.length !== e.letters.w.length) {
+    throw new UserInputError(`${describeNode(node)} is not an Einsum projection with a weight initializer (one activation, one weight, every weight letter contracted or an output feature); it cannot take a LoRA adapter`);
+  }
+  const { x: X, w: W, out: O } = e.letters;
+  const rows = X.length - e.contracted.length;
+  const C = X.slice(rows);
+  const F = O.slice(rows);
+  if (e.contracted.some((a, i) => a !== rows + i) || X.slice(0, rows) !== O.slice(0, rows) || [...F].some((c) => !W.includes(c))) {
+    throw new UserInputError(
+      `${describeNode(node)} ('${X},${W}->${O}'): a LoRA adapter on an Einsum projection needs the contracted axes last in the input and the weight's features last in the output, after the same leading axes`,
+    );
+  }
+  const size = (c: string): number => t.dims[W.indexOf(c)]!;
+  const inSize = [...C].reduce((a, c) => a * size(c), 1);
+  const outDims = [...F].map(size);
+  const outSize = outDims.reduce((a, d) => a * d, 1);
+  // the weight's strides, and each flattened feature's digits (major first)
+  const strides = t.dims.map((_, k) => t.dims.slice(k + 1).reduce((a, d) => a * d, 1));
+  const flat = (letters: string, index: number, add: (c: string, digit: number) => void): void => {
+    for (let k = letters.length - 1; k >= 0; k--) {
+      const c = letters[k]!;
+      add(c, index % size(c));
+      index = Math.floor(index / size(c));
+    }
+  };
+  const weightIndex = (i: number, o: number): number => {
+    let idx = 0;
+    const add = (c: string, digit: number): void => {
+      idx += digit * strides[W.indexOf(c)]!;
+    };
+    flat(C, i, add);
+    flat(F, o, add);
+    return idx;
+  };
+  return {
+    in: inSize,
+    out: outSize,
+    transposed: false,
+    weight: e.w,
+    input: e.x,
+    output: node.output,
+    dtype: floatType(t.dataType),
+    quantized: null,
+    weightIndex,
+    einsum: { rows, inAxes: C.length, outDims },
+  };
 }
 
 /** True when `node` is a projection that can take an adapter (see projectionShape). */
@@ -105,21 +211,27 @@ export function addLora(model: Model, targets: LoraTarget[], options: LoraOption
       throw new UserInputError(`${describeNode(node)} already has a LoRA adapter ('${getMetadata(node.metadataProps, TARGET_KEY)}')`);
     }
     const shape = projectionShape(node);
-    const out = node.output;
+    const out = shape.output;
     if (out.isGraphOutput()) throw new UserInputError(`${describeNode(node)}: its output '${out.name}' is a graph output; LoRA needs an internal projection`);
     const bound = 1 / Math.sqrt(shape.in);
     const aData = new Float32Array(shape.in * rank);
     for (let i = 0; i < aData.length; i++) aData[i] = (rand() * 2 - 1) * bound;
-    const b = new Builder(graph, { before: node.next ?? undefined, tag: LORA_RULE, prefix: `lora/${name}/` });
+    // after the node that makes the float output (for a MatMulInteger, the Mul that completes its scales)
+    const b = new Builder(graph, { before: out.producer?.next ?? undefined, tag: LORA_RULE, prefix: `lora/${name}/` });
     const aInit = graph.addInitializer(Tensor.fromArray(aData, [shape.in, rank]), uniqueInit(graph, `lora.${name}.A`));
     const bInit = graph.addInitializer(Tensor.fromArray(new Float32Array(rank * shape.out), [rank, shape.out]), uniqueInit(graph, `lora.${name}.B`));
     const users = out.uses();
     // the adapter computes in float32; fp16 / bf16 activations are cast at its edges
-    const x = shape.dtype === DataType.FLOAT ? node.requireInput(0) : b.op('Cast', [node.requireInput(0)], { to: DataType.FLOAT }, { name: 'x_f32' });
+    // an Einsum projection's contracted axes are flattened into one, its features reshaped back
+    const rows = (n: number): number[] => new Array<number>(n).fill(0);
+    const ein = shape.einsum;
+    const x0 = shape.dtype === DataType.FLOAT ? shape.input : b.op('Cast', [shape.input], { to: DataType.FLOAT }, { name: 'x_f32' });
+    const x = ein && ein.inAxes > 1 ? b.op('Reshape', [x0, b.ints([...rows(ein.rows), -1])], {}, { name: 'x_flat' }) : x0;
     const down = b.op('MatMul', [x, aInit]);
     const up = b.op('MatMul', [down, bInit]);
     const scaled = b.op('Mul', [up, b.scalar(scale, 'lora_scale')]);
-    const delta = shape.dtype === DataType.FLOAT ? scaled : b.op('Cast', [scaled], { to: shape.dtype }, { name: 'delta' });
+    const shaped = ein && ein.outDims.length > 1 ? b.op('Reshape', [scaled, b.ints([...rows(ein.rows), ...ein.outDims])], {}, { name: 'delta_features' }) : scaled;
+    const delta = shape.dtype === DataType.FLOAT ? shaped : b.op('Cast', [shaped], { to: shape.dtype }, { name: 'delta' });
     const sum = b.op('Add', [out, delta]);
     setMetadata(sum.producer!.metadataProps, TARGET_KEY, name);
     setMetadata(node.metadataProps, TARGET_KEY, name);
@@ -134,23 +246,40 @@ function uniqueInit(graph: Graph, name: string): string {
   return name;
 }
 
-/** The adapter sums (Add nodes) in a graph, with their parts. */
+/** The adapter sums (Add nodes) in a graph, with their parts; `base` is the projection node the adapter targets. */
 function findAdapters(graph: Graph): { sum: Node; base: Node; nodes: Node[]; a: Value; b: Value; scale: number; name: string }[] {
-  const found = [];
+  const sums: Node[] = [];
+  const targets = new Map<string, Node>();
   for (const n of graph) {
     const name = getMetadata(n.metadataProps, TARGET_KEY);
-    if (!name || !n.is('Add')) continue;
-    const base = n.requireInput(0).producer;
-    // Add(base, [Cast] Mul(MatMul(MatMul([Cast] x, A), B), scale))
-    const castOut = n.requireInput(1).producer?.opType === 'Cast' ? n.requireInput(1).producer! : null;
-    const mul = (castOut ? castOut.requireInput(0) : n.requireInput(1)).producer;
+    if (!name) continue;
+    if (n.is('Add') && getMetadata(n.metadataProps, 'titanize.rule') === LORA_RULE) sums.push(n);
+    else targets.set(name, n);
+  }
+  const isLora = (n: Node | null | undefined): n is Node => !!n && getMetadata(n.metadataProps, 'titanize.rule') === LORA_RULE;
+  const found = [];
+  for (const n of sums) {
+    const name = getMetadata(n.metadataProps, TARGET_KEY)!;
+    const base = targets.get(name) ?? n.requireInput(0).producer;
+    // Add(output, [Cast] [Reshape] Mul(MatMul(MatMul([Reshape] [Cast] x, A), B), scale)): the
+    // Casts for fp16 / bf16 activations, the Reshapes for an Einsum projection's axes
+    const shaping: Node[] = [];
+    const strip = (v: Value): Value => {
+      let cur = v;
+      while (isLora(cur.producer) && (cur.producer.is('Cast') || cur.producer.is('Reshape'))) {
+        shaping.push(cur.producer, ...(cur.producer.is('Reshape') && cur.producer.input(1)?.producer?.opType === 'Constant' ? [cur.producer.input(1)!.producer!] : []));
+        cur = cur.producer.requireInput(0);
+      }
+      return cur;
+    };
+    const mul = strip(n.requireInput(1)).producer;
     const up = mul?.requireInput(0).producer;
     const down = up?.requireInput(0).producer;
     const scaleNode = mul?.requireInput(1).producer;
     if (!base || !mul || !up || !down || !scaleNode) throw new IrError(`LoRA adapter '${name}' at ${describeNode(n)} has an unexpected structure`);
-    const castIn = down.requireInput(0).producer?.opType === 'Cast' && getMetadata(down.requireInput(0).producer!.metadataProps, 'titanize.rule') === LORA_RULE ? down.requireInput(0).producer! : null;
+    strip(down.requireInput(0));
     const scale = (scaleNode.getTensor('value')!.toTypedArray() as Float32Array)[0]!;
-    const nodes = [n, ...(castOut ? [castOut] : []), mul, up, down, ...(castIn ? [castIn] : []), scaleNode];
+    const nodes = [n, ...shaping, mul, up, down, scaleNode];
     found.push({ sum: n, base, nodes, a: down.requireInput(1), b: up.requireInput(1), scale, name });
   }
   return found;
@@ -182,13 +311,13 @@ export function mergeLora(model: Model): number {
       for (let o = 0; o < shape.out; o++) {
         let acc = 0;
         for (let k = 0; k < r; k++) acc += A[i * r + k]! * B[k * shape.out + o]!;
-        const idx = shape.transposed ? o * shape.in + i : i * shape.out + o;
+        const idx = shape.weightIndex(i, o);
         wData[idx] = wData[idx]! + ad.scale * acc;
       }
     }
     const merged = Tensor.fromArray(wData, w.dims.slice(), DataType.FLOAT, w.name);
     shape.weight.initializer = merged;
-    ad.sum.output.replaceAllUsesWith(ad.base.output);
+    ad.sum.output.replaceAllUsesWith(ad.sum.requireInput(0));
     graph.remove(ad.nodes);
     graph.removeInitializer(ad.a);
     graph.removeInitializer(ad.b);

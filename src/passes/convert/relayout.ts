@@ -57,7 +57,9 @@ function shapeOf(b: Builder, axes: readonly AxisPiece[][], s: PieceSizes): Value
 
 /**
  * A projection output ([T, B, F], [B, 1, T, F], ...: each axis the batch, the sequence,
- * a unit axis or the features) as [B, T, F].
+ * a unit axis or features) as [B, T, F]. Features on several axes (an Einsum projection's
+ * [B, T, H, d]) keep their order and are flattened into one, the way discovery numbers
+ * their columns.
  */
 export function projectionToCanonical(b: Builder, v: Value, layout: readonly AxisPiece[][], name: string): Value {
   if (isCanonical(layout)) return v;
@@ -65,8 +67,10 @@ export function projectionToCanonical(b: Builder, v: Value, layout: readonly Axi
   const units = layout.map((ax, i) => (ax.length === 0 ? i : -1)).filter((i) => i >= 0);
   const kept = layout.filter((ax) => ax.length > 0);
   if (units.length) x = b.op('Squeeze', [x, b.ints(units)], {}, { name: `${name}_squeeze` });
-  const perm = ['batch', 'seq', 'features'].map((p) => kept.findIndex((ax) => ax[0] === p));
+  const features = kept.map((ax, i) => (ax[0] === 'features' ? i : -1)).filter((i) => i >= 0);
+  const perm = [kept.findIndex((ax) => ax[0] === 'batch'), kept.findIndex((ax) => ax[0] === 'seq'), ...features];
   if (perm.some((p, i) => p !== i)) x = b.op('Transpose', [x], { perm }, { name: `${name}_to_bt` });
+  if (features.length > 1) x = b.op('Reshape', [x, b.ints([0, 0, -1])], {}, { name: `${name}_bt` });
   return x;
 }
 
