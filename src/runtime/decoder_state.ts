@@ -5,7 +5,8 @@
  */
 import * as ort from 'onnxruntime-node';
 import { UserInputError } from '../ir/errors.js';
-import { staticShape } from '../ir/types.js';
+import { DataType } from '../ir/dtype.js';
+import { elemTypeOf, staticShape } from '../ir/types.js';
 import type { TypeInfo } from '../ir/types.js';
 import type { Model } from '../ir/model.js';
 import { type CachePair, type DecoderIO, decoderIO } from '../passes/analysis/io.js';
@@ -40,6 +41,8 @@ export function zeroPast(type: TypeInfo | undefined, B: number, name: string): o
   if (!shape) throw new UserInputError(`model input '${name}' has no declared shape; cannot build its initial (empty) value`);
   const dims = shape.map((d, i) => (i === 0 ? B : d === null ? 0 : d));
   const size = dims.reduce((a, b) => a * b, 1);
+  // (a tokens-seen counter is int64; caches and states are float)
+  if (elemTypeOf(type) === DataType.INT64) return new ort.Tensor('int64', new BigInt64Array(size), dims);
   return new ort.Tensor('float32', new Float32Array(size), dims);
 }
 
@@ -62,12 +65,22 @@ export class DecoderState {
   private readonly keyPair: RecurrentPair | undefined;
   readonly io: DecoderIO;
 
+  /** Inputs fed unchanged at every call (see the constructor's `options.inputs`). */
+  readonly inputs: Readonly<Record<string, ort.Tensor>>;
+
+  /**
+   * `options.inputs`: tensors fed as they are at every call, for inputs that belong to the
+   * whole sequence rather than to a call: an encoder-decoder's encoder output, or the
+   * cross-attention keys and values computed from it, and the encoder's padding mask.
+   */
   constructor(
     readonly session: ort.InferenceSession,
     types: DeclaredTypes,
     readonly batch: number,
+    options: { inputs?: Record<string, ort.Tensor> } = {},
   ) {
     this.io = types.io;
+    this.inputs = { ...options.inputs };
     this.pairs = sessionPairs(types.io, session.inputNames, session.outputNames);
     for (const p of this.pairs) this.past[p.input] = zeroPast(types.get(p.input), batch, p.input);
     this.history = Array.from({ length: batch }, () => []);
@@ -123,11 +136,18 @@ export class DecoderState {
     });
     const io = this.io;
     if (!io.tokens) throw new UserInputError('the model has no token-ids input (an integer input that indexes an embedding table)');
-    const feeds: Record<string, ort.Tensor> = { ...this.past, [io.tokens]: new ort.Tensor('int64', idData, [B, t]) };
+    const feeds: Record<string, ort.Tensor> = { ...this.inputs, ...this.past, [io.tokens]: new ort.Tensor('int64', idData, [B, t]) };
     const names = this.session.inputNames;
     if (io.mask && names.includes(io.mask)) feeds[io.mask] = new ort.Tensor('int64', maskData, [B, M]);
     if (io.positions && names.includes(io.positions)) feeds[io.positions] = new ort.Tensor('int64', posData, [B, t]);
     if (io.tokenTypes && names.includes(io.tokenTypes)) feeds[io.tokenTypes] = new ort.Tensor('int64', new BigInt64Array(B * t), [B, t]);
+    const unfed = names.filter((n) => !(n in feeds));
+    if (unfed.length) {
+      throw new UserInputError(
+        `model input${unfed.length > 1 ? 's' : ''} ${unfed.map((n) => `'${n}'`).join(', ')} ${unfed.length > 1 ? 'are' : 'is'} none of the token ids, mask, positions, token types or carried state: ` +
+          'pass ' + (unfed.length > 1 ? 'them' : 'it') + ' in DecoderState\'s options.inputs (an encoder-decoder\'s encoder output or cross-attention keys and values)',
+      );
+    }
     const t0 = performance.now();
     const outputs = await this.session.run(feeds);
     const ms = performance.now() - t0;

@@ -25,7 +25,7 @@ import { addLora, isLoraCapable, type LoraAdapter, type LoraTarget } from './lor
 import { type ConvertOptions, type ResolvedConvertOptions, resolveConvertOptions } from './options.js';
 import { type ConvertedSite, TPTT_RULE, convertSite, valueIndex } from './tptt.js';
 import { applyWindow } from './window.js';
-import { addStateInputs, addStateOutputs, cutKvCache, dropKvCache, hasKvCache, removeUnusedPastInputs } from './recurrent.js';
+import { addStateInputs, addStateOutputs, cutKvCache, dropKvCache, hasKvCache, positionsFromCache, removeUnusedPastInputs } from './recurrent.js';
 
 /** Model metadata key that marks a converted model (its value: the options, as JSON). */
 export const CONVERTED_KEY = 'titanize.converted';
@@ -194,10 +194,26 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
             dropped.push(site);
           } else if (opts.window !== undefined) {
             if (site.refs.fused) state.notes.push(`layer ${site.layer}: the KV cache of ${site.nodes.fused} is kept whole (the fused op manages it)`);
-            else state.cutKv.push(...cutKvCache(m.graph, site, opts.window));
+            else {
+              const positional = positionsFromCache(m.graph, site);
+              if (positional) {
+                throw new UserInputError(
+                  `window ${opts.window}: the model computes its token positions from the length of the KV cache '${positional.name}', which the window cuts to ${opts.window - 1} positions (decoding would then use wrong positions); convert without a window, or with μ = 1 (no KV cache left: a counter of the tokens seen gives the positions)`,
+                );
+              }
+              state.cutKv.push(...cutKvCache(m.graph, site, opts.window));
+            }
           }
         }
-        if (dropped.length) state.removedKv.push(...removeUnusedPastInputs(m, dropped, discovery!.sites, io!));
+        if (dropped.length) {
+          const { removed, counter } = removeUnusedPastInputs(m, dropped, discovery!.sites, io!);
+          state.removedKv.push(...removed);
+          if (counter) {
+            state.inputs.push(counter.input.name);
+            state.outputs.push(counter.output.name);
+            statePairs.push({ input: counter.input.name, output: counter.output.name, layer: -1, kind: 'length' });
+          }
+        }
         return { model: m, modified: true };
       },
     });

@@ -10,7 +10,11 @@
  *
  * With μ = 1 the KV pair of the layer disappears; nodes that still read the removed past
  * input's shape (a mask built from the past length, for instance) read an equivalent shape
- * computed from a kept past input or from the padding mask and token ids instead.
+ * computed from a kept past input, from the padding mask and token ids, or, when the model
+ * has neither (Optimum's seq2seq decoder_with_past: positions and the causal mask come from
+ * the cache length), from a counter of the tokens seen that is carried like the state:
+ *
+ *   past_length [B] int64  ↔ present_length = past_length + T   (every row counts the same)
  */
 import {
   Builder,
@@ -76,6 +80,31 @@ export function addStateOutputs(graph: Graph, site: AttentionSite, presentState:
   }
 }
 
+/**
+ * The past KV input of `site` whose length the model turns into token positions: the
+ * Shape of a past input reaches the index of a Gather into a table (learned position
+ * embeddings, a rotary cos / sin cache), a Sin / Cos, or a RotaryEmbedding. Null if none.
+ */
+export function positionsFromCache(graph: Graph, site: AttentionSite): Value | null {
+  for (const past of [site.refs.pastKey, site.refs.pastValue]) {
+    if (!past || !graph.inputs.includes(past)) continue;
+    const seen = new Set<Value>();
+    const todo = past.consumers().filter((n) => n.is('Shape')).flatMap((n) => n.outputs);
+    while (todo.length) {
+      const v = todo.pop()!;
+      if (seen.has(v)) continue;
+      seen.add(v);
+      for (const u of v.uses()) {
+        const n = u.node;
+        if (n.is('Sin') || n.is('Cos') || n.opType === 'RotaryEmbedding') return past;
+        if (n.is('Gather') && u.index === 1 && n.inputs[0]?.initializer) return past;
+        for (const o of n.outputs) if (o) todo.push(o);
+      }
+    }
+  }
+  return null;
+}
+
 /** Cuts a kept KV pair to its last L−1 positions (the softmax branch's window). */
 export function cutKvCache(graph: Graph, site: AttentionSite, window: number): string[] {
   const done: string[] = [];
@@ -108,29 +137,63 @@ export function dropKvCache(model: Model, site: AttentionSite): string[] {
   return removed;
 }
 
+/** The tokens-seen counter pair (added at most once per model). */
+export interface LengthCounter {
+  input: Value;
+  output: Value;
+}
+
+/**
+ * past_length [B] int64 → present_length = past_length + T (T: the token ids' length). One
+ * value per row, like every carried input, so the generic loop (batch axis first, zeros
+ * at the start) carries it; all rows hold the same count.
+ */
+function addLengthCounter(graph: Graph, ids: Value): LengthCounter {
+  const first = graph.first!;
+  const b = new Builder(graph, { before: first, tag: RECURRENT_RULE, prefix: 'tptt/length/' });
+  const t = ids.type;
+  const batch = t?.kind === 'tensor' && t.shape?.[0] ? (t.shape[0].param ?? t.shape[0].value ?? 'batch') : 'batch';
+  const type = tensorType(DataType.INT64, [batch]);
+  const input = graph.addInput(new Value(graph.uniqueName('past_length'), type));
+  const T = sliceOf(b, b.op('Shape', [ids]), 1, 2);
+  const output = b.op('Identity', [b.op('Add', [input, T])]);
+  output.name = graph.uniqueName('present_length');
+  output.type = type;
+  graph.addOutput(output);
+  return { input, output };
+}
+
 /**
  * After outputs were dropped and dead code removed: past KV inputs that are still read
- * only through Shape get an equivalent computed shape, then are removed.
+ * only through Shape get an equivalent computed shape, then are removed. `counter` is the
+ * tokens-seen pair when one had to be added.
  */
-export function removeUnusedPastInputs(model: Model, sites: AttentionSite[], allSites: AttentionSite[], io: DecoderIO): string[] {
+export function removeUnusedPastInputs(model: Model, sites: AttentionSite[], allSites: AttentionSite[], io: DecoderIO): { removed: string[]; counter: LengthCounter | null } {
   const graph = model.graph;
   eliminateDeadCode(graph);
   const removed: string[] = [];
+  let counter: LengthCounter | null = null;
+  const length = (): Value => {
+    const ids = graph.inputs.find((v) => v.name === io.tokens);
+    if (!ids) throw new UserInputError('cannot remove the KV cache: nothing else tells the past length (the model has no token-ids input to count the tokens seen)');
+    counter ??= addLengthCounter(graph, ids);
+    return sliceOf(new Builder(graph, { before: graph.first!, tag: RECURRENT_RULE }), counter.input, 0, 1);
+  };
   const candidates = sites.flatMap((s) => [s.refs.pastKey, s.refs.pastValue]).filter((v): v is Value => !!v && graph.inputs.includes(v));
   const dropped = new Set(candidates);
   const caches = allSites.flatMap((s) => [s.refs.pastKey, s.refs.pastValue]).filter((v): v is Value => !!v && graph.inputs.includes(v));
   for (const past of candidates) {
-    if (past.numUses > 0) replaceShapeReads(graph, past, dropped, caches, io);
+    if (past.numUses > 0) replaceShapeReads(graph, past, dropped, caches, io, length);
     if (past.numUses === 0) {
       graph.removeInput(past);
       removed.push(past.name);
     }
   }
   eliminateDeadCode(graph);
-  return removed;
+  return { removed, counter };
 }
 
-function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>, caches: Value[], io: DecoderIO): void {
+function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>, caches: Value[], io: DecoderIO, length: () => Value): void {
   const users = past.consumers();
   const bad = users.find((n) => !n.is('Shape'));
   if (bad) {
@@ -155,11 +218,18 @@ function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>, cache
   } else {
     const mask = graph.inputs.find((v) => v.name === io.mask);
     const ids = graph.inputs.find((v) => v.name === io.tokens);
-    if (!mask || !ids) throw new UserInputError(`cannot remove '${past.name}': nothing else tells the past length (the model has no padding-mask and token-ids inputs)`);
-    const ms = b.op('Shape', [mask]);
-    const is = b.op('Shape', [ids]);
-    const P = b.op('Sub', [sliceOf(b, ms, 1, 2), sliceOf(b, is, 1, 2)]);
-    shape = b.op('Concat', [sliceOf(b, ms, 0, 1), b.ints([dims[1].value!]), P, b.ints([dims[3].value!])], { axis: 0 });
+    if (mask && ids) {
+      const ms = b.op('Shape', [mask]);
+      const is = b.op('Shape', [ids]);
+      const P = b.op('Sub', [sliceOf(b, ms, 1, 2), sliceOf(b, is, 1, 2)]);
+      shape = b.op('Concat', [sliceOf(b, ms, 0, 1), b.ints([dims[1].value!]), P, b.ints([dims[3].value!])], { axis: 0 });
+    } else {
+      // no mask to read it from: the batch from the token ids, the past length from the counter
+      const P = length();
+      const B = ids ? sliceOf(b, b.op('Shape', [ids]), 0, 1) : null;
+      if (!B) throw new UserInputError(`cannot remove '${past.name}': nothing else tells the batch size (the model has no token-ids input)`);
+      shape = b.op('Concat', [B, b.ints([dims[1].value!]), P, b.ints([dims[3].value!])], { axis: 0 });
+    }
   }
   for (const n of users) rewireShape(graph, n, shape);
 }
