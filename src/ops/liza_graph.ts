@@ -83,10 +83,14 @@ export function emitRealTokens(e: Emitter, mask: Value, axes: number[] = [2, 3])
   return e.unsqueeze(e.cast(real, DataType.FLOAT), axes);
 }
 
-/** Zeros of shape [B, ...rest], B taken from dim 0 of `like`. */
+/**
+ * Zeros of shape [B, ...rest], B taken from dim 0 of `like`. (Expand of a scalar, not
+ * ConstantOfShape: onnxruntime's WebGPU provider has no ConstantOfShape kernel, and the
+ * state-sized zeros would be made on the host and copied over at every call.)
+ */
 export function emitZeros(e: Emitter, like: Value, rest: number[]): Value {
   const shape = e.concat([e.dim(like, 0), e.ints(rest)], 0);
-  return e.op('ConstantOfShape', [shape], { value: Tensor.fromArray(new Float32Array([0]), [1]) });
+  return e.op('Expand', [e.f(0), shape]);
 }
 
 /** past_state, or zeros [B, Hkv, d, d]. */
@@ -209,8 +213,9 @@ export function emitLiza(e: Emitter, cfg: LizaOpConfig, inputs: LizaGraphInputs,
   const fwd = core(e, cfg, inputs);
   let y = e.rmsnorm(fwd.o, width, RMS_EPS);
   if (!cfg.causal) {
-    const seqLens = e.op('Expand', [e.dim(inputs.xq, 1), e.dim(inputs.xq, 0)]);
-    const rev = (x: Value): Value => e.op('ReverseSequence', [x, seqLens], { batch_axis: 0, time_axis: 1 });
+    // every row is reversed whole: a Slice with step −1 on the time axis (ReverseSequence
+    // with lengths T would say the same, but onnxruntime's WebGPU provider has no kernel for it)
+    const rev = (x: Value): Value => e.op('Slice', [x, e.ints([-1]), e.ints([-END]), e.ints([1]), e.ints([-1])]);
     const bwd = core(e, cfg, {
       xq: rev(inputs.xq),
       xk: rev(inputs.xk),

@@ -4,26 +4,16 @@
  * and moments kept in GPU buffers between steps. Tolerance 1e-4 relative: the same graph on
  * two kernel sets (float32, different reduction orders), 3 steps.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/ir/index.js';
 import { convert } from '../../src/passes/convert/index.js';
 import { trainingBatch } from '../../src/runtime/data.js';
-import { createSession } from '../../src/runtime/execution_provider.js';
 import { Trainer } from '../../src/runtime/trainer.js';
+import { webgpuAvailable } from '../helpers/webgpu.js';
 
 const FIX = path.resolve(__dirname, '../fixtures');
-if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'xdg-'));
-
-const adapter = await createSession(path.join(FIX, 'llama.onnx'), { ep: 'webgpu' }).then(
-  async (r) => {
-    await r.session.release();
-    return true;
-  },
-  () => false,
-);
+const adapter = await webgpuAvailable(path.join(FIX, 'llama.onnx'));
 
 describe.skipIf(!adapter)('training on WebGPU', () => {
   it('matches the CPU, with parameters and moments kept in GPU buffers', async () => {
