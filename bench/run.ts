@@ -15,6 +15,7 @@ import './discovery.bench.js';
 import './ops.bench.js';
 import './convert.bench.js';
 import './decode.bench.js';
+import './decode_webgpu.bench.js';
 import './train.bench.js';
 
 process.exitCode = await main(process.argv.slice(2));

@@ -25,6 +25,11 @@ export function declaredTypes(model: Model, io: DecoderIO = decoderIO(model)): D
   return Object.assign(new Map(model.graph.inputs.map((v) => [v.name, v.type] as const)), { io });
 }
 
+/** The outputs a decoding session carries to its next call (to keep on the device: SessionOptions.keepOnDevice). */
+export function carriedOutputs(io: DecoderIO): string[] {
+  return io.pairs.map((p) => p.output);
+}
+
 /** The pairs of `io` that a session with these inputs and outputs carries. */
 export function sessionPairs(io: DecoderIO, inputNames: readonly string[], outputNames: readonly string[], options: { requireOutputs?: boolean } = {}): RecurrentPair[] {
   const pairs = io.pairs.filter((p) => inputNames.includes(p.input));
@@ -90,7 +95,13 @@ export class DecoderState {
 
   /** Bytes of the carried inputs (what grows with the context for a KV cache, and does not for a state). */
   carriedBytes(): number {
-    return Object.values(this.past).reduce((n, t) => n + (t.data as Float32Array).byteLength, 0);
+    // from the dims: a tensor kept in device memory has no host data to measure
+    return Object.values(this.past).reduce((n, t) => n + t.dims.reduce((a, b) => a * b, 1) * (t.type === 'int64' ? 8 : 4), 0);
+  }
+
+  /** Where the carried inputs are now ('cpu', or 'gpu-buffer' when the session keeps them on the device). */
+  locations(): Record<string, string> {
+    return Object.fromEntries(Object.entries(this.past).map(([k, t]) => [k, t.location]));
   }
 
   /**

@@ -23,8 +23,20 @@ export interface SessionOptions {
    * fatal messages: its errors come back as exceptions, which titanize explains.
    */
   verbose?: boolean;
+  /**
+   * Outputs to leave in device memory when the session runs on a GPU provider (webgpu):
+   * a decoder's carried state and KV cache, fed back as the next call's inputs without a
+   * round trip through the host. Ignored on the CPU (also after a fallback).
+   */
+  keepOnDevice?: readonly string[];
   /** Extra onnxruntime session options (graph optimization level, threads, ...). */
   ort?: ort.InferenceSession.SessionOptions;
+}
+
+/** The session options that keep `outputs` in GPU buffers on `ep` (none on the CPU). */
+export function deviceOutputOptions(ep: ExecutionProviderName, outputs: readonly string[] | undefined): ort.InferenceSession.SessionOptions {
+  if (ep !== 'webgpu' || !outputs?.length) return {};
+  return { preferredOutputLocation: Object.fromEntries(outputs.map((n) => [n, 'gpu-buffer' as const])) };
 }
 
 /** onnxruntime's log severity for `verbose` (2: warnings and worse) and by default (4: fatal only). */
@@ -88,7 +100,7 @@ export async function createSession(model: string | Uint8Array, options: Session
   let failure: string | undefined = problem;
   if (!failure) {
     try {
-      const session = await create(model, { ...base, executionProviders: [ep] });
+      const session = await create(model, { ...deviceOutputOptions(ep, options.keepOnDevice), ...base, executionProviders: [ep] });
       return { session, ep };
     } catch (e) {
       if (ep === 'cpu') throw e;

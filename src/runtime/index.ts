@@ -1,6 +1,6 @@
 /** Running models: sessions on a chosen execution provider, carried decoder state, and the generation loop. */
-export { EXECUTION_PROVIDERS, ExecutionProviderError, type ExecutionProviderName, type SessionOptions, createSession, explainProviderFailure, providerProblem } from './execution_provider.js';
-export { type DeclaredTypes, DecoderState, type RecurrentPair, type StepResult, sessionPairs, zeroPast } from './decoder_state.js';
+export { EXECUTION_PROVIDERS, ExecutionProviderError, type ExecutionProviderName, type SessionOptions, createSession, deviceOutputOptions, explainProviderFailure, providerProblem } from './execution_provider.js';
+export { type DeclaredTypes, DecoderState, type RecurrentPair, type StepResult, carriedOutputs, sessionPairs, zeroPast } from './decoder_state.js';
 export { type GenerateOptions, type GenerateStats, type GenerateStep, type Generation, declaredTypes, generate } from './generate.js';
 export { Sampler, type SamplingOptions, argmax } from './sampling.js';
 export { type TextTokenizer, loadTokenizer } from './tokenizer.js';

@@ -5,6 +5,7 @@ import type { DecoderIO } from '../../passes/analysis/io.js';
 import { InvalidArgumentError } from 'commander';
 import { type Model, UserInputError, getMetadata, loadModel, typeToString } from '../../ir/index.js';
 import { EXECUTION_PROVIDERS, type ExecutionProviderName, createSession } from '../../runtime/execution_provider.js';
+import { carriedOutputs } from '../../runtime/decoder_state.js';
 import { declaredTypes, generate } from '../../runtime/generate.js';
 import { loadTokenizer, type TextTokenizer } from '../../runtime/tokenizer.js';
 import type { CliContext } from '../context.js';
@@ -98,6 +99,8 @@ export function addGenerateCommand(program: Command, ctx: CliContext): void {
       checkDecoderLm(file, model, types.io, prompts, opts);
       const { session, ep } = await createSession(file, {
         ep: opts.ep,
+        // on a GPU the state and KV cache stay in device memory from step to step
+        keepOnDevice: carriedOutputs(types.io),
         fallback: opts.epFallback,
         verbose: ctx.verbose,
         onFallback: (m) => ctx.stderr.write(`titanize: warning: ${m}\n`),
