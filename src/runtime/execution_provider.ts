@@ -77,7 +77,10 @@ export function providerProblem(ep: ExecutionProviderName): string | undefined {
 export function explainProviderFailure(ep: ExecutionProviderName, error: unknown): string {
   const msg = String((error as Error)?.message ?? error);
   if (ep === 'webgpu' && /adapter|vulkan/i.test(msg)) {
-    return 'no WebGPU adapter is available (onnxruntime-node\'s WebGPU provider needs Vulkan: libvulkan.so.1 and a GPU driver); use --ep cpu';
+    return (
+      'no WebGPU adapter is available (onnxruntime-node\'s WebGPU provider needs Vulkan: libvulkan.so.1 and a GPU driver; ' +
+      'without a GPU, Mesa\'s software driver works: apt-get install -t bookworm-backports mesa-vulkan-drivers); use --ep cpu'
+    );
   }
   if (ep === 'cuda' && /shared library|libcu|cuda/i.test(msg)) {
     return `the CUDA execution provider could not be loaded (${firstLine(msg)}); check the CUDA 12 / cuDNN 9 libraries, or use --ep cpu`;
