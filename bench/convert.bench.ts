@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadModel, saveModel } from '../src/ir/index.js';
+import { loadModel, saveModel } from '../src/node/index.js';
 import { convert } from '../src/passes/convert/convert.js';
 import { syntheticDecoder } from '../tools/synthetic-decoder.js';
 import { bytes, count, measureMemory, ms, ratio, suite, timed } from './harness.js';

@@ -28,10 +28,9 @@ import {
   attr,
   decodeModel,
   encodeModel,
-  loadModel,
-  saveModel,
   tensorType,
 } from '../src/ir/index.js';
+import { loadModel, saveModel } from '../src/node/index.js';
 import {
   type Row,
   type SuiteContext,

@@ -13,7 +13,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { type Model, decodeModel, encodeModel, loadModel, saveModel } from '../src/ir/index.js';
+import { type Model, decodeModel, encodeModel } from '../src/ir/index.js';
+import { loadModel, saveModel } from '../src/node/index.js';
 import { convert } from '../src/passes/convert/convert.js';
 import type { LizaRule } from '../src/ops/index.js';
 import type { Objective } from '../src/passes/train/index.js';

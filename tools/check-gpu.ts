@@ -10,7 +10,8 @@
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { encodeModel, loadModel } from '../src/ir/index.js';
+import { encodeModel } from '../src/ir/index.js';
+import { loadModel } from '../src/node/index.js';
 import { convert } from '../src/passes/convert/convert.js';
 import { DecoderState, carriedOutputs, declaredTypes } from '../src/runtime/decoder_state.js';
 import { createSession, providerProblem } from '../src/runtime/execution_provider.js';

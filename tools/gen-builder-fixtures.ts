@@ -29,11 +29,11 @@ import {
   Tensor,
   Value,
   attr,
-  saveModel,
   setMetadata,
   tensorType,
   verifyModel,
 } from '../src/ir/index.js';
+import { saveModel } from '../src/node/index.js';
 import { seededRandom } from '../src/ir/random.js';
 
 // ---- shared configuration (mirrored in tools/ref_builder_fixtures.py) --------------------

@@ -1022,13 +1022,10 @@ def gen_encdec(written):
                 out.append(site("cross", H, d, False, scale_source="split", kv_source="encoder_hidden_states",
                                 present={"key": f"present.{i}.encoder.key", "value": f"present.{i}.encoder.value"}))
             else:
-                # K/V are graph inputs, with no projection in this graph: titanize's discovery
-                # traces K and V back to a projection and does not find these sites yet
+                # K/V are graph inputs [B, H, S_enc, d], with no projection in this graph: discovery
+                # reads them as the keys and values (kvSource), their heads lined up with Q's
                 cached = {"key": f"past_key_values.{i}.encoder.key", "value": f"past_key_values.{i}.encoder.value"}
-                out.append(site("cross", H, d, False, scale_source="split", kv_source=cached, present=None,
-                                found=False,
-                                gap={"stage": "projections",
-                                     "reason": f"the K path reaches graph input '{cached['key']}' without meeting a projection"}))
+                out.append(site("cross", H, d, False, scale_source="split", kv_source=cached, present=None))
         return out
 
     # ---- (a) no past: T tokens ------------------------------------------------------------

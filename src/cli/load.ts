@@ -1,5 +1,6 @@
 /** Loading the user's model for a command. */
-import { type LoadOptions, type Model, loadModel } from '../ir/index.js';
+import { type Model } from '../ir/index.js';
+import { type LoadOptions, loadModel } from '../node/index.js';
 
 /**
  * `loadModel` for the CLI. The IR reports every problem with the file (missing, not

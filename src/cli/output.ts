@@ -1,6 +1,7 @@
 /** Writing the user's output model: never over the input, atomically, weights as asked. */
 import * as path from 'node:path';
-import { type Model, type SaveOptions, UserInputError, saveModel } from '../ir/index.js';
+import { type Model, UserInputError } from '../ir/index.js';
+import { type SaveOptions, saveModel } from '../node/index.js';
 import type { OutStream } from './context.js';
 import { type Progress, progress } from './progress.js';
 

@@ -1,6 +1,10 @@
-/** The ONNX IR: public surface. */
+/**
+ * The ONNX IR: public surface. Touches no file system and no Node API (it bundles for the
+ * browser); reading and writing files is the Node layer's (`src/node`).
+ */
 export * from './attribute.js';
 export * from './builder.js';
+export * from './data_sources.js';
 export * from './dtype.js';
 export * from './errors.js';
 export * from './external_data.js';
@@ -16,5 +20,4 @@ export * from './value.js';
 export * from './verify.js';
 export { decodeModel, type DecodeOptions } from './serde/decode.js';
 export { encodeModel, type EncodeOptions } from './serde/encode.js';
-export { loadModel, saveModel, allTensors, checkExternalFiles, type LoadOptions, type SaveOptions } from './serde/files.js';
 export * from './random.js';

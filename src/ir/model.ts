@@ -3,6 +3,7 @@ import type { OpaqueProto } from './attribute.js';
 import { IrError } from './errors.js';
 import { type IRFunction, functionId } from './function.js';
 import { Graph } from './graph.js';
+import type { ExternalDataSource } from './external_data.js';
 import type { StringStringEntry } from './metadata.js';
 
 export class Model {
@@ -22,6 +23,12 @@ export class Model {
   configuration: OpaqueProto[] = [];
   /** Folder that external data paths are relative to (set when loaded from a file). */
   baseDir: string | undefined;
+  /**
+   * Where the external data of the tensors read with the model come from (set by
+   * `decodeModel`; pass it on when decoding a copy: `decodeModel(encodeModel(m), { baseDir:
+   * m.baseDir, externalData: m.externalData })`).
+   */
+  externalData: ExternalDataSource | undefined;
   /** Which ModelProto scalar fields were present in the file (so absent ones stay absent). */
   presentFields = new Set<string>();
 

@@ -1,8 +1,10 @@
 /** Walking, topological sorting and dead-code elimination. */
+import { AttributeType } from './attribute.js';
 import { IrError, describeNode } from './errors.js';
 import type { Graph } from './graph.js';
 import type { Model } from './model.js';
 import type { Node } from './node.js';
+import type { Tensor } from './tensor.js';
 import type { Value } from './value.js';
 
 /** Every node of `graph` and, recursively, of its subgraphs (parents before children). */
@@ -21,6 +23,19 @@ export function* allGraphs(model: Model): IterableIterator<Graph> {
   }
   yield* rec(model.graph);
   for (const f of model.functions) yield* rec(f.body);
+}
+
+/** Every tensor of the model: initializers and TENSOR(S) attributes, in all graphs and functions. */
+export function* allTensors(model: Model): IterableIterator<Tensor> {
+  for (const g of allGraphs(model)) {
+    for (const v of g.initializers.values()) yield v.initializer!;
+    for (const n of g) {
+      for (const a of n.attributes.values()) {
+        if (a.type === AttributeType.TENSOR) yield a.value;
+        else if (a.type === AttributeType.TENSORS) yield* a.value;
+      }
+    }
+  }
 }
 
 /**

@@ -53,7 +53,7 @@ export async function probeValues(
   values: Iterable<Value>,
   sessionOptions: ort.InferenceSession.SessionOptions = {},
 ): Promise<Map<string, ValueFacts>> {
-  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir, externalData: model.externalData });
   const byName = new Map<string, Value>();
   for (const n of copy.graph) for (const o of n.outputs) if (o.name) byName.set(o.name, o);
   const present = new Set(copy.graph.outputs.map((o) => o.name));

@@ -20,7 +20,8 @@ import { tensorType } from '../ir/types.js';
 import { Value } from '../ir/value.js';
 import { decodeModel } from '../ir/serde/decode.js';
 import { encodeModel } from '../ir/serde/encode.js';
-import { allTensors, saveModel } from '../ir/serde/files.js';
+import { allTensors } from '../ir/traversal.js';
+import { saveModel } from '../node/files.js';
 import { Tensor } from '../ir/tensor.js';
 import {
   APPLY_INPUT,
@@ -117,7 +118,7 @@ async function openTeacher(model: Model | undefined, lossInputs: readonly string
   if (!model) {
     throw new UserInputError(`objective ${options.objective ?? 'lm'} needs the original model as the teacher (${values.size ? 'this model has no softmax branch to take the attention targets from' : 'its logits are the target'}; --teacher ORIGINAL.onnx)`);
   }
-  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir, externalData: model.externalData });
   const produced = new Map<string, Value>();
   for (const n of copy.graph) for (const o of n.outputs) if (o.name) produced.set(o.name, o);
   const outputs = new Set(copy.graph.outputs.map((o) => o.name));
@@ -370,7 +371,7 @@ export async function buildTrainingGraph(model: Model, options: TrainerOptions):
 
 async function build(model: Model, options: TrainerOptions): Promise<{ graph: TrainingGraph; types: DeclaredTypes; teacher: TeacherRun | undefined }> {
   if (!(options.seqLen >= 2)) throw new UserInputError(`the sequence length must be at least 2, got ${options.seqLen}`);
-  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+  const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir, externalData: model.externalData });
   const prep = prepareTraining(copy, { ...options, maxSeqLen: options.maxSeqLen ?? options.seqLen });
   // the interface of the user's model (convert recorded it), with the training graph's input types
   const types: DeclaredTypes = declaredTypes(prep.model, decoderIO(model));

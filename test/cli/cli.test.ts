@@ -16,10 +16,9 @@ import {
   Value,
   UserInputError,
   encodeModel,
-  loadModel,
-  saveModel,
   tensorType,
 } from '../../src/ir/index.js';
+import { loadModel, saveModel } from '../../src/node/index.js';
 import { addInspectCommand } from '../../src/cli/commands/inspect.js';
 import type { CliContext, OutStream } from '../../src/cli/context.js';
 import { reportError } from '../../src/cli/errors.js';

@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { getMetadata, loadModel } from '../../src/ir/index.js';
+import { getMetadata } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { expectUserError, run } from './helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

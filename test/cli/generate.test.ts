@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { createSession } from '../../src/runtime/execution_provider.js';
 import { declaredTypes, generate } from '../../src/runtime/generate.js';
 import { expectUserError, run } from './helpers.js';

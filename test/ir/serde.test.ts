@@ -17,11 +17,10 @@ import {
   attr,
   decodeModel,
   encodeModel,
-  loadModel,
-  saveModel,
   tensorType,
   verifyModel,
 } from '../../src/ir/index.js';
+import { loadModel, saveModel } from '../../src/node/index.js';
 import { onnx } from '../../src/ir/serde/generated/onnx_pb.js';
 import { loadRef } from '../helpers/compare.js';
 

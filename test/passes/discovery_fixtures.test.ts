@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { type Model, decodeModel, encodeModel, loadModel, toposort } from '../../src/ir/index.js';
+import { type Model, decodeModel, encodeModel, toposort } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { type AttentionForm, attentionReport, discoverAttention } from '../../src/passes/index.js';
 import { renameEverything, shuffleNodes } from './graphs.js';
 

@@ -8,7 +8,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type Model, decodeModel, encodeModel, loadModel } from '../../src/ir/index.js';
+import { type Model, decodeModel, encodeModel } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { type AttentionSite, discoverAttention } from '../../src/passes/index.js';
 import { FOREIGN_DIR, FOREIGN_NAMES, foreignConfig } from '../helpers/foreign.js';
 import { renameEverything, shuffleNodes } from './graphs.js';
@@ -30,6 +31,8 @@ function structure(s: AttentionSite) {
     layout: s.layout,
     columns: [s.q.columns, s.k.columns, s.v.columns],
     past: s.past !== null,
+    kvSource: s.kvSource !== null,
+    ops: [s.q.op, s.k.op, s.v.op],
   };
 }
 
@@ -62,6 +65,8 @@ describe('discovery on exports of real library code', () => {
           expect(s.kind, at).toBe(e.kind);
           expect([s.numHeads, s.numKvHeads, s.headDim], at).toEqual([e.num_heads, e.num_kv_heads, e.head_dim]);
           expect(s.causal, at).toBe(e.causal);
+          // cross-attention over cached K/V inputs names them (kvSource); over a hidden state, K and V are projected
+          if (e.kv_source !== undefined) expect(s.kvSource, at).toEqual(typeof e.kv_source === 'string' ? null : e.kv_source);
           expect(s.scale, at).toBeCloseTo(1 / Math.sqrt(e.head_dim), 6);
           expect(s.mask.padding, at).toBe(e.padding_mask);
           expect(s.rotary !== null, at).toBe(!!e.rope);

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { Builder, Model, decodeModel, encodeModel } from '../../src/ir/index.js';
 import { type AttentionDiscovery, attentionReport, discoverAttention } from '../../src/passes/index.js';
 import { convert } from '../../src/passes/convert/convert.js';
-import { attention23Model, decomposedModel, gqaModel, msModel, shuffleNodes, weight } from './graphs.js';
+import { attention23Model, decomposedModel, gqaModel, msModel, renameEverything, shuffleNodes, weight } from './graphs.js';
 
 function only(model: Model): AttentionDiscovery {
   const r = discoverAttention(model);
@@ -159,6 +159,53 @@ describe('cross-attention', () => {
 
   it('self-attention sites are the default', () => {
     expect(only(decomposedModel({})).sites[0]!.kind).toBe('self');
+  });
+
+  it('keys and values read from graph inputs (cached cross K/V [B, Hkv, S, d], repeat_kv): kind cross, projection-less K/V, heads from the labels', () => {
+    const r = only(decomposedModel({ kvSource: 'cache', mask: 'none', heads: 4, kvHeads: 2, layers: 2 }));
+    expect(r.rejected).toEqual([]);
+    expect(r.sites.map((s) => [s.layer, s.kind, s.numHeads, s.numKvHeads, s.headDim, s.causal])).toEqual([
+      [0, 'cross', 4, 2, 16, false],
+      [1, 'cross', 4, 2, 16, false],
+    ]);
+    const s = r.sites[1]!;
+    expect(s.kvSource).toEqual({ key: 'past_key_values.1.encoder.key', value: 'past_key_values.1.encoder.value' });
+    expect(s.k).toMatchObject({ op: 'input', node: null, weight: null, input: 'past_key_values.1.encoder.key', output: 'past_key_values.1.encoder.key', columns: null });
+    expect(s.layout.k).toEqual([['batch'], ['features'], ['seq'], ['features']]);
+    expect([s.past, s.present]).toEqual([null, null]);
+    // the same answer with every node and value renamed (and shuffled)
+    const renamed = decomposedModel({ kvSource: 'cache', mask: 'none', heads: 4, kvHeads: 2, layers: 2 });
+    renameEverything(renamed, 5);
+    shuffleNodes(renamed, 6);
+    const strip = (x: AttentionDiscovery) => x.sites.map((t) => [t.kind, t.form, t.numHeads, t.numKvHeads, t.headDim, t.layout, t.k.op, t.v.op, t.kvSource !== null]);
+    expect(strip(discoverAttention(renamed))).toEqual(strip(r));
+  });
+
+  it('a single key/value head as a graph input [B, 1, S, d]: broadcast to every query head', () => {
+    const s = only(decomposedModel({ kvSource: 'cache', mask: 'none', heads: 4, kvHeads: 1 })).sites[0]!;
+    expect([s.kind, s.numHeads, s.numKvHeads, s.k.op]).toEqual(['cross', 4, 1, 'input']);
+    expect(s.layout.v).toEqual([['batch'], [], ['seq'], ['features']]);
+  });
+
+  it('near miss: a self-attention whose K/V are its own hidden state without a projection stays rejected', () => {
+    expect(rejectedReason(decomposedModel({ kvSource: 'hidden', mask: 'none' }))).toMatch(
+      /^Softmax '\/layers.0\/Softmax': the K path reaches graph input 'x' without meeting a projection \(MatMul\/Gemm with a weight\)$/,
+    );
+  });
+
+  it('near miss: cached K/V inputs whose heads do not line up with the queries (3 key heads for 4 query heads)', () => {
+    expect(rejectedReason(decomposedModel({ kvSource: 'cache', mask: 'none', heads: 4, kvHeads: 3, noRepeat: true }))).toBe(
+      "Softmax '/layers.0/Softmax': 4 query heads but 3 key/value heads, and no repeat_kv on the K path (keys / values read from graph input 'past_key_values.0.encoder.key' and 'past_key_values.0.encoder.value': no reading of their axes lines up with Q's heads)",
+    );
+  });
+
+  it('convert: cached cross K/V are skipped without --cross (named in the reason) and converted with it', () => {
+    expect(() => convert(decomposedModel({ kvSource: 'cache', mask: 'none' }), {})).toThrow(
+      /layer 0: cross-attention \(keys and values from the inputs 'past_key_values.0.encoder.key' and 'past_key_values.0.encoder.value'\): kept as softmax attention \(--cross converts it\)/,
+    );
+    const r = convert(decomposedModel({ kvSource: 'cache', mask: 'none' }), { cross: true, loraRank: 2 });
+    expect(r.sites.map((s) => [s.layer, s.kind])).toEqual([[0, 'cross']]);
+    expect(r.lora.map((l) => l.target)).toEqual(['layers.0.q_proj', 'layers.0.o_proj']);
   });
 });
 

@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
-import { loadModel } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { attentionReport, discoverAttention, renderAttention } from '../../src/passes/index.js';
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');

@@ -8,7 +8,8 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { encodeModel, loadModel, verifyModel } from '../../src/ir/index.js';
+import { encodeModel, verifyModel } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { convert } from '../../src/passes/convert/convert.js';
 import { discoverAttention } from '../../src/passes/index.js';
 import { loadRef } from '../helpers/compare.js';

@@ -40,6 +40,13 @@ export interface DecomposedOptions {
   qkNorm?: 'head' | 'full';
   /** Keys and values projected from a second input (encoder states): cross-attention. */
   cross?: boolean;
+  /**
+   * Keys and values with no projection: 'cache' reads them from per-layer graph inputs
+   * `past_key_values.{i}.encoder.key/value` [B, kvHeads, S, d] (an encoder-decoder's cached
+   * cross-attention K/V), 'hidden' is the hidden state x itself cut into heads (a
+   * self-attention without K/V projections; one layer, heads·d = 64).
+   */
+  kvSource?: 'cache' | 'hidden';
 }
 
 const HIDDEN = 64;
@@ -161,6 +168,13 @@ export function decomposedModel(o: DecomposedOptions = {}): Model {
     let qh = rope(heads4(q, heads, `layers.${i}.q_norm.weight`));
     let kh = rope(heads4(k, kvHeads, `layers.${i}.k_norm.weight`));
     let vh = vIn ?? heads4(v, kvHeads);
+    if (o.kvSource === 'cache') {
+      kh = g.addInput(new Value(`past_key_values.${i}.encoder.key`, tensorType(DataType.FLOAT, ['B', kvHeads, 'S', d])));
+      vh = g.addInput(new Value(`past_key_values.${i}.encoder.value`, tensorType(DataType.FLOAT, ['B', kvHeads, 'S', d])));
+    } else if (o.kvSource === 'hidden') {
+      kh = heads4(h, kvHeads);
+      vh = heads4(h, kvHeads);
+    }
     if (o.past) {
       const pk = g.addInput(new Value(`past_key_values.${i}.key`, tensorType(DataType.FLOAT, ['B', kvHeads, 'P', d])));
       const pv = g.addInput(new Value(`past_key_values.${i}.value`, tensorType(DataType.FLOAT, ['B', kvHeads, 'P', d])));

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Builder, DataType, Graph, IRFunction, Model, Value, collectProblems, encodeModel, loadModel, tensorType } from '../../src/ir/index.js';
+import { Builder, DataType, Graph, IRFunction, Model, Value, collectProblems, encodeModel, tensorType } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { upgradeOpset } from '../../src/passes/upgrade_opset.js';
 
 describe('upgradeOpset', () => {

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { createSession } from '../../src/runtime/execution_provider.js';
 import { sessionPairs } from '../../src/runtime/decoder_state.js';
 import { declaredTypes, generate } from '../../src/runtime/generate.js';

@@ -12,7 +12,8 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { DataType, type Model, Tensor, Value, decodeModel, encodeModel, loadModel, tensorType } from '../../src/ir/index.js';
+import { DataType, type Model, Tensor, Value, decodeModel, encodeModel, tensorType } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { seededRandom } from '../../src/ir/random.js';
 import { convert } from '../../src/passes/convert/index.js';
 import type { LizaRule } from '../../src/ops/index.js';

@@ -9,7 +9,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DataType, Tensor, loadModel } from '../../src/ir/index.js';
+import { DataType, Tensor } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import type { LizaRule } from '../../src/ops/index.js';
 import { convert } from '../../src/passes/convert/index.js';
 import { Trainer } from '../../src/runtime/trainer.js';

@@ -6,7 +6,7 @@
  */
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { convert } from '../../src/passes/convert/index.js';
 import { trainingBatch } from '../../src/runtime/data.js';
 import { Trainer } from '../../src/runtime/trainer.js';

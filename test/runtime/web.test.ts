@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import * as ortn from 'onnxruntime-node';
 import * as ortw from 'onnxruntime-web';
 import { describe, expect, it } from 'vitest';
-import { encodeModel, loadModel } from '../../src/ir/index.js';
+import { encodeModel } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { convert } from '../../src/passes/convert/convert.js';
 import { maxAbs, maxAbsDiff } from '../helpers/compare.js';
 

@@ -8,7 +8,8 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { encodeModel, loadModel } from '../../src/ir/index.js';
+import { encodeModel } from '../../src/ir/index.js';
+import { loadModel } from '../../src/node/index.js';
 import { convert } from '../../src/passes/convert/convert.js';
 import { DecoderState, carriedOutputs, declaredTypes } from '../../src/runtime/decoder_state.js';
 import { createSession } from '../../src/runtime/execution_provider.js';

@@ -1,6 +1,6 @@
 /** `titanize eval MODEL --data FILE --tokenizer tokenizer.json`: held-out loss, perplexity and accuracy. */
 import type { Command } from 'commander';
-import { loadModel } from '../../ir/index.js';
+import { loadModel } from '../../node/index.js';
 import { evaluationBatches, loadTokens } from '../../runtime/data.js';
 import { EXECUTION_PROVIDERS, type ExecutionProviderName } from '../../runtime/execution_provider.js';
 import { loadTokenizer } from '../../runtime/tokenizer.js';

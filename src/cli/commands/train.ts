@@ -1,7 +1,8 @@
 /** `titanize train MODEL --data FILE --tokenizer tokenizer.json -o OUT`: train LoRA deltas (and gates) in onnxruntime. */
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { UserInputError, getMetadata, loadModel } from '../../ir/index.js';
+import { UserInputError, getMetadata } from '../../ir/index.js';
+import { loadModel } from '../../node/index.js';
 import { OBJECTIVES, type Objective, TRAINABLE_GROUPS, type TrainableGroup } from '../../passes/train/index.js';
 import { loadCheckpoint, saveCheckpoint } from '../../runtime/checkpoint.js';
 import { evaluationBatches, loadTokens, trainingBatch } from '../../runtime/data.js';

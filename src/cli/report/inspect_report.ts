@@ -16,9 +16,11 @@ import {
   allGraphs,
   allTensors,
   dataTypeName,
+  externalDataSourceOf,
   typeToString,
   walkNodes,
 } from '../../ir/index.js';
+import { externalFile } from '../../node/index.js';
 
 export const INSPECT_REPORT_VERSION = 1;
 
@@ -217,10 +219,11 @@ export function inspectReport(model: Model, file: string, options: InspectReport
     if (t.storage.kind !== 'external') continue;
     const ref = t.storage.ref;
     const location = path.normalize(ref.location);
-    const abs = path.resolve(ref.baseDir, ref.location);
+    const file = externalFile(ref);
+    const abs = file ?? `${ref.baseDir ?? ''}\0${location}`;
     let e = external.get(abs);
     if (!e) {
-      e = { location, tensors: 0, bytes: 0, fileSize: null, abs };
+      e = { location, tensors: 0, bytes: 0, fileSize: file === undefined ? (externalDataSourceOf(ref)?.size?.(ref.location) ?? null) : null, abs };
       external.set(abs, e);
     }
     e.tensors++;
@@ -228,7 +231,7 @@ export function inspectReport(model: Model, file: string, options: InspectReport
   }
   const externalData: ExternalDataFileReport[] = [...external.values()].map(({ abs, ...rest }) => ({
     ...rest,
-    fileSize: statSize(abs),
+    fileSize: rest.fileSize ?? statSize(abs),
   }));
 
   return {

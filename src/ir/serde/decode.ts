@@ -7,7 +7,7 @@ import { onnx } from './generated/onnx_pb.js';
 import { type Attribute, AttributeType, type OpaqueProto } from '../attribute.js';
 import { DataType, byteSize, dataTypeName, isKnownDataType } from '../dtype.js';
 import { SerdeError, UserInputError } from '../errors.js';
-import { parseExternalData } from '../external_data.js';
+import { type ExternalDataSource, parseExternalData, resolveExternalDataSource } from '../external_data.js';
 import { IRFunction } from '../function.js';
 import { Graph } from '../graph.js';
 import type { StringStringEntry } from '../metadata.js';
@@ -23,13 +23,22 @@ import { recordDefaults } from './presence.js';
 const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 
 export interface DecodeOptions {
-  /** Folder external data paths are relative to (the model file's folder). */
+  /**
+   * Folder external data paths are relative to (the model file's folder). Without
+   * `externalData`, the default source reads the files there (installed by the Node layer;
+   * none in a browser). In Node, undefined means the current folder.
+   */
   baseDir?: string;
+  /**
+   * Where external tensors' bytes come from: the Node file source, `bytesSource`,
+   * `blobSource`, or your own. Nothing is read while decoding.
+   */
+  externalData?: ExternalDataSource;
   /** Label for error messages (usually the file path). */
   source?: string;
 }
 
-/** Decodes a serialized ModelProto. `bytes` may be a Buffer; raw tensor data stays a view into it. */
+/** Decodes a serialized ModelProto; raw tensor data stays a view into `bytes`. */
 export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Model {
   const source = options.source ?? 'model';
   let proto: onnx.ModelProto;
@@ -42,7 +51,8 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Mod
     throw new SerdeError(`${source} is not an ONNX model (no graph and no ir_version)`);
   }
   try {
-    return new Decoder(options.baseDir ?? process.cwd(), source).model(proto);
+    const external = resolveExternalDataSource(options.externalData, options.baseDir);
+    return new Decoder(options.baseDir ?? external?.baseDir, external, source).model(proto);
   } catch (e) {
     if (e instanceof UserInputError) throw e;
     // malformed content (a dimension beyond 2^53, duplicate names, ...) is bad input too
@@ -54,7 +64,8 @@ type Scope = Map<string, Value>;
 
 class Decoder {
   constructor(
-    private readonly baseDir: string,
+    private readonly baseDir: string | undefined,
+    private readonly external: ExternalDataSource | undefined,
     private readonly source: string,
   ) {}
 
@@ -74,6 +85,7 @@ class Decoder {
     m.configuration = p.configuration as OpaqueProto[];
     m.functions = p.functions.map((f) => this.function(f as onnx.FunctionProto));
     m.baseDir = this.baseDir;
+    m.externalData = this.external;
     if (!p.graph) m.presentFields.add('no-graph');
     // opset entries with a default domain written explicitly keep that presence
     opsetPresence.set(m, p.opsetImport.map((o) => hasOwn(o, 'domain')));
@@ -241,7 +253,7 @@ class Decoder {
 
   private storage(p: onnx.TensorProto, name: string): TensorStorage {
     if (p.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
-      const ref = parseExternalData(entries(p.externalData), this.baseDir, name);
+      const ref = parseExternalData(entries(p.externalData), this.baseDir, name, this.external);
       return { kind: 'external', ref };
     }
     if (hasOwn(p, 'rawData')) return { kind: 'raw', bytes: p.rawData };
@@ -253,7 +265,7 @@ class Decoder {
     if (p.stringData.length) return { kind: 'string', values: p.stringData };
     if (p.externalData.length) {
       // external_data entries without data_location=EXTERNAL: keep them verbatim
-      return { kind: 'external', ref: parseExternalData(entries(p.externalData), this.baseDir, name) };
+      return { kind: 'external', ref: parseExternalData(entries(p.externalData), this.baseDir, name, this.external) };
     }
     return { kind: 'empty' };
   }

@@ -5,7 +5,7 @@
  */
 import type { Node, Value } from '../../ir/index.js';
 import { nodeName, reject } from './context.js';
-import type { ProjectionDraft } from './f3_fused_qkv.js';
+import type { NodeProjectionDraft, ProjectionDraft } from './f3_fused_qkv.js';
 import type { maskInfo } from './mask.js';
 import { type AttentionForm, type AttentionSite, CANONICAL_LAYOUT, type KvNames, type RotaryInfo, type SiteLayout } from './site.js';
 
@@ -25,8 +25,10 @@ export interface SiteParts {
   rotary: { info: RotaryInfo; cos: Value | null; sin: Value | null } | null;
   past: { key: Value | null; value: Value | null };
   present: { key: Value | null; value: Value | null };
+  /** Keys / values read straight from graph inputs (no projection in the graph); default none. */
+  kvSource?: { key: Value | null; value: Value | null };
   output: Value;
-  outputProjection: ProjectionDraft;
+  outputProjection: NodeProjectionDraft;
   window?: number | null;
   qkNorm?: AttentionSite['qkNorm'];
   /** "Softmax 'x'" / "GroupQueryAttention 'y'": the prefix of rejection reasons. */
@@ -50,6 +52,7 @@ const nameOf = (n: Node | null): string | null => (n ? nodeName(n) : null);
 export function buildSite(p: SiteParts): SiteDraft {
   const past = kvNames(p.past.key, p.past.value, 'the KV cache input', p.where);
   const present = kvNames(p.present.key, p.present.value, 'the KV cache output', p.where);
+  const kvSource = p.kvSource ? kvNames(p.kvSource.key, p.kvSource.value, 'the keys and values read from graph inputs', p.where) : null;
   const site: Omit<AttentionSite, 'layer'> = {
     form: p.form,
     kind: 'self',
@@ -68,6 +71,7 @@ export function buildSite(p: SiteParts): SiteDraft {
     rotary: p.rotary?.info ?? null,
     past,
     present,
+    kvSource,
     output: p.output.name,
     outputProjection: p.outputProjection.info,
     window: p.window ?? null,

@@ -70,7 +70,7 @@ export function discoverAttention(model: Model, options: DiscoverOptions = {}): 
   if (model.graph.nodes().some((n) => { const fn = calledFunction(model, n); return !!fn && holds(fn); })) {
     // attention inside model-local functions: analysed on a copy with those calls inlined
     // (what convert does first); the sites name the inlined nodes
-    const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir });
+    const copy = decodeModel(encodeModel(model), { baseDir: model.baseDir, externalData: model.externalData });
     const { inlined } = inlineFunctions(copy, (fn) => functionContains(copy, fn, isAttentionNode));
     return { ...discoverIn(copy, options), inlined };
   }

@@ -32,7 +32,7 @@ import { einsumCore, permuteLabels } from './einsum.js';
 import { maskInfo } from './mask.js';
 import type { AttentionSite, AxisPiece, RotaryInfo } from './site.js';
 import { type SiteDraft, buildSite } from './build_site.js';
-import { type CoreHeads, type HeadPath, coreHeads, operandProjection, traceOutput, tracePath } from './trace.js';
+import { type CoreHeads, type HeadPath, checkInputSources, coreHeads, operandProjection, readInputs, traceOutput, tracePath } from './trace.js';
 import { type RotaryDraft, isComputedScale, rotarySource } from './units.js';
 
 /** Softmax over the last axis (opset < 13 defaults to axis 1, which is the last axis only for 2-D inputs). */
@@ -213,14 +213,18 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
 
   const shapes = ctx.shapes;
   const [qIn, kIn] = ein?.qIndex === 1 ? [match.value('kT'), match.value('q')] : [match.value('q'), match.value('kT')];
-  const [qPath, kPath, vPath] = stage('projections', () => [tracePath(qIn, 'Q', shapes, where), tracePath(kIn, 'K', shapes, where), tracePath(vIn, 'V', shapes, where)]);
-  if (ein) {
-    // read the einsum operands in MatMul order: Q [lead…, S, d], Kᵀ [lead…, d, S], V [lead…, S, d]
-    qPath.labels = permuteLabels(qPath.labels, ein.q);
-    kPath.labels = permuteLabels(kPath.labels, ein.k);
-    vPath.labels = permuteLabels(vPath.labels, ein.v);
-  }
-  const core = stage('heads', () => coreHeads(qPath, kPath, vPath, shapes, where, { kTransposed: true }));
+  // K and V may be graph inputs without a projection (a cross-attention over cached keys and values)
+  const [qTraced, kTraced, vTraced] = stage('projections', () => {
+    const paths = [tracePath(qIn, 'Q', shapes, where), tracePath(kIn, 'K', shapes, where, { inputs: true }), tracePath(vIn, 'V', shapes, where, { inputs: true })] as const;
+    checkInputSources(...paths);
+    return paths;
+  });
+  // read the einsum operands in MatMul order: Q [lead…, S, d], Kᵀ [lead…, d, S], V [lead…, S, d]
+  const operand = (p: HeadPath, perm: readonly number[] | undefined): HeadPath => (perm ? { ...p, labels: permuteLabels(p.labels, perm) } : p);
+  const qPath = operand(qTraced, ein?.q);
+  const { k: kPath, v: vPath, heads: core } = stage('heads', () =>
+    readInputs(kTraced, vTraced, (k, v) => coreHeads(qPath, operand(k, ein?.k), operand(v, ein?.v), shapes, where, { kTransposed: true })),
+  );
   const heads = ein ? { ...core, outputLabels: permuteLabels(core.outputLabels, ein.output) } : core;
   const { hq, hkv, d } = heads;
   const { output, layout: outputLayout } = stage('output', () => traceOutput(pv.output, heads, shapes, where));
@@ -275,6 +279,7 @@ export function analyzeSoftmax(ctx: DiscoveryContext, sm: Node): SiteDraft {
     rotary: rotaryInfo(qPath.rotary, kPath.rotary),
     past: { key: kPath.past, value: vPath.past },
     present,
+    kvSource: { key: kPath.source?.value ?? null, value: vPath.source?.value ?? null },
     output,
     outputProjection: oproj,
     qkNorm: qkNorm(qPath, kPath),

@@ -17,9 +17,37 @@ export interface ProjectionDraft {
   /** The projection output (the tensor the site reads), null inside fused ops. */
   value: Value | null;
   input: Value | null;
-  node: Node;
+  /** The projection node; null for keys / values read from a graph input (inputSource). */
+  node: Node | null;
   /** Output width (H·d) when known from the weight shape or the split. */
   width: number | null;
+}
+
+/** A projection that has a node: every output projection, every projection of a plain or fused op. */
+export type NodeProjectionDraft = ProjectionDraft & { node: Node };
+
+/**
+ * Keys or values read straight from the graph input `v` (no projection in the graph: the
+ * cached cross-attention K/V of an encoder-decoder), `width` = H·d of its feature axes.
+ */
+export function inputSource(v: Value, width: number): ProjectionDraft {
+  const info: Projection = {
+    output: v.name,
+    input: v.name,
+    node: null,
+    op: 'input',
+    weight: null,
+    weightIsInitializer: false,
+    weightShape: null,
+    transB: false,
+    bias: null,
+    biasNode: null,
+    columns: null,
+    packed: null,
+    split: null,
+    quantization: null,
+  };
+  return { info, value: v, input: v, node: null, width };
 }
 
 /** True when `v` is computed from initializers, constants and shapes only (no graph input's data reaches it). */
@@ -86,7 +114,7 @@ function nBits(v: Value): Node | null {
  * Einsum with a weight (einsum.ts: Keras EinsumDense, features on several axes) count as
  * MatMuls. Returns undefined when `v` is not such a projection (no rejection thrown).
  */
-export function plainProjection(v: Value): ProjectionDraft | undefined {
+export function plainProjection(v: Value): NodeProjectionDraft | undefined {
   let cur = v;
   let biasNode: Node | null = null;
   let bias: Value | null = null;
@@ -158,7 +186,7 @@ export function plainProjection(v: Value): ProjectionDraft | undefined {
 }
 
 /** A projection inside a fused op (com.microsoft.Attention: weights are an input of the op). */
-export function inOpProjection(op: Node, input: Value | null, weight: Value | null, bias: Value | null, columns: [number, number]): ProjectionDraft {
+export function inOpProjection(op: Node, input: Value | null, weight: Value | null, bias: Value | null, columns: [number, number]): NodeProjectionDraft {
   const info = baseProjection(op, op.opType);
   info.input = input?.name ?? null;
   info.weight = weight?.name ?? null;
@@ -174,7 +202,7 @@ export function inOpProjection(op: Node, input: Value | null, weight: Value | nu
  * The output projection fed by `out` ([B,T,Hq·d]): MatMul(out, W) [+ bias], or a Gemm
  * behind a flattening Reshape (GPT-2). Rejects when there is none.
  */
-export function outputProjection(out: Value, where: string): ProjectionDraft {
+export function outputProjection(out: Value, where: string): NodeProjectionDraft {
   const candidates: Value[] = [];
   for (const c of out.consumers()) {
     if ((isOp(c, 'MatMul') || (c.opType === 'MatMulNBits' && c.domain === 'com.microsoft')) && c.inputs[0] === out) candidates.push(c.output);
@@ -206,7 +234,7 @@ export function outputProjection(out: Value, where: string): ProjectionDraft {
  * with packed QKV): no separate tensor exists, so `output` is null and `packed` +
  * `columns` say where it is.
  */
-export function packedPart(fused: ProjectionDraft, op: Node, columns: [number, number]): ProjectionDraft {
+export function packedPart(fused: NodeProjectionDraft, op: Node, columns: [number, number]): NodeProjectionDraft {
   const info: Projection = { ...fused.info, output: null, columns, packed: fused.value?.name ?? null, split: nodeName(op) };
   return { info, value: null, input: fused.input, node: fused.node, width: columns[1] - columns[0] };
 }

@@ -41,6 +41,7 @@ function num(x: number): string {
 }
 
 function proj(p: AttentionSiteReport['q']): string {
+  if (p.op === 'input') return `${p.input} (graph input, no projection)`;
   const where = p.output ?? (p.packed ? `${p.packed}[${p.columns?.join(':')}]` : `(inside ${p.node})`);
   const cols = p.output && p.columns ? ` cols ${p.columns[0]}:${p.columns[1]}` : '';
   return `${where} (${p.op} ${p.weight ?? '?'}${cols}${p.bias ? ` + ${p.bias}` : ''})`;
@@ -83,6 +84,7 @@ function siteHeadline(s: AttentionSiteReport): string {
   const extras = [`mask ${s.mask.kind}`];
   if (s.rotary) extras.push(`rotary ${s.rotary.kind}`);
   if (s.past || s.present) extras.push('KV cache');
+  if (s.kvSource) extras.push('K/V from graph inputs');
   if (s.window !== null) extras.push(`window ${s.window}`);
   if (s.mask.ignored.length) extras.push(`${s.mask.ignored.length} bias${s.mask.ignored.length === 1 ? '' : 'es'} the linear branch ignores`);
   return (
@@ -100,8 +102,10 @@ function siteDetails(s: AttentionSiteReport): string[] {
   if (s.rotary) out.push(`rotary: ${s.rotary.kind}${s.rotary.cosSource ? ` ${s.rotary.cosSource}` : ''}${s.rotary.shared > 1 ? ` (shared x${s.rotary.shared})` : ''}`);
   if (s.past) out.push(`past: ${s.past.key}, ${s.past.value}`);
   if (s.present) out.push(`present: ${s.present.key}, ${s.present.value}`);
+  if (s.kvSource) out.push(`kv source: ${s.kvSource.key}, ${s.kvSource.value} (graph inputs read as keys and values)`);
   const layout = (l: string[][]): string => `[${l.map((a) => a.join('·') || '1').join(', ')}]`;
   if (s.layout.q[0]?.[0] !== 'batch' || s.layout.output[0]?.[0] !== 'batch') out.push(`layout: q ${layout(s.layout.q)}, out ${layout(s.layout.output)}`);
+  if (s.kvSource) out.push(`layout: k ${layout(s.layout.k)}, v ${layout(s.layout.v)}`);
   for (const x of s.mask.ignored) out.push(`linear branch ignores: ${x}`);
   out.push(`out: ${s.output} -> ${s.outputProjection.node}`);
   return out;

@@ -11,18 +11,32 @@ import type { Node, Value } from '../../ir/index.js';
  */
 export type AttentionForm = 'F1' | 'F2' | 'F3' | 'F4' | 'F5';
 
-/** A q, k, v or output projection. */
+/**
+ * A q, k, v or output projection.
+ *
+ * Keys and values can also be read straight from graph inputs, with no projection in the
+ * graph (an encoder-decoder's decoder "with past": the cross-attention keys and values
+ * computed by an earlier call are inputs [B, H, S, d]). Such a projection-less Projection
+ * has `op: 'input'`, `node: null`, no weight or bias, and `input` = `output` = the graph
+ * input; the site's `kvSource` names those inputs and its `layout.k` / `layout.v` say
+ * which axes of them hold the heads and the head size (`features`).
+ */
 export interface Projection {
   /**
-   * The projection output, bias included: for q/k/v the [B,T,H·d] tensor before rotary;
-   * for the output projection its result. null when the projection happens inside a
-   * fused op (com.microsoft.Attention takes the weights as inputs).
+   * The projection output, bias included: for q/k/v the [B,T,H·d] tensor before rotary
+   * (the graph input itself for `op: 'input'`); for the output projection its result.
+   * null when the projection happens inside a fused op (com.microsoft.Attention takes the
+   * weights as inputs).
    */
   output: string | null;
-  /** The projection's input (the normalized hidden state). */
+  /** The projection's input (the normalized hidden state; the graph input for `op: 'input'`). */
   input: string | null;
-  /** The MatMul / Gemm node (or the fused attention node when the projection is inside it). */
-  node: string;
+  /**
+   * The MatMul / Gemm node (or the fused attention node when the projection is inside it);
+   * null for keys / values read from a graph input (`op: 'input'`).
+   */
+  node: string | null;
+  /** The node's op type (`MatMul`, `Gemm`, `Einsum`, the fused op), or `'input'` for a graph input read without a projection. */
   op: string;
   /** The weight tensor: an initializer name when `weightIsInitializer`, else the value name. */
   weight: string | null;
@@ -129,7 +143,10 @@ export interface AttentionSite {
   /** 0-based, in data-flow order (topological position of the score MatMul / fused node). */
   layer: number;
   form: AttentionForm;
-  /** 'self': q, k and v are projected from the same hidden state; 'cross': k and v from another (an encoder's output). */
+  /**
+   * 'self': q, k and v are projected from the same hidden state; 'cross': k and v from
+   * another (an encoder's output, or graph inputs holding its keys and values: `kvSource`).
+   */
   kind: 'self' | 'cross';
   /** Anchor nodes: the Q·Kᵀ MatMul, the Softmax and the P·V MatMul (decomposed), or the fused node. */
   nodes: { qk: string | null; softmax: string | null; pv: string | null; fused: string | null };
@@ -157,6 +174,13 @@ export interface AttentionSite {
   past: KvNames | null;
   /** KV cache outputs (graph outputs taken from the concatenation), null when not exported. */
   present: KvNames | null;
+  /**
+   * Keys and values read straight from graph inputs, without a projection in this graph
+   * (only for cross-attention: an encoder-decoder's cached cross-attention K/V, Optimum's
+   * `past_key_values.{i}.encoder.key/value`); `k` / `v` are then `op: 'input'` Projections.
+   * null when the keys and values are projected in the graph.
+   */
+  kvSource: KvNames | null;
   /** The attention output [B,T,Hq·d] that feeds the output projection. */
   output: string;
   outputProjection: Projection;
@@ -177,7 +201,7 @@ export interface SiteRefs {
   softmax: Node | null;
   pv: Node | null;
   fused: Node | null;
-  /** The [B,T,H·d] projection outputs (null inside com.microsoft.Attention). */
+  /** The [B,T,H·d] projection outputs (null inside com.microsoft.Attention; the graph input for keys / values read from one). */
   q: Value | null;
   k: Value | null;
   v: Value | null;

@@ -23,10 +23,10 @@ import { SymDim } from '../analysis/dim.js';
 import type { ShapeAnalysis } from '../analysis/shapes.js';
 import { evalScalar } from '../util/constants.js';
 import { type Atom, FEATURES, LAYOUT_RULES, type Labels, applyLayout, describeLabels, isRepeat, isRow, pieces, projectionLabels } from './axes.js';
-import { describeValue, exportedAs, graphInputBehind, isOp, nodeName, reject } from './context.js';
+import { Rejection, describeValue, exportedAs, graphInputBehind, isOp, nodeName, reject } from './context.js';
 import { einsumProjection } from './einsum.js';
 import { integerMatMulsReading } from './integer.js';
-import { type ProjectionDraft, isWeightLike, plainProjection } from './f3_fused_qkv.js';
+import { type ProjectionDraft, inputSource, isWeightLike, plainProjection } from './f3_fused_qkv.js';
 import { skipNorm } from './norm.js';
 import type { AxisPiece } from './site.js';
 import { type RotaryDraft, isComputedScale, rotaryUnit } from './units.js';
@@ -51,6 +51,34 @@ export interface HeadPath {
   scale: { factor: number | null; computed: boolean; node: Node } | null;
   /** A normalization on this path (per-head q_norm/k_norm, or on the projection output). */
   norm: Node[] | null;
+  /**
+   * The path ends at a graph input without a projection (TraceOptions.inputs): the cached
+   * keys / values of a cross-attention. null when it ends at a projection.
+   */
+  source: InputSource | null;
+}
+
+/**
+ * Keys or values read straight from a graph input. Nothing in the graph says which of its
+ * axes hold the features, so each reading labels the last axis (head size, or heads ·
+ * head size) and at most one other axis (the heads) as features; `readInputs` keeps the one
+ * whose heads line up with Q's at the core.
+ */
+export interface InputSource {
+  value: Value;
+  /** The rejection a self-attention gets for this path (keys and values must be projected there). */
+  reason: string;
+  /** The readings whose labels follow the path to the core, in order: [last axis], then [axis i, last axis] for i = 0, 1, …. */
+  readings: { features: number[]; labels: Labels; width: number }[];
+}
+
+export interface TraceOptions {
+  /**
+   * K and V only: a path that reaches a graph input without meeting a projection (and
+   * without a KV-cache Concat) ends there, with `source` set, instead of being rejected.
+   * The caller decides whether the site is a cross-attention that may read it (readInputs).
+   */
+  inputs?: boolean;
 }
 
 interface Step {
@@ -108,18 +136,64 @@ function projectionAt(v: Value, shapes: ShapeAnalysis): ProjectionDraft | undefi
   return p;
 }
 
+/** The labels of a projection output (or graph input) of `dims` moved along `steps` (core side first) to the core. */
+function labelSteps(dims: readonly SymDim[], features: number[], steps: readonly Step[], shapes: ShapeAnalysis): Labels | string {
+  let labels = projectionLabels(dims, features);
+  for (const s of [...steps].reverse()) {
+    const r = applyLayout(labels, { node: s.node, input: s.input, output: s.output, shapes }, s.preserving);
+    if (typeof r === 'string') return r;
+    labels = r;
+  }
+  return labels;
+}
+
+/**
+ * A path that ends at the graph input `v` (TraceOptions.inputs): its readings, the
+ * first as the path's labels. Feature axes must have constant sizes (the heads and the
+ * head size); a reading whose labels meet an op they do not fit is dropped.
+ */
+function inputPath(path: Omit<HeadPath, 'projection' | 'labels' | 'features'>, steps: Step[], v: Value, reason: string, shapes: ShapeAnalysis, where: string): HeadPath {
+  const dims = shapes.shape(v);
+  if (!dims || dims.length < 2) return reject(`${reason}, and its rank is unknown (shape ${shapes.describe(v)})`);
+  const last = dims.length - 1;
+  const readings: InputSource['readings'] = [];
+  let failure: string | null = null;
+  for (const features of [[last], ...dims.slice(0, last).map((_, i) => [i, last])]) {
+    const width = features.reduce((acc, a) => acc * (dims[a]!.value ?? Number.NaN), 1);
+    if (!Number.isFinite(width)) continue;
+    const labels = labelSteps(dims, features, steps, shapes);
+    if (typeof labels === 'string') failure ??= labels;
+    else readings.push({ features, labels, width });
+  }
+  if (!readings.length) return reject(`${where}: on the ${path.role} path from ${describeValue(v)}, ${failure ?? `no axis of ${shapes.describe(v)} has a constant size to be the head size`}`);
+  const first = readings[0]!;
+  return {
+    ...path,
+    chain: steps.map((s) => s.node).reverse(),
+    source: { value: v, reason, readings },
+    projection: inputSource(v, first.width),
+    features: first.features,
+    labels: first.labels,
+  };
+}
+
 /**
  * Traces the operand `start` of an attention core back to its projection. Rejects, with
  * the stage and the node, when the path meets an op with no rule.
  */
-export function tracePath(start: Value, role: Role, shapes: ShapeAnalysis, where: string): HeadPath {
-  const path: Omit<HeadPath, 'projection' | 'labels' | 'features'> = { role, chain: [], rotary: null, past: null, concat: null, present: null, scale: null, norm: null };
+export function tracePath(start: Value, role: Role, shapes: ShapeAnalysis, where: string, options: TraceOptions = {}): HeadPath {
+  const path: Omit<HeadPath, 'projection' | 'labels' | 'features'> = { role, chain: [], rotary: null, past: null, concat: null, present: null, scale: null, norm: null, source: null };
   const steps: Step[] = [];
   let cur = start;
   let projection: ProjectionDraft | undefined;
   for (let i = 0; i < MAX_STEPS && !(projection = projectionAt(cur, shapes)); i++) {
     const p = cur.producer;
-    if (!p) return reject(`${where}: the ${role} path reaches ${describeValue(cur)} without meeting a projection (MatMul/Gemm with a weight)`);
+    if (!p) {
+      const reason = `${where}: the ${role} path reaches ${describeValue(cur)} without meeting a projection (MatMul/Gemm with a weight)`;
+      // keys / values given as graph inputs (an encoder-decoder's cached cross-attention K/V)
+      if (options.inputs && role !== 'Q' && !path.concat && cur.isGraphInput() && !cur.initializer) return inputPath(path, steps, cur, reason, shapes, where);
+      return reject(reason);
+    }
     const step = (input: Value | null | undefined, preserving: boolean): void => {
       if (!input) reject(`${where}: ${describeNode(p)} on the ${role} path has no data input`);
       steps.push({ node: p, input: input!, output: cur, preserving });
@@ -188,14 +262,53 @@ export function tracePath(start: Value, role: Role, shapes: ShapeAnalysis, where
     return reject(`${where}: the rank of the ${role} projection output ${describeValue(cur)} is unknown (shape ${shapes.describe(cur)})`);
   }
   const features = featureAxes(projection, dims.length);
-  let labels = projectionLabels(dims, features);
-  for (const s of steps.reverse()) {
-    const r = applyLayout(labels, { node: s.node, input: s.input, output: s.output, shapes }, s.preserving);
-    if (typeof r === 'string') return reject(`${where}: on the ${role} path, ${r}`);
-    labels = r;
-    path.chain.push(s.node);
+  const labels = labelSteps(dims, features, steps, shapes);
+  if (typeof labels === 'string') return reject(`${where}: on the ${role} path, ${labels}`);
+  return { ...path, chain: steps.map((s) => s.node).reverse(), projection, features, labels };
+}
+
+/** The readings of a path: one per reading of its graph input's axes, or the path itself. */
+function readingsOf(p: HeadPath): HeadPath[] {
+  if (!p.source) return [p];
+  return p.source.readings.map((r) => ({ ...p, features: r.features, labels: r.labels, projection: inputSource(p.source!.value, r.width) }));
+}
+
+/**
+ * Keys / values read from graph inputs (tracePath with `inputs`) are taken only for a
+ * cross-attention: K and V each come from another source than Q's projection input (a
+ * graph input, or a projection of another hidden state). Otherwise the path's own
+ * rejection stands: a self-attention's keys and values are projected.
+ */
+export function checkInputSources(q: HeadPath, k: HeadPath, v: HeadPath): void {
+  const source = k.source ?? v.source;
+  if (!source) return;
+  const from = (p: HeadPath): Value | null => p.source?.value ?? p.projection.input;
+  const qFrom = q.projection.input;
+  if (from(k) === null || from(v) === null || from(k) === qFrom || from(v) === qFrom) reject(source.reason);
+}
+
+/**
+ * `heads` on the readings of keys / values read from graph inputs: the first (K readings
+ * outer, V inner) for which it succeeds is kept, i.e. the one whose heads line up with Q's
+ * ([B, H, S, d], or [B·H, S, d] after a Reshape, reads axis 1 as the heads). When none
+ * does, the rejection of the last reading is given. Projected K and V have one reading.
+ */
+export function readInputs<T>(k: HeadPath, v: HeadPath, heads: (k: HeadPath, v: HeadPath) => T): { k: HeadPath; v: HeadPath; heads: T } {
+  if (!k.source && !v.source) return { k, v, heads: heads(k, v) };
+  let last: Rejection | null = null;
+  for (const kr of readingsOf(k)) {
+    for (const vr of readingsOf(v)) {
+      try {
+        return { k: kr, v: vr, heads: heads(kr, vr) };
+      } catch (e) {
+        if (!(e instanceof Rejection)) throw e;
+        last = e;
+      }
+    }
   }
-  return { ...path, projection, features, labels };
+  // the last reading is the one with the most feature axes (the heads on their own axis)
+  const inputs = [k.source, v.source].filter((x) => x !== null).map((x) => `'${x.value.name}'`);
+  return reject(`${last!.reason} (keys / values read from graph input ${inputs.join(' and ')}: no reading of their axes lines up with Q's heads)`);
 }
 
 // ---- the core -------------------------------------------------------------------------------
@@ -513,6 +626,9 @@ export function fusedOperand(v: Value, role: Role, shapes: ShapeAnalysis, where:
 export function operandProjection(path: HeadPath, columns: [number, number]): ProjectionDraft {
   const p = path.projection;
   if (columns[0] === 0 && p.width !== null && columns[1] === p.width) return p;
+  if (!p.node) {
+    return reject(`${describeValue(p.value!)}: ${path.role} is columns [${columns.join(', ')}) of its ${p.width ?? '?'} features; keys and values read from a graph input are used whole`);
+  }
   if (path.features.length > 1) {
     return reject(`${nodeName(p.node)}: ${path.role} is columns [${columns.join(', ')}) of an Einsum projection whose features span several axes; a packed Einsum projection is not supported`);
   }

@@ -140,7 +140,8 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
         for (const s of discovery.sites) {
           if (opts.layers && !opts.layers.includes(s.layer)) skipped.push({ layer: s.layer, reason: 'not selected by --layers' });
           else if (s.kind === 'cross' && !opts.cross) {
-            skipped.push({ layer: s.layer, reason: `cross-attention (keys and values from '${s.k.input ?? '?'}'): kept as softmax attention (--cross converts it)` });
+            const from = s.kvSource ? `the inputs '${s.kvSource.key}' and '${s.kvSource.value}'` : `'${s.k.input ?? '?'}'`;
+            skipped.push({ layer: s.layer, reason: `cross-attention (keys and values from ${from}): kept as softmax attention (--cross converts it)` });
           } else if (s.mask.ignored.length && opts.strict) {
             throw new UserInputError(`layer ${s.layer}: the linear branch cannot express ${s.mask.ignored.join('; ')} (--strict); convert without --strict to keep them on the softmax branch only`);
           } else selected.push(s);
@@ -296,7 +297,8 @@ function loraTargets(model: Model, sites: AttentionSite[], which: 'attention' | 
   const out: LoraTarget[] = [];
   for (const s of sites) {
     for (const [which, p] of [['q', s.q], ['k', s.k], ['v', s.v], ['o', s.outputProjection]] as const) {
-      const node = byName.get(p.node);
+      // (keys / values read from graph inputs have no projection in the graph: no adapter)
+      const node = p.node === null ? undefined : byName.get(p.node);
       if (!node || seen.has(node) || !isLoraCapable(node)) continue;
       seen.add(node);
       out.push({ node, name: `layers.${s.layer}.${p.packed ? 'qkv' : which}_proj` });

@@ -7,7 +7,8 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { type Model, encodeModel, getMetadata, loadModel } from '../../../src/ir/index.js';
+import { type Model, encodeModel, getMetadata } from '../../../src/ir/index.js';
+import { loadModel } from '../../../src/node/index.js';
 import { IO_KEY, decoderIO, findDecoderIO } from '../../../src/passes/analysis/io.js';
 import { convert } from '../../../src/passes/convert/convert.js';
 import { DecoderState, declaredTypes } from '../../../src/runtime/decoder_state.js';

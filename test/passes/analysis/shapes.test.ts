@@ -7,7 +7,8 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { type Model, type Value, loadModel } from '../../../src/ir/index.js';
+import { type Model, type Value } from '../../../src/ir/index.js';
+import { loadModel } from '../../../src/node/index.js';
 import { SymDim } from '../../../src/passes/analysis/dim.js';
 import { inferShapes } from '../../../src/passes/analysis/shapes.js';
 import { probeValues } from '../../../src/runtime/probe.js';

@@ -7,7 +7,8 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Model, decodeModel, encodeModel, loadModel, verifyModel } from '../../../src/ir/index.js';
+import { type Model, decodeModel, encodeModel, verifyModel } from '../../../src/ir/index.js';
+import { loadModel } from '../../../src/node/index.js';
 import { LIZA_RULES, type LizaRule } from '../../../src/ops/index.js';
 import { convert } from '../../../src/passes/convert/convert.js';
 import type { ConvertTarget } from '../../../src/passes/convert/options.js';

@@ -8,11 +8,14 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { type Model, loadModel, verifyModel } from '../../../src/ir/index.js';
+import { type Model, verifyModel } from '../../../src/ir/index.js';
+import { loadModel } from '../../../src/node/index.js';
 import { LIZA_RULES } from '../../../src/ops/index.js';
 import { convert } from '../../../src/passes/convert/convert.js';
 import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
 import { FOREIGN_DIR } from '../../helpers/foreign.js';
+import { seededRandom } from '../../../src/ir/random.js';
+import { decomposedModel } from '../graphs.js';
 import { type Feeds, checkConvertedLayers, runModel } from '../../helpers/layer_check.js';
 
 const CROSS = ['mha_decoder', 'encdec_decoder'];
@@ -95,5 +98,31 @@ describe('convert --cross', () => {
     for (let b = 0; b < B; b++) want.set((full.data as Float32Array).subarray(b * T * V, (b * T + T - 2) * V), b * (T - 2) * V);
     // the self-attention layers stay softmax here (layers 0, 2 unconverted), so causality holds exactly
     expect(maxAbsDiff(part.data as Float32Array, want) / Math.max(1, maxAbs(want))).toBeLessThanOrEqual(1e-5);
+  });
+});
+
+describe('convert --cross on keys and values read from graph inputs (cached cross K/V, no projection)', () => {
+  // a builder graph: queries projected from x, keys and values the inputs past_key_values.{i}.encoder.*
+  // [B, Hkv = 2, S, d] repeated to 4 query heads (repeat_kv), 2 layers
+  const build = (): Model => decomposedModel({ kvSource: 'cache', mask: 'none', heads: 4, kvHeads: 2, layers: 2 });
+  const feeds = (): Feeds => {
+    const r = seededRandom(11);
+    const t = (dims: number[]): ort.Tensor => new ort.Tensor('float32', Float32Array.from({ length: dims.reduce((a, x) => a * x, 1) }, () => 2 * r() - 1), dims);
+    return { x: t([2, 5, 64]), ...Object.fromEntries([0, 1].flatMap((i) => [[`past_key_values.${i}.encoder.key`, t([2, 2, 7, 16])], [`past_key_values.${i}.encoder.value`, t([2, 2, 7, 16])]])) };
+  };
+
+  it('μ = 0 reproduces the original (ort and portable)', async () => {
+    const want = await runModel(build(), feeds());
+    for (const target of ['ort', 'portable'] as const) {
+      const m = build();
+      const r = convert(m, { cross: true, mu: 0, target });
+      verifyModel(m);
+      expect(r.sites.map((s) => [s.layer, s.kind])).toEqual([[0, 'cross'], [1, 'cross']]);
+      expect(worstAgainst(await runModel(m, feeds()), Object.fromEntries(Object.entries(want).map(([k, v]) => [k, v.data as Float32Array]))), target).toBeLessThanOrEqual(1e-5);
+    }
+  });
+
+  it.each(LIZA_RULES)('each layer equals (1−μ)·a + μ·memory_reference on the inputs relaid to [B, S, Hkv·d], %s, μ = 0.5 and 1', async (rule) => {
+    for (const mu of [0.5, 1]) expect(await checkConvertedLayers(build(), feeds(), rule, mu, { cross: true }), `μ ${mu}`).toBeLessThanOrEqual(2e-4);
   });
 });

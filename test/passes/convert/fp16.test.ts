@@ -7,7 +7,8 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { type Model, loadModel } from '../../../src/ir/index.js';
+import { type Model } from '../../../src/ir/index.js';
+import { loadModel } from '../../../src/node/index.js';
 import { convert } from '../../../src/passes/convert/convert.js';
 import { discoverAttention } from '../../../src/passes/index.js';
 import { loadRef } from '../../helpers/compare.js';

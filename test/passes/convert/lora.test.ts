@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { Tensor, encodeModel, loadModel, verifyModel, type Model } from '../../../src/ir/index.js';
+import { Tensor, encodeModel, verifyModel, type Model } from '../../../src/ir/index.js';
+import { loadModel } from '../../../src/node/index.js';
 import { addLora, mergeLora } from '../../../src/passes/convert/lora.js';
 import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
 

@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { DataType, loadModel, saveModel } from '../../../src/ir/index.js';
+import { DataType } from '../../../src/ir/index.js';
+import { loadModel, saveModel } from '../../../src/node/index.js';
 import { ABSENT_INPUT } from '../../../src/ops/index.js';
 import { convert } from '../../../src/passes/convert/convert.js';
 

@@ -10,7 +10,8 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodeModel, encodeModel, loadModel } from '../../../src/ir/index.js';
+import { decodeModel, encodeModel } from '../../../src/ir/index.js';
+import { loadModel } from '../../../src/node/index.js';
 import { ORT_ALLOW_UNRELEASED_OPSET_ENV } from '../../../src/ops/index.js';
 import { convert } from '../../../src/passes/convert/index.js';
 

@@ -7,7 +7,8 @@
 import * as path from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { type Model, encodeModel, loadModel, verifyModel } from '../../../src/ir/index.js';
+import { type Model, encodeModel, verifyModel } from '../../../src/ir/index.js';
+import { loadModel } from '../../../src/node/index.js';
 import { LIZA_RULES, type LizaRule } from '../../../src/ops/index.js';
 import { convert } from '../../../src/passes/convert/convert.js';
 import { createSession } from '../../../src/runtime/execution_provider.js';

@@ -5,16 +5,20 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ExternalDataError, SerdeError, UserInputError } from '../errors.js';
-import { copyExternal, externalPath, refEntries } from '../external_data.js';
-import type { StringStringEntry } from '../metadata.js';
-import type { Model } from '../model.js';
-import type { Tensor } from '../tensor.js';
-import { allGraphs } from '../traversal.js';
-import { decodeModel } from './decode.js';
-import { encodeModel } from './encode.js';
-import { AttributeType } from '../attribute.js';
-import { DataType } from '../dtype.js';
+import {
+  DataType,
+  type Model,
+  SerdeError,
+  type StringStringEntry,
+  type Tensor,
+  UserInputError,
+  allTensors,
+  checkExternalFiles,
+  decodeModel,
+  encodeModel,
+  refEntries,
+} from '../ir/index.js';
+import { copyExternal, externalFile, externalFolder, fileSource } from './file_source.js';
 
 export interface LoadOptions {
   /** Check that every external data file exists and is long enough (stat only). Default true. */
@@ -33,50 +37,13 @@ export function loadModel(file: string, options: LoadOptions = {}): Model {
     );
   }
   if (bytes.length === 0) throw new SerdeError(`${file} is empty; it is not an ONNX model`);
-  const model = decodeModel(bytes, { baseDir: path.dirname(path.resolve(file)), source: file });
+  const baseDir = path.dirname(path.resolve(file));
+  const model = decodeModel(bytes, { baseDir, externalData: fileSource(baseDir), source: file });
   if (model.irVersion < 1 || model.irVersion > 64) {
     throw new SerdeError(`${file} is not an ONNX model (implausible ir_version ${model.irVersion})`);
   }
   if (options.checkExternalData !== false) checkExternalFiles(model);
   return model;
-}
-
-/** Every tensor of the model: initializers and TENSOR(S) attributes, in all graphs and functions. */
-export function* allTensors(model: Model): IterableIterator<Tensor> {
-  for (const g of allGraphs(model)) {
-    for (const v of g.initializers.values()) yield v.initializer!;
-    for (const n of g) {
-      for (const a of n.attributes.values()) {
-        if (a.type === AttributeType.TENSOR) yield a.value;
-        else if (a.type === AttributeType.TENSORS) yield* a.value;
-      }
-    }
-  }
-}
-
-/** Stats each external file once; reports missing files and short files. */
-export function checkExternalFiles(model: Model): void {
-  const sizes = new Map<string, number>();
-  for (const t of allTensors(model)) {
-    if (t.storage.kind !== 'external') continue;
-    const ref = t.storage.ref;
-    const file = externalPath(ref);
-    let size = sizes.get(file);
-    if (size === undefined) {
-      try {
-        size = fs.statSync(file).size;
-      } catch {
-        throw new ExternalDataError(`tensor '${t.name}': external data file '${ref.location}' is missing (looked in ${ref.baseDir})`);
-      }
-      sizes.set(file, size);
-    }
-    const need = ref.offset + (ref.length ?? t.byteLength);
-    if (need > size) {
-      throw new ExternalDataError(
-        `tensor '${t.name}': external data file '${ref.location}' has ${size} bytes, but the tensor needs bytes up to ${need}`,
-      );
-    }
-  }
 }
 
 export interface SaveOptions {
@@ -111,7 +78,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     const openData = (location: string): number => {
       if (dataFd === undefined) {
         const target = path.join(outDir, location);
-        if (model.baseDir && isSourceDataFile(model, target)) {
+        if (isSourceDataFile(model, target)) {
           throw new UserInputError(`refusing to overwrite '${location}': the model being saved reads its weights from it`);
         }
         const tmp = `${target}.${process.pid}.tmp`;
@@ -151,12 +118,13 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       ];
     };
 
-    const sameDir = model.baseDir !== undefined && path.resolve(model.baseDir) === outDir;
+    /** Saved beside the files it reads (a file reference relative to the output's folder): the reference stays. */
+    const staysPut = (t: Tensor): boolean => t.storage.kind === 'external' && externalFolder(t.storage.ref) === outDir;
     const defaultLocation = `${path.basename(file)}.data`;
     /** The data file a tensor's bytes are written to, or undefined when they stay where they are. */
     const dataFileOf = (t: Tensor): string | undefined => {
       if (mode === 'inline') return undefined;
-      if (mode === 'keep') return t.isExternal && !sameDir ? defaultLocation : undefined;
+      if (mode === 'keep') return t.isExternal && !staysPut(t) ? defaultLocation : undefined;
       return t.byteLength >= (mode.threshold ?? 1024) && t.dataType !== DataType.STRING ? mode.location : undefined;
     };
     if (options.onProgress) for (const t of allTensors(model)) if (dataFileOf(t)) toWrite += t.byteLength;
@@ -229,7 +197,7 @@ function encodeInline(model: Model): Uint8Array {
 
 function isSourceDataFile(model: Model, target: string): boolean {
   for (const t of allTensors(model)) {
-    if (t.storage.kind === 'external' && externalPath(t.storage.ref) === target) return true;
+    if (t.storage.kind === 'external' && externalFile(t.storage.ref) === target) return true;
   }
   return false;
 }
