@@ -58,7 +58,7 @@ export interface Projection {
   packed: string | null;
   /** The Split / Slice node (or fused attention node) that carves this projection out. */
   split: string | null;
-  /** How the weight is quantized ('MatMulNBits 4-bit', 'DequantizeLinear int8'), or null for a float weight. */
+  /** How the weight is quantized ('MatMulNBits 4-bit', 'DequantizeLinear int8', 'MatMulInteger int8'), or null for a float weight. */
   quantization: string | null;
 }
 
