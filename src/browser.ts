@@ -10,5 +10,3 @@
 export * from './ir/index.js';
 export * from './ops/index.js';
 export * from './passes/index.js';
-export * from './passes/convert/index.js';
-export { type CachePair, type DecoderIO, decoderIO, findDecoderIO } from './passes/analysis/io.js';

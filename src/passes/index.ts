@@ -1,7 +1,9 @@
-/** Passes: the pass infrastructure, the pattern engine, and attention discovery. */
+/** Passes: the pass infrastructure, the pattern engine, attention discovery, and the conversion pipeline. */
 export * from './pass.js';
 export * from './pattern/index.js';
 export * from './attention/index.js';
 export { constantTensor, constantValues, scalarValue, isConstant } from './util/constants.js';
 export { type UpgradeReport, upgradeOpset } from './upgrade_opset.js';
 export * from './train/index.js';
+export * from './convert/index.js';
+export { type CachePair, type DecoderIO, decoderIO, findDecoderIO } from './analysis/io.js';

@@ -25,6 +25,8 @@ export interface PassResult {
   model: Model;
   /** True when the pass changed the model (the manager's fixpoint loop stops when no pass does). */
   modified: boolean;
+  /** True when the pass found nothing to do for these options (no verification after it). */
+  skipped?: boolean;
 }
 
 export interface Pass {
@@ -179,7 +181,7 @@ export class PassManager {
     } catch (e) {
       fail(`postcondition failed: ${messageOf(e)}`, e);
     }
-    if (this.options.verify) {
+    if (this.options.verify && !result.skipped) {
       try {
         verifyModel(result.model);
       } catch (e) {

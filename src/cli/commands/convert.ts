@@ -1,11 +1,12 @@
 /** `titanize convert MODEL -o OUT`: every softmax attention becomes MaG(softmax, LiZA). */
 import type { Command } from 'commander';
 import { LIZA_RULES, type LizaRule } from '../../ops/index.js';
-import { type ConvertReport, convert } from '../../passes/convert/convert.js';
+import { type ConvertReport, convertPipeline } from '../../passes/convert/convert.js';
 import { CONVERT_TARGETS, type ConvertTarget, parseLayers } from '../../passes/convert/options.js';
 import { int, num, oneOf, refuseIneffective } from '../args.js';
 import type { CliContext } from '../context.js';
 import { loadModelForCli } from '../load.js';
+import { loadUserPass } from '../user_pass.js';
 import { externalDataOption, saveOutput } from '../output.js';
 import { progress } from '../progress.js';
 import { columns, formatCount, wrapForTerminal } from '../report/format.js';
@@ -28,8 +29,13 @@ interface ConvertCliOptions {
   verify: boolean;
   cross?: boolean;
   strict?: boolean;
+  pass?: string[];
+  passAfter?: string;
   json?: boolean;
 }
+
+/** Where `--pass` passes go by default: after the rewrites, before cleanup and lowering. */
+const DEFAULT_PASS_AFTER = 'lora';
 
 export function addConvertCommand(program: Command, ctx: CliContext): void {
   program
@@ -58,6 +64,8 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
     .option('--external-data <mode>', 'weights: keep (as the input has them; copied beside the output when saved elsewhere) | inline | FILE (tensors ≥ 1 KiB go to FILE)')
     .option('--cross', 'also convert cross-attention: a memory over the encoder side, read by every query (by default cross-attention stays softmax attention)')
     .option('--strict', 'refuse layers whose mask or bias (relative position bias, window masks, ALiBi) the linear branch cannot express')
+    .option('--pass <file>', 'run your own pass (an ES module exporting { name, run(model, context) }) in the pipeline; repeatable (see titanize passes)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--pass-after <name>', `the pipeline pass after which --pass passes run (default ${DEFAULT_PASS_AFTER})`)
     .option('--no-verify', 'skip the model verification after each pass')
     .option('--json', 'print the conversion report as one JSON object')
     .addHelpText(
@@ -71,12 +79,22 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
         'opsUsed{op: count}, lowering, nodesBefore, nodesAfter, passes }.\n\n' +
         'Exit status: 0 ok, 2 bad input or options (also: a model converted before), 1 internal error.',
     )
-    .action((file: string, opts: ConvertCliOptions, cmd: Command) => {
-      refuseIneffective(cmd, [{ option: 'seed', when: opts.loraRank === undefined, why: 'it seeds the LoRA initialisation, and without --lora-rank no LoRA is added' }]);
+    .action(async (file: string, opts: ConvertCliOptions, cmd: Command) => {
+      refuseIneffective(cmd, [
+        { option: 'seed', when: opts.loraRank === undefined, why: 'it seeds the LoRA initialisation, and without --lora-rank no LoRA is added' },
+        { option: 'passAfter', when: !opts.pass?.length, why: 'it places the passes given with --pass, and there are none' },
+      ]);
+      const pipeline = convertPipeline();
+      let after = opts.passAfter ?? DEFAULT_PASS_AFTER;
+      for (const f of opts.pass ?? []) {
+        const p = await loadUserPass(f);
+        pipeline.insertAfter(after, p);
+        after = p.name;
+      }
       const model = loadModelForCli(file);
       const externalData = externalDataOption(opts.externalData);
       let bar: ReturnType<typeof progress> | undefined;
-      const report = convert(model, {
+      const { report } = pipeline.run(model, {
         rule: opts.rule,
         order: opts.order,
         mu: opts.mu,

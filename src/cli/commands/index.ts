@@ -11,6 +11,7 @@ import { addEvalCommand } from './eval.js';
 import { addGenerateCommand } from './generate.js';
 import { addInspectCommand } from './inspect.js';
 import { addMergeCommand } from './merge.js';
+import { addPassesCommand } from './passes.js';
 import { addTrainCommand } from './train.js';
 
 export type CommandRegistrar = (program: Command, ctx: CliContext) => void;
@@ -22,4 +23,5 @@ export const COMMANDS: readonly CommandRegistrar[] = [
   (program, ctx) => addEvalCommand(program, ctx),
   (program, ctx) => addMergeCommand(program, ctx),
   (program, ctx) => addGenerateCommand(program, ctx),
+  (program, ctx) => addPassesCommand(program, ctx),
 ];

@@ -78,211 +78,363 @@ export function convert(model: Model, options: ConvertOptions = {}): ConvertRepo
   return convertModel(model, options).report;
 }
 
-/** Converts `model` in place; returns the report and the rewritten sites with their IR values. */
-export function convertModel(model: Model, options: ConvertOptions = {}): ConvertResult {
-  const opts = resolveConvertOptions(options);
-  checkNotConverted(model);
-  const nodesBefore = model.graph.size;
-  let discovery: AttentionDiscovery | undefined;
-  const converted: ConvertedSite[] = [];
-  const skipped: { layer: number; reason: string }[] = [];
-  const windows: string[] = [];
-  const inlined: string[] = [];
-  let io: DecoderIO | null = null;
-  const statePairs: DecoderIO['pairs'] = [];
-  let adapters: LoraAdapter[] = [];
-  let lowering: LoweringReport | null = null;
-  let opsetUpgrade: UpgradeReport | null = null;
-  let selected: AttentionSite[] = [];
-  const stateSites: AttentionSite[] = [];
-  const state = { inputs: [] as string[], outputs: [] as string[], removedKv: [] as string[], cutKv: [] as string[], notes: [] as string[] };
+/**
+ * What the passes of a conversion share: the resolved options and the analysis results,
+ * keyed by IR objects (the discovered sites hold their nodes and values), filled in as the
+ * pipeline runs. A user pass reads it (and may add to the report's lists).
+ */
+export interface ConvertContext {
+  readonly options: ResolvedConvertOptions;
+  /** The caller's options as given (for onProgress). */
+  readonly given: ConvertOptions;
+  discovery: AttentionDiscovery | null;
+  io: DecoderIO | null;
+  /** The sites the pipeline converts (after layers / cross / strict). */
+  selected: AttentionSite[];
+  skipped: { layer: number; reason: string }[];
+  converted: ConvertedSite[];
+  windows: string[];
+  inlined: string[];
+  /** Sites whose KV cache became a recurrent state, and the pairs recorded for them. */
+  stateSites: AttentionSite[];
+  statePairs: DecoderIO['pairs'];
+  state: ConvertReport['state'];
+  adapters: LoraAdapter[];
+  lowering: LoweringReport | null;
+  opsetUpgrade: UpgradeReport | null;
+}
 
-  const passes: Pass[] = [];
-  const declared = model.opsetVersion('');
-  if (declared !== undefined && declared < MIN_ONNX_OPSET) {
-    // the LiZA and MaG bodies need opset 17; the ops of older exports mean the same there
-    // (upgradeOpset refuses the ones that do not)
-    passes.push({
-      name: 'upgrade-opset',
-      inPlace: true,
-      run(m) {
-        opsetUpgrade = upgradeOpset(m, MIN_ONNX_OPSET);
-        return { model: m, modified: true };
-      },
+/**
+ * One step of the conversion: a Pass (name, in place, run) that reads and fills the shared
+ * context. `when` says whether the options call for it (a pass that does not apply is not
+ * run, and `titanize passes` says when it applies); `effects` says what it changes.
+ */
+export interface ConvertPass {
+  readonly name: string;
+  /** One line for `titanize passes`. */
+  readonly description: string;
+  /** What it changes or produces, e.g. ['graph', 'inputs', 'outputs', 'context.selected']. */
+  readonly effects: readonly string[];
+  /** When it runs (prose, for `titanize passes`); absent: always. */
+  readonly condition?: string;
+  when?(ctx: ConvertContext, model: Model): boolean;
+  run(model: Model, ctx: ConvertContext): { modified: boolean };
+}
+
+const upgradeOpsetPass: ConvertPass = {
+  name: 'upgrade-opset',
+  description: `raises the default-domain opset to ${MIN_ONNX_OPSET} (the LiZA and MaG bodies need it), rewriting the ops whose meaning changed`,
+  effects: ['graph', 'opset', 'functions'],
+  condition: `the model's default-domain opset is below ${MIN_ONNX_OPSET}`,
+  when: (_ctx, m) => {
+    const declared = m.opsetVersion('');
+    return declared !== undefined && declared < MIN_ONNX_OPSET;
+  },
+  run(m, ctx) {
+    ctx.opsetUpgrade = upgradeOpset(m, MIN_ONNX_OPSET);
+    return { modified: true };
+  },
+};
+
+const inlinePass: ConvertPass = {
+  name: 'inline-attention-functions',
+  description: 'inlines calls of model-local functions that hold attention (dynamo exports), one copy per layer',
+  effects: ['graph', 'functions', 'context.inlined'],
+  run(m, ctx) {
+    const r = inlineFunctions(m, (fn) => functionContains(m, fn, isAttentionNode));
+    ctx.inlined.push(...r.inlined);
+    return { modified: r.inlined.length > 0 };
+  },
+};
+
+const discoverPass: ConvertPass = {
+  name: 'discover-attention',
+  description: 'finds the attention sites and the decoder interface, and selects the sites to convert (layers, cross, strict)',
+  effects: ['context.discovery', 'context.io', 'context.selected', 'context.skipped'],
+  run(m, ctx) {
+    const opts = ctx.options;
+    const discovery = discoverAttention(m);
+    ctx.discovery = discovery;
+    ctx.io = findDecoderIO(m, discovery);
+    if (!discovery.sites.length) {
+      const why = discovery.rejected.map((r) => `${r.node}: ${r.reason}`).slice(0, 5).join('; ');
+      throw new UserInputError(`no softmax attention found${why ? ` (${why})` : ' (the model has no Softmax)'}`);
+    }
+    const have = new Set(discovery.sites.map((s) => s.layer));
+    for (const l of opts.layers ?? []) {
+      if (!have.has(l)) throw new UserInputError(`--layers: the model has no attention layer ${l} (layers: 0-${discovery.sites.length - 1})`);
+    }
+    for (const s of discovery.sites) {
+      if (opts.layers && !opts.layers.includes(s.layer)) ctx.skipped.push({ layer: s.layer, reason: 'not selected by --layers' });
+      else if (s.kind === 'cross' && !opts.cross) {
+        const from = s.kvSource ? `the inputs '${s.kvSource.key}' and '${s.kvSource.value}'` : `'${s.k.input ?? '?'}'`;
+        ctx.skipped.push({ layer: s.layer, reason: `cross-attention (keys and values from ${from}): kept as softmax attention (--cross converts it)` });
+      } else if (s.mask.ignored.length && opts.strict) {
+        throw new UserInputError(`layer ${s.layer}: the linear branch cannot express ${s.mask.ignored.join('; ')} (--strict); convert without --strict to keep them on the softmax branch only`);
+      } else ctx.selected.push(s);
+    }
+    if (!ctx.selected.length) throw new UserInputError(`no attention layer to convert: ${ctx.skipped.map((s) => `layer ${s.layer}: ${s.reason}`).join('; ')}`);
+    return { modified: false };
+  },
+};
+
+const memoryPass: ConvertPass = {
+  name: 'tptt-memory',
+  description: 'adds the LiZA memory and the MaG gate to every selected site (and the sliding window, and state inputs/outputs for KV-cache sites)',
+  effects: ['graph', 'inputs', 'outputs', 'initializers', 'functions', 'context.converted', 'context.statePairs'],
+  run(m, ctx) {
+    const opts = ctx.options;
+    toposort(m.graph);
+    const index = valueIndex(m.graph);
+    const w = opts.order + 1;
+    ctx.selected.forEach((site, i) => {
+      ctx.given.onProgress?.(i, ctx.selected.length, `layer ${site.layer}`);
+      // a window limits self-attention's context; cross-attention reads the whole encoder
+      // side, and its memory is rebuilt from it at each call (no state to carry)
+      if (opts.window !== undefined && opts.mu < 1 && site.kind === 'self') ctx.windows.push(`layer ${site.layer}: ${applyWindow(m, site, opts.window)}`);
+      const recurrent = opts.state && site.kind === 'self' && hasKvCache(site);
+      const past = recurrent ? addStateInputs(m.graph, site, w) : undefined;
+      const c = convertSite(m, site, opts, index, past);
+      if (recurrent) {
+        addStateOutputs(m.graph, site, c.presentState, c.presentWindow, w);
+        ctx.stateSites.push(site);
+        ctx.statePairs.push(
+          { input: past!.state.name, output: c.presentState.name, layer: site.layer, kind: 'state' },
+          { input: past!.window.name, output: c.presentWindow.name, layer: site.layer, kind: 'window' },
+        );
+      }
+      ctx.converted.push(c);
     });
-  }
-  passes.push(
-    {
-      // attention inside model-local functions (dynamo exports): one copy per layer
-      name: 'inline-attention-functions',
-      inPlace: true,
-      run(m) {
-        const r = inlineFunctions(m, (fn) => functionContains(m, fn, isAttentionNode));
-        inlined.push(...r.inlined);
-        return { model: m, modified: r.inlined.length > 0 };
-      },
-    },
-    {
-      name: 'discover-attention',
-      inPlace: true,
-      changesInput: false,
-      run(m) {
-        discovery = discoverAttention(m);
-        io = findDecoderIO(m, discovery);
-        if (!discovery.sites.length) {
-          const why = discovery.rejected.map((r) => `${r.node}: ${r.reason}`).slice(0, 5).join('; ');
-          throw new UserInputError(`no softmax attention found${why ? ` (${why})` : ' (the model has no Softmax)'}`);
-        }
-        const have = new Set(discovery.sites.map((s) => s.layer));
-        for (const l of opts.layers ?? []) {
-          if (!have.has(l)) throw new UserInputError(`--layers: the model has no attention layer ${l} (layers: 0-${discovery.sites.length - 1})`);
-        }
-        for (const s of discovery.sites) {
-          if (opts.layers && !opts.layers.includes(s.layer)) skipped.push({ layer: s.layer, reason: 'not selected by --layers' });
-          else if (s.kind === 'cross' && !opts.cross) {
-            const from = s.kvSource ? `the inputs '${s.kvSource.key}' and '${s.kvSource.value}'` : `'${s.k.input ?? '?'}'`;
-            skipped.push({ layer: s.layer, reason: `cross-attention (keys and values from ${from}): kept as softmax attention (--cross converts it)` });
-          } else if (s.mask.ignored.length && opts.strict) {
-            throw new UserInputError(`layer ${s.layer}: the linear branch cannot express ${s.mask.ignored.join('; ')} (--strict); convert without --strict to keep them on the softmax branch only`);
-          } else selected.push(s);
-        }
-        if (!selected.length) throw new UserInputError(`no attention layer to convert: ${skipped.map((s) => `layer ${s.layer}: ${s.reason}`).join('; ')}`);
-        return { model: m, modified: false };
-      },
-    },
-    {
-      name: 'tptt-memory',
-      inPlace: true,
-      run(m) {
-        toposort(m.graph);
-        const index = valueIndex(m.graph);
-        const w = opts.order + 1;
-        selected.forEach((site, i) => {
-          options.onProgress?.(i, selected.length, `layer ${site.layer}`);
-          // a window limits self-attention's context; cross-attention reads the whole encoder
-          // side, and its memory is rebuilt from it at each call (no state to carry)
-          if (opts.window !== undefined && opts.mu < 1 && site.kind === 'self') windows.push(`layer ${site.layer}: ${applyWindow(m, site, opts.window)}`);
-          const recurrent = opts.state && site.kind === 'self' && hasKvCache(site);
-          const past = recurrent ? addStateInputs(m.graph, site, w) : undefined;
-          const c = convertSite(m, site, opts, index, past);
-          if (recurrent) {
-            addStateOutputs(m.graph, site, c.presentState, c.presentWindow, w);
-            stateSites.push(site);
-            statePairs.push(
-              { input: past!.state.name, output: c.presentState.name, layer: site.layer, kind: 'state' },
-              { input: past!.window.name, output: c.presentWindow.name, layer: site.layer, kind: 'window' },
+    ctx.given.onProgress?.(ctx.selected.length, ctx.selected.length, 'done');
+    return { modified: ctx.converted.length > 0 };
+  },
+};
+
+const recurrentPass: ConvertPass = {
+  name: 'recurrent-state',
+  description: 'KV caches of converted layers: dropped at μ = 1 (with a tokens-seen counter when nothing else tells the past length), cut to the window, or kept',
+  effects: ['graph', 'inputs', 'outputs', 'context.state'],
+  condition: 'options.state (default) and a converted site has a KV cache',
+  when: (ctx) => ctx.options.state && ctx.stateSites.length > 0,
+  run(m, ctx) {
+    const opts = ctx.options;
+    const { state } = ctx;
+    const dropped: AttentionSite[] = [];
+    state.inputs.push(...ctx.statePairs.map((p) => p.input));
+    state.outputs.push(...ctx.statePairs.map((p) => p.output));
+    for (const site of ctx.stateSites) {
+      if (opts.mu === 1) {
+        state.removedKv.push(...dropKvCache(m, site));
+        dropped.push(site);
+      } else if (opts.window !== undefined) {
+        if (site.refs.fused) state.notes.push(`layer ${site.layer}: the KV cache of ${site.nodes.fused} is kept whole (the fused op manages it)`);
+        else {
+          const positional = positionsFromCache(m.graph, site);
+          if (positional) {
+            throw new UserInputError(
+              `window ${opts.window}: the model computes its token positions from the length of the KV cache '${positional.name}', which the window cuts to ${opts.window - 1} positions (decoding would then use wrong positions); convert without a window, or with μ = 1 (no KV cache left: a counter of the tokens seen gives the positions)`,
             );
           }
-          converted.push(c);
-        });
-        options.onProgress?.(selected.length, selected.length, 'done');
-        return { model: m, modified: converted.length > 0 };
-      },
+          state.cutKv.push(...cutKvCache(m.graph, site, opts.window));
+        }
+      }
+    }
+    if (dropped.length) {
+      const { removed, counter } = removeUnusedPastInputs(m, dropped, ctx.discovery!.sites, ctx.io!);
+      state.removedKv.push(...removed);
+      if (counter) {
+        state.inputs.push(counter.input.name);
+        state.outputs.push(counter.output.name);
+        ctx.statePairs.push({ input: counter.input.name, output: counter.output.name, layer: -1, kind: 'length' });
+      }
+    }
+    return { modified: true };
+  },
+};
+
+const loraPass: ConvertPass = {
+  name: 'lora',
+  description: 'adds LoRA adapters (B = 0: nothing changes until trained) on the q, k, v and output projections (or every linear layer)',
+  effects: ['graph', 'initializers', 'context.adapters'],
+  condition: 'options.loraRank is set',
+  when: (ctx) => ctx.options.loraRank !== undefined,
+  run(m, ctx) {
+    const opts = ctx.options;
+    ctx.adapters = addLora(m, loraTargets(m, ctx.selected, opts.loraTargets), { rank: opts.loraRank!, alpha: opts.loraAlpha, seed: opts.seed });
+    return { modified: ctx.adapters.length > 0 };
+  },
+};
+
+const lowerPass: ConvertPass = {
+  name: 'lower',
+  description: 'lowers ai.tptt.LiZA for the target: com.microsoft.LinearAttention (ort) or LinearAttention at opset 27 (onnx27)',
+  effects: ['graph', 'functions', 'opset', 'context.lowering'],
+  condition: "options.target is 'ort' (default) or 'onnx27'",
+  when: (ctx) => ctx.options.target !== 'portable',
+  run(m, ctx) {
+    if (ctx.options.target === 'onnx27') {
+      const first: UpgradeReport | null = ctx.opsetUpgrade;
+      const up = upgradeOpset(m, LINEAR_ATTENTION_OPSET);
+      ctx.opsetUpgrade = first ? { from: first.from, to: up.to, changes: [...first.changes, ...up.changes] } : up;
+      // (model-local functions are rewritten and follow the model's default opset: onnxruntime requires it)
+    }
+    ctx.lowering = ctx.options.target === 'ort' ? lowerLizaToContrib(m) : lowerLizaToOnnx27(m);
+    return { modified: true };
+  },
+};
+
+/** Dead-code elimination and a stable topological sort of the main graph. */
+function cleanupPass(name: string, condition?: { text: string; when: (ctx: ConvertContext) => boolean }): ConvertPass {
+  return {
+    name,
+    description: 'removes what nothing reads any more and sorts the graph',
+    effects: ['graph'],
+    condition: condition?.text,
+    when: condition?.when,
+    run(m) {
+      const removed = eliminateDeadCode(m.graph);
+      toposort(m.graph);
+      return { modified: removed > 0 };
     },
-  );
-  if (opts.state) {
-    passes.push({
-      name: 'recurrent-state',
-      inPlace: true,
-      run(m) {
-        if (!stateSites.length) return { model: m, modified: false };
-        const dropped: AttentionSite[] = [];
-        state.inputs.push(...statePairs.map((p) => p.input));
-        state.outputs.push(...statePairs.map((p) => p.output));
-        for (const site of stateSites) {
-          if (opts.mu === 1) {
-            state.removedKv.push(...dropKvCache(m, site));
-            dropped.push(site);
-          } else if (opts.window !== undefined) {
-            if (site.refs.fused) state.notes.push(`layer ${site.layer}: the KV cache of ${site.nodes.fused} is kept whole (the fused op manages it)`);
-            else {
-              const positional = positionsFromCache(m.graph, site);
-              if (positional) {
-                throw new UserInputError(
-                  `window ${opts.window}: the model computes its token positions from the length of the KV cache '${positional.name}', which the window cuts to ${opts.window - 1} positions (decoding would then use wrong positions); convert without a window, or with μ = 1 (no KV cache left: a counter of the tokens seen gives the positions)`,
-                );
-              }
-              state.cutKv.push(...cutKvCache(m.graph, site, opts.window));
-            }
-          }
-        }
-        if (dropped.length) {
-          const { removed, counter } = removeUnusedPastInputs(m, dropped, discovery!.sites, io!);
-          state.removedKv.push(...removed);
-          if (counter) {
-            state.inputs.push(counter.input.name);
-            state.outputs.push(counter.output.name);
-            statePairs.push({ input: counter.input.name, output: counter.output.name, layer: -1, kind: 'length' });
-          }
-        }
-        return { model: m, modified: true };
-      },
-    });
-  }
-  if (opts.loraRank !== undefined) {
-    passes.push({
-      name: 'lora',
-      inPlace: true,
-      run(m) {
-        adapters = addLora(m, loraTargets(m, selected, opts.loraTargets), { rank: opts.loraRank!, alpha: opts.loraAlpha, seed: opts.seed });
-        return { model: m, modified: adapters.length > 0 };
-      },
-    });
-  }
-  passes.push(cleanupPass('cleanup'));
-  if (opts.target !== 'portable') {
-    passes.push({
-      name: `lower-${opts.target}`,
-      inPlace: true,
-      run(m) {
-        if (opts.target === 'onnx27') {
-          const first: UpgradeReport | null = opsetUpgrade;
-          const up = upgradeOpset(m, LINEAR_ATTENTION_OPSET);
-          opsetUpgrade = first ? { from: first.from, to: up.to, changes: [...first.changes, ...up.changes] } : up;
-          // (model-local functions are rewritten and follow the model's default opset: onnxruntime requires it)
-        }
-        lowering = opts.target === 'ort' ? lowerLizaToContrib(m) : lowerLizaToOnnx27(m);
-        return { model: m, modified: true };
-      },
-    });
-    passes.push(cleanupPass('cleanup-after-lowering'));
-  }
-  let result;
-  try {
-    result = runPasses(model, passes, { verify: opts.verify });
-  } catch (e) {
-    // a problem with the user's model or options is reported as such, not as a pass failure
-    if (e instanceof PassError && e.cause instanceof UserInputError) throw e.cause;
-    throw e;
-  }
-  const { verify: _v, ...reported } = opts;
-  setMetadata(model.metadataProps, CONVERTED_KEY, JSON.stringify(reported));
-  if (io) {
-    // the interface of the converted model: the original's roles, the pairs that are left, the new state pairs
-    const inputs = new Set(model.graph.inputs.map((v) => v.name));
-    const outputs = new Set(model.graph.outputs.map((v) => v.name));
-    const base: DecoderIO = io;
-    const pairs = [...base.pairs, ...statePairs].filter((p) => inputs.has(p.input) && outputs.has(p.output));
-    writeDecoderIO(model, { ...base, pairs: pairs.sort((a, b) => a.layer - b.layer) });
-  }
-  const report: ConvertReport = {
-    options: reported,
-    sites: converted.map(({ presentState: _s, presentWindow: _w, lizaNode: _n, values: _v, ...rest }) => rest),
-    skipped,
-    rejected: (discovery?.rejected ?? []).map((r) => ({ node: r.node, reason: r.reason })),
-    windows,
-    inlined,
-    state,
-    lora: adapters.map((a) => ({ target: a.target, a: a.a.name, b: a.b.name, rank: a.rank, scale: a.scale })),
-    parametersAdded: converted.filter((c) => c.mu).length + adapters.reduce((n, a) => n + a.rank * (a.in + a.out), 0),
-    opsUsed: opCounts(model),
-    lowering,
-    opsetUpgrade,
-    nodesBefore,
-    nodesAfter: model.graph.size,
-    passes: result.runs.map((r) => r.pass),
   };
-  return { report, sites: converted };
+}
+
+/**
+ * The conversion as data: a named, ordered list of passes that a toolchain can list,
+ * reorder and extend (`insertAfter('discover-attention', myPass)`), then run on a model.
+ * `convertPipeline()` gives the built-in one; `convertModel` runs it.
+ */
+export class ConvertPipeline {
+  readonly passes: ConvertPass[];
+
+  constructor(passes: readonly ConvertPass[]) {
+    this.passes = [...passes];
+  }
+
+  names(): string[] {
+    return this.passes.map((p) => p.name);
+  }
+
+  private indexOf(name: string): number {
+    const i = this.passes.findIndex((p) => p.name === name);
+    if (i < 0) throw new UserInputError(`the conversion pipeline has no pass '${name}' (passes: ${this.names().join(', ')})`);
+    return i;
+  }
+
+  private checkNew(pass: ConvertPass): void {
+    if (!pass || typeof pass.name !== 'string' || !pass.name || typeof pass.run !== 'function') {
+      throw new UserInputError('a pass needs a name (string) and a run(model, context) function');
+    }
+    if (this.passes.some((p) => p.name === pass.name)) throw new UserInputError(`the conversion pipeline already has a pass '${pass.name}'`);
+  }
+
+  insertAfter(name: string, pass: ConvertPass): this {
+    this.checkNew(pass);
+    this.passes.splice(this.indexOf(name) + 1, 0, pass);
+    return this;
+  }
+
+  insertBefore(name: string, pass: ConvertPass): this {
+    this.checkNew(pass);
+    this.passes.splice(this.indexOf(name), 0, pass);
+    return this;
+  }
+
+  remove(name: string): this {
+    this.passes.splice(this.indexOf(name), 1);
+    return this;
+  }
+
+  /** Converts `model` in place; returns the report and the rewritten sites with their IR values. */
+  run(model: Model, options: ConvertOptions = {}): ConvertResult {
+    const opts = resolveConvertOptions(options);
+    checkNotConverted(model);
+    const nodesBefore = model.graph.size;
+    const ctx: ConvertContext = {
+      options: opts,
+      given: options,
+      discovery: null,
+      io: null,
+      selected: [],
+      skipped: [],
+      converted: [],
+      windows: [],
+      inlined: [],
+      stateSites: [],
+      statePairs: [],
+      state: { inputs: [], outputs: [], removedKv: [], cutKv: [], notes: [] },
+      adapters: [],
+      lowering: null,
+      opsetUpgrade: null,
+    };
+    // each pass runs through the PassManager (verification after it, failures named with
+    // the passes before them); whether it applies is decided when its turn comes
+    const ran = new Set<string>();
+    const steps: Pass[] = this.passes.map((p) => ({
+      name: p.name,
+      inPlace: true,
+      run(m: Model) {
+        if (p.when && !p.when(ctx, m)) return { model: m, modified: false, skipped: true };
+        ran.add(p.name);
+        return { model: m, modified: Boolean(p.run(m, ctx)?.modified) };
+      },
+    }));
+    try {
+      runPasses(model, steps, { verify: opts.verify });
+    } catch (e) {
+      // a problem with the user's model or options is reported as such, not as a pass failure
+      if (e instanceof PassError && e.cause instanceof UserInputError) throw e.cause;
+      throw e;
+    }
+    const { verify: _v, ...reported } = opts;
+    setMetadata(model.metadataProps, CONVERTED_KEY, JSON.stringify(reported));
+    if (ctx.io) {
+      // the interface of the converted model: the original's roles, the pairs that are left, the new state pairs
+      const inputs = new Set(model.graph.inputs.map((v) => v.name));
+      const outputs = new Set(model.graph.outputs.map((v) => v.name));
+      const base: DecoderIO = ctx.io;
+      const pairs = [...base.pairs, ...ctx.statePairs].filter((p) => inputs.has(p.input) && outputs.has(p.output));
+      writeDecoderIO(model, { ...base, pairs: pairs.sort((a, b) => a.layer - b.layer) });
+    }
+    const report: ConvertReport = {
+      options: reported,
+      sites: ctx.converted.map(({ presentState: _s, presentWindow: _w, lizaNode: _n, values: _v, ...rest }) => rest),
+      skipped: ctx.skipped,
+      rejected: (ctx.discovery?.rejected ?? []).map((r) => ({ node: r.node, reason: r.reason })),
+      windows: ctx.windows,
+      inlined: ctx.inlined,
+      state: ctx.state,
+      lora: ctx.adapters.map((a) => ({ target: a.target, a: a.a.name, b: a.b.name, rank: a.rank, scale: a.scale })),
+      parametersAdded: ctx.converted.filter((c) => c.mu).length + ctx.adapters.reduce((n, a) => n + a.rank * (a.in + a.out), 0),
+      opsUsed: opCounts(model),
+      lowering: ctx.lowering,
+      opsetUpgrade: ctx.opsetUpgrade,
+      nodesBefore,
+      nodesAfter: model.graph.size,
+      passes: this.names().filter((n) => ran.has(n)),
+    };
+    return { report, sites: ctx.converted };
+  }
+}
+
+/** The built-in conversion pipeline (a fresh copy: change it freely). */
+export function convertPipeline(): ConvertPipeline {
+  return new ConvertPipeline([
+    upgradeOpsetPass,
+    inlinePass,
+    discoverPass,
+    memoryPass,
+    recurrentPass,
+    loraPass,
+    cleanupPass('cleanup'),
+    lowerPass,
+    cleanupPass('cleanup-after-lowering', { text: "options.target is 'ort' (default) or 'onnx27'", when: (ctx) => ctx.options.target !== 'portable' }),
+  ]);
+}
+
+/** Converts `model` in place with the built-in pipeline; returns the report and the rewritten sites with their IR values. */
+export function convertModel(model: Model, options: ConvertOptions = {}): ConvertResult {
+  return convertPipeline().run(model, options);
 }
 
 /**
@@ -318,19 +470,6 @@ function loraTargets(model: Model, sites: AttentionSite[], which: 'attention' | 
     }
   }
   return out;
-}
-
-/** Dead-code elimination and a stable topological sort of the main graph. */
-function cleanupPass(name: string): Pass {
-  return {
-    name,
-    inPlace: true,
-    run(m) {
-      const removed = eliminateDeadCode(m.graph);
-      toposort(m.graph);
-      return { model: m, modified: removed > 0 };
-    },
-  };
 }
 
 function opCounts(model: Model): Record<string, number> {
