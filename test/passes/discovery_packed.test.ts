@@ -53,4 +53,15 @@ describe('position biases the linear branch cannot express', () => {
     expect(s!.mask.ignored[0]).toMatch(/^bias '.*' added to the scores \(from constant '(alibi\.slopes|relative_attention_bias\.weight)'/);
     expect(() => convert(packedEncoderModel({ cut: 'gather', bias }), { strict: true })).toThrow(/the linear branch cannot express bias/);
   });
+
+  it.each(['alibi', 't5'] as const)('%s: converts without --strict: μ = 0 reproduces the original, each layer mixes (1−μ)·a + μ·LiZA at μ 0.5 and 1 (≤ 2e-4)', async (bias) => {
+    const model = () => packedEncoderModel({ cut: 'gather', bias });
+    const base = await runModel(model(), feeds());
+    const m = model();
+    const r = convert(m, { mu: 0, target: 'ort' });
+    // the bias stays on the softmax branch (a), and the report lists it per converted site
+    expect(r.sites[0]!.ignored).toHaveLength(1);
+    expect(maxAbsDiff((await runModel(m, feeds())).y!.data as Float32Array, base.y!.data as Float32Array)).toBeLessThanOrEqual(1e-5);
+    for (const mu of [0.5, 1]) expect(await checkConvertedLayers(model(), feeds(), 'delta_product', mu), `μ ${mu}`).toBeLessThanOrEqual(2e-4);
+  });
 });

@@ -17,7 +17,7 @@ import { checkConvertedLayers, runModel } from '../../helpers/layer_check.js';
 
 const FIX = path.resolve(__dirname, '../../fixtures');
 /** Exports of real library code (tools/gen_foreign_fixtures.py), under fixtures/foreign/. */
-const FOREIGN = ['foreign/mha_encoder', 'foreign/mha_causal', 'foreign/mha_decoder', 'foreign/vit', 'foreign/swin', 'foreign/llama14', 'foreign/gptj', 'foreign/phi'];
+const FOREIGN = ['foreign/mha_encoder', 'foreign/mha_causal', 'foreign/mha_decoder', 'foreign/vit', 'foreign/swin', 'foreign/llama14', 'foreign/gptj', 'foreign/phi', 'foreign/encdec_decoder', 'foreign/encdec_decoder_past'];
 const FIXTURES = ['llama', 'llama_past', 'qwen2', 'qwen2_past', 'gpt2', 'gpt2_past', 'bert', 'attention23', 'gqa_contrib', ...FOREIGN];
 
 type Feeds = Record<string, ort.Tensor>;
@@ -25,7 +25,7 @@ type Feeds = Record<string, ort.Tensor>;
 function feedsOf(name: string): Feeds {
   const ref = loadRef(path.join(FIX, `${name}.ref.json`));
   const feeds: Feeds = {};
-  for (const i of ref.inputs) feeds[i.name] = new ort.Tensor(i.dtype as 'int64', i.data as BigInt64Array, i.dims);
+  for (const i of ref.inputs) feeds[i.name] = new ort.Tensor(i.dtype as 'int64' | 'float32', i.data as BigInt64Array | Float32Array, i.dims);
   return feeds;
 }
 
@@ -95,7 +95,7 @@ describe('convert: each converted layer equals (1−μ)·a + μ·LiZA_reference(
       expect(await checkLayers(name, rule, 0.5)).toBeLessThanOrEqual(2e-4);
     });
   }
-  it.each(['llama', 'gpt2', 'bert', 'foreign/mha_causal', 'foreign/vit'])('%s: delta_product, μ = 1', async (name) => {
+  it.each(['llama', 'qwen2_past', 'gpt2', 'bert', 'attention23', 'gqa_contrib', ...FOREIGN])('%s: delta_product, μ = 1', async (name) => {
     expect(await checkLayers(name, 'delta_product', 1)).toBeLessThanOrEqual(2e-4);
   });
 });
