@@ -30,6 +30,7 @@ interface ConvertCliOptions {
   cross?: boolean;
   strict?: boolean;
   pass?: string[];
+  crossState?: boolean;
   passAfter?: string;
   json?: boolean;
 }
@@ -63,6 +64,7 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
     .option('--seed <n>', 'seed for the LoRA initialisation', int('--seed'), 0)
     .option('--external-data <mode>', 'weights: keep (as the input has them; copied beside the output when saved elsewhere) | inline | FILE (tensors ≥ 1 KiB go to FILE)')
     .option('--cross', 'also convert cross-attention: a memory over the encoder side, read by every query (by default cross-attention stays softmax attention)')
+    .option('--cross-state', 'with --cross: compute each cross memory\'s states once per encoder output (exported beside the cross keys as …encoder.memory, read as an input by a graph with cached cross keys)')
     .option('--strict', 'refuse layers whose mask or bias (relative position bias, window masks, ALiBi) the linear branch cannot express')
     .option('--pass <file>', 'run your own pass (an ES module exporting { name, run(model, context) }) in the pipeline; repeatable (see titanize passes)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--pass-after <name>', `the pipeline pass after which --pass passes run (default ${DEFAULT_PASS_AFTER})`)
@@ -109,6 +111,7 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
         seed: opts.seed,
         verify: opts.verify,
         cross: opts.cross,
+        crossState: opts.crossState,
         strict: opts.strict,
         onProgress: (done, total) => {
           bar ??= progress(ctx.stderr, total, 'converting', { json: opts.json });

@@ -196,11 +196,12 @@ const memoryPass: ConvertPass = {
       const past = recurrent ? addStateInputs(m.graph, site, w) : undefined;
       const c = convertSite(m, site, opts, index, past);
       if (recurrent) {
-        addStateOutputs(m.graph, site, c.presentState, c.presentWindow, w);
+        // (a self-attention site always has its LiZA call)
+        addStateOutputs(m.graph, site, c.presentState!, c.presentWindow!, w);
         ctx.stateSites.push(site);
         ctx.statePairs.push(
-          { input: past!.state.name, output: c.presentState.name, layer: site.layer, kind: 'state' },
-          { input: past!.window.name, output: c.presentWindow.name, layer: site.layer, kind: 'window' },
+          { input: past!.state.name, output: c.presentState!.name, layer: site.layer, kind: 'state' },
+          { input: past!.window.name, output: c.presentWindow!.name, layer: site.layer, kind: 'window' },
         );
       }
       ctx.converted.push(c);
@@ -291,8 +292,21 @@ function cleanupPass(name: string, condition?: { text: string; when: (ctx: Conve
     effects: ['graph'],
     condition: condition?.text,
     when: condition?.when,
-    run(m) {
-      const removed = eliminateDeadCode(m.graph);
+    run(m, ctx) {
+      let removed = eliminateDeadCode(m.graph);
+      // cached cross keys and values that nothing reads any more (μ = 1 with --cross-state:
+      // the memory reads its states input, and no softmax branch is left)
+      for (const s of ctx.selected) {
+        if (s.kind !== 'cross' || !s.kvSource) continue;
+        for (const name of [s.kvSource.key, s.kvSource.value]) {
+          const input = m.graph.inputs.find((v) => v.name === name);
+          if (input && input.numUses === 0) {
+            m.graph.removeInput(input);
+            ctx.state.removedKv.push(name);
+            removed++;
+          }
+        }
+      }
       toposort(m.graph);
       return { modified: removed > 0 };
     },

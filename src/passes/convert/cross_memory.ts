@@ -13,8 +13,11 @@
  *
  * query head h reading kv head ⌊h / G⌋. The states come from two LiZA calls over (xk, xk,
  * xv) (their y is not used); the readout is standard ops, so every target and every opset
- * from 13 up runs it. The states depend on the encoder side only: decoding recomputes them
- * from the cached cross keys and values at each step (correct, not yet the cheapest).
+ * from 13 up runs it. The states depend on the encoder side only. By default a decoder
+ * graph with cached cross keys and values rebuilds them from the cache at each call; with
+ * `crossState` they are computed once: the graph that projects the encoder output exports
+ * them ([B, 2, Hkv, d, d], forward then reversed) beside its cross keys, and the graph with
+ * the caches reads them as an input instead of rebuilding them.
  */
 import { type Builder, type Graph, type Model, type Node, type Value } from '../../ir/index.js';
 import { addLizaNode, type LizaOpAttributes } from '../../ops/index.js';
@@ -26,8 +29,10 @@ const INT64_MIN = -9223372036854775808n;
 export interface CrossMemory {
   /** The memory's output [B, Tq, Hq·d]. */
   y: Value;
-  /** The two LiZA nodes (forward and reversed encoder sequence). */
-  nodes: [Node, Node];
+  /** The two LiZA nodes (forward and reversed encoder sequence); none when the states were given. */
+  nodes: Node[];
+  /** The two states [B, 2, Hkv, d, d] (forward, reversed). */
+  states: Value;
 }
 
 /** Reverses axis 1 (time) of `x`. */
@@ -52,7 +57,7 @@ export function addCrossMemory(
   b: Builder,
   attrs: LizaOpAttributes,
   inputs: { xq: Value; xk: Value; xv: Value; mask: Value | null },
-  options: { before: Node; prefix: string },
+  options: { before: Node; prefix: string; states?: Value | null },
 ): CrossMemory {
   const Hq = attrs.q_num_heads;
   const Hkv = attrs.kv_num_heads;
@@ -63,13 +68,26 @@ export function addCrossMemory(
     const r = addLizaNode(model, graph, stateAttrs, { xq: xk, xk, xv, mask, pastState: null, pastWindow: null }, { before: options.before, name: `${options.prefix}LiZA_${which}` });
     return { node: r.node, S: r.presentState };
   };
-  const fwd = state(inputs.xk, inputs.xv, inputs.mask, 'memory');
-  const bwd = state(
-    reverseTime(b, inputs.xk, 'xk_reversed'),
-    reverseTime(b, inputs.xv, 'xv_reversed'),
-    inputs.mask ? reverseTime(b, inputs.mask, 'mask_reversed') : null,
-    'memory_reversed',
-  );
+  let S: [Value, Value];
+  let states: Value;
+  let nodes: Node[] = [];
+  if (options.states) {
+    // computed once, by the graph that saw the encoder output
+    states = options.states;
+    const pick = (i: number): Value => b.op('Gather', [states, b.constant(BigInt64Array.from([BigInt(i)]), [])], { axis: 1 }, { name: i ? 'S_reversed' : 'S_forward' });
+    S = [pick(0), pick(1)];
+  } else {
+    const fwd = state(inputs.xk, inputs.xv, inputs.mask, 'memory');
+    const bwd = state(
+      reverseTime(b, inputs.xk, 'xk_reversed'),
+      reverseTime(b, inputs.xv, 'xv_reversed'),
+      inputs.mask ? reverseTime(b, inputs.mask, 'mask_reversed') : null,
+      'memory_reversed',
+    );
+    S = [fwd.S, bwd.S];
+    nodes = [fwd.node, bwd.node];
+    states = b.op('Concat', [b.op('Unsqueeze', [fwd.S, b.ints([1])]), b.op('Unsqueeze', [bwd.S, b.ints([1])])], { axis: 1 }, { name: 'memory_states' });
+  }
   // q̂ per head, grouped by kv head: [B, Tq, Hq·d] → [B, Hkv, G·Tq, d]
   const heads = b.op('Reshape', [inputs.xq, b.ints([0, 0, Hq, d])], {}, { name: 'q_heads' });
   const silu = b.op('Mul', [heads, b.op('Sigmoid', [heads])], {}, { name: 'q_silu' });
@@ -81,7 +99,7 @@ export function addCrossMemory(
     const flat = b.op('Reshape', [tokens, b.ints([0, 0, Hq * d])], {}, { name: `o_${which}_flat` });
     return normalizeLast(b, flat, RMS_EPS, Hq * d, `y_${which}`);
   };
-  const sum = b.op('Add', [readout(fwd.S, 'forward'), readout(bwd.S, 'reversed')]);
+  const sum = b.op('Add', [readout(S[0], 'forward'), readout(S[1], 'reversed')]);
   const y = b.op('Mul', [sum, b.scalar(0.5)], {}, { name: 'cross_memory' });
-  return { y, nodes: [fwd.node, bwd.node] };
+  return { y, nodes, states };
 }

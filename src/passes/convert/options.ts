@@ -45,6 +45,13 @@ export interface ConvertOptions {
   verify?: boolean;
   /** Also convert cross-attention sites (default false: they stay softmax attention). */
   cross?: boolean;
+  /**
+   * With `cross`: compute a cross memory's states once per encoder output. A graph that
+   * projects the encoder output exports them (`…encoder.memory` beside `…encoder.key`); a
+   * graph with cached cross keys and values reads them as an input instead of rebuilding
+   * them at every call (and at μ = 1 no longer needs the cached keys and values).
+   */
+  crossState?: boolean;
   /** Refuse sites whose mask or bias the linear branch cannot express (default false: convert and report them). */
   strict?: boolean;
   /** Progress callback: (done, total, what). */
@@ -67,6 +74,7 @@ export interface ResolvedConvertOptions {
   state: boolean;
   verify: boolean;
   cross: boolean;
+  crossState: boolean;
   strict: boolean;
 }
 
@@ -89,6 +97,7 @@ export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions
   if (o.loraTargets !== undefined && o.loraTargets !== 'attention' && o.loraTargets !== 'all') {
     throw new UserInputError(`--lora-targets must be 'attention' or 'all', got '${o.loraTargets}'`);
   }
+  if (o.crossState && !o.cross) throw new UserInputError('--cross-state needs --cross (it carries the states of cross-attention memories)');
   const chunkSize = o.chunkSize ?? 64;
   if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserInputError(`--chunk-size must be a positive integer, got ${chunkSize}`);
   return {
@@ -107,6 +116,7 @@ export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions
     state: o.state ?? true,
     verify: o.verify ?? true,
     cross: o.cross ?? false,
+    crossState: o.crossState ?? false,
     strict: o.strict ?? false,
   };
 }

@@ -5,7 +5,7 @@
  * float initializer per layer, `tptt.layers.{i}.mag.mu`. With μ = 1 the output projection
  * reads LiZA directly, so the softmax branch becomes dead and cleanup removes it.
  */
-import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInputError, type Value, setMetadata } from '../../ir/index.js';
+import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInputError, Value, setMetadata, tensorType } from '../../ir/index.js';
 import { type LizaNodeResult, addLizaNode, addMagNode, type LizaOpAttributes } from '../../ops/index.js';
 import { type AttentionSite, CANONICAL_LAYOUT, type Projection } from '../attention/site.js';
 import { sameLayout } from '../attention/trace.js';
@@ -36,10 +36,10 @@ export interface ConvertedSite {
   mask: string | null;
   /** Biases and masks of the site that the linear branch does not apply (they stay on the softmax branch). */
   ignored: string[];
-  /** LiZA's present state/window outputs (unused until the recurrent-state pass wires them). */
-  presentState: Value;
-  presentWindow: Value;
-  lizaNode: Node;
+  /** LiZA's present state/window outputs (unused until the recurrent-state pass wires them); null for a cross memory read from its states input. */
+  presentState: Value | null;
+  presentWindow: Value | null;
+  lizaNode: Node | null;
   /**
    * IR values of the rewrite (for tests and later passes; not part of the JSON report), in
    * [B, T, ·]: `attention` is the softmax output (relaid out when the site's layout differs).
@@ -139,8 +139,13 @@ export function convertSite(
     max_seq_len: opts.maxSeqLen,
   };
   if (cross && past) throw new UserInputError(`layer ${site.layer}: a cross-attention memory carries no state between calls (it is rebuilt from the encoder side)`);
-  const liza = cross
-    ? crossLiza(addCrossMemory(model, graph, b, attrs, { xq, xk, xv, mask }, { before, prefix }))
+  // crossState: the states come in as an input where the keys and values are cached inputs
+  const statesIn = cross && opts.crossState && site.kvSource ? addMemoryInput(graph, site) : null;
+  const memory = cross ? addCrossMemory(model, graph, b, attrs, { xq, xk, xv, mask }, { before, prefix, states: statesIn }) : null;
+  // ... and go out beside the cross keys where the graph exports them
+  if (memory && opts.crossState && !statesIn && site.present) addMemoryOutput(graph, site.present.key, memory.states);
+  const liza = memory
+    ? crossLiza(memory)
     : selfLiza(addLizaNode(model, graph, attrs, { xq, xk, xv, mask, pastState: past?.state ?? null, pastWindow: past?.window ?? null }, { before, name: `${prefix}LiZA` }));
   for (const node of liza.nodes) {
     setMetadata(node.metadataProps, 'titanize.rule', TPTT_RULE);
@@ -150,7 +155,7 @@ export function convertSite(
   // transfer (read from the original model when μ = 1 removes it here)
   // (only for [B, T, H·d] outputs: a teacher's value in another layout would not line up with y;
   // and not for cross-attention, whose LiZA nodes build a state rather than the output)
-  if (!cross && sameLayout(site.layout.output, CANONICAL_LAYOUT.output)) setMetadata(liza.node.metadataProps, ATTENTION_OUTPUT_KEY, a.name);
+  if (!cross && liza.node && sameLayout(site.layout.output, CANONICAL_LAYOUT.output)) setMetadata(liza.node.metadataProps, ATTENTION_OUTPUT_KEY, a.name);
   let mixed: Value;
   let magName: string | null = null;
   let muName: string | null = null;
@@ -194,21 +199,49 @@ export function convertSite(
 
 /** The memory of a site: its output y, its LiZA node(s), the state outputs of the (first) one. */
 interface SiteMemory {
-  node: Node;
+  node: Node | null;
   nodes: Node[];
   y: Value;
-  presentState: Value;
-  presentWindow: Value;
+  presentState: Value | null;
+  presentWindow: Value | null;
 }
 
 function selfLiza(r: LizaNodeResult): SiteMemory {
   return { ...r, nodes: [r.node] };
 }
 
-/** A cross memory in the shape of a LiZA call: y is the memory's output, the state that of the forward pass. */
+/** A cross memory in the shape of a LiZA call: y is the memory's output, the state that of the forward pass (if it has LiZA calls). */
 function crossLiza(m: CrossMemory): SiteMemory {
-  const [node] = m.nodes;
-  return { node, nodes: m.nodes, y: m.y, presentState: node.outputs[1]!, presentWindow: node.outputs[2]! };
+  const node = m.nodes[0] ?? null;
+  return { node, nodes: m.nodes, y: m.y, presentState: node?.outputs[1] ?? null, presentWindow: node?.outputs[2] ?? null };
+}
+
+/**
+ * The name of a cross memory's states beside a cross key cache name: `…key` → `…memory`
+ * (present.1.encoder.key → present.1.encoder.memory, past_key_values.1.encoder.key →
+ * past_key_values.1.encoder.memory), so the same mapping carries keys and states from the
+ * graph without past to the one with it.
+ */
+export function crossMemoryName(keyName: string): string {
+  return keyName.endsWith('key') ? `${keyName.slice(0, -3)}memory` : `${keyName}.memory`;
+}
+
+
+function addMemoryInput(graph: Graph, site: AttentionSite): Value {
+  const key = site.kvSource!.key;
+  const name = crossMemoryName(key);
+  if (graph.inputs.some((v) => v.name === name)) throw new UserInputError(`layer ${site.layer}: the model already has an input '${name}'; was it converted before?`);
+  const t = graph.inputs.find((v) => v.name === key)?.type;
+  const batch = t?.kind === 'tensor' && t.shape?.[0] ? (t.shape[0].param ?? t.shape[0].value ?? 'batch') : 'batch';
+  return graph.addInput(new Value(name, tensorType(DataType.FLOAT, [batch, 2, site.numKvHeads, site.headDim, site.headDim])));
+}
+
+function addMemoryOutput(graph: Graph, keyName: string, states: Value): void {
+  const name = crossMemoryName(keyName);
+  if (graph.outputs.some((v) => v.name === name)) throw new UserInputError(`the model already has an output '${name}'; was it converted before?`);
+  const out = new Builder(graph, { tag: TPTT_RULE }).op('Identity', [states]);
+  out.name = name;
+  graph.addOutput(out);
 }
 
 function uniqueInitializer(graph: Graph, name: string): string {
