@@ -9,7 +9,7 @@
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import * as ort from 'onnxruntime-web/all';
-import { type AttentionReport, type Model, attentionReport, convert, decodeModel, decoderIO, discoverAttention, encodeModel } from '../src/browser.js';
+import { type AttentionReport, type Model, attentionReport, blobSource, convert, decodeModel, decoderIO, discoverAttention, encodeModel } from '../src/browser.js';
 
 const EXAMPLE = { model: './example/lm.onnx', tokenizer: './example/tokenizer.json' };
 ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href;
@@ -24,6 +24,8 @@ const status = (text: string): void => {
 interface PageState {
   name: string;
   original: Uint8Array | null;
+  /** External data files chosen with the model (weights read from them only when needed). */
+  dataFiles: File[];
   model: Model | null;
   converted: Uint8Array | null;
   session: ort.InferenceSession | null;
@@ -31,7 +33,7 @@ interface PageState {
   tokenizer: Tokenizer | null;
 }
 
-const state: PageState = { name: '', original: null, model: null, converted: null, session: null, backend: '', tokenizer: null };
+const state: PageState = { name: '', original: null, dataFiles: [], model: null, converted: null, session: null, backend: '', tokenizer: null };
 
 async function fetchBytes(url: string): Promise<Uint8Array> {
   const r = await fetch(url);
@@ -39,17 +41,29 @@ async function fetchBytes(url: string): Promise<Uint8Array> {
   return new Uint8Array(await r.arrayBuffer());
 }
 
-/** Reads a model from its bytes and lists its attention sites. */
-function openModel(name: string, bytes: Uint8Array): AttentionReport {
+/** Decodes the open model, its external weights (if any) read lazily from the chosen data files. */
+async function decodeOpen(): Promise<Model> {
+  if (!state.dataFiles.length) return decodeModel(state.original!);
+  const source = blobSource(state.dataFiles);
+  const model = decodeModel(state.original!, { externalData: source });
+  // the small tensors passes look at (shapes, scales) are read now; big weights stay in the files
+  await source.prefetch(model);
+  return model;
+}
+
+/** Reads a model from its bytes (and external data files) and lists its attention sites. */
+async function openModel(name: string, bytes: Uint8Array, dataFiles: File[] = []): Promise<AttentionReport> {
   state.name = name;
   state.original = bytes;
-  state.model = decodeModel(bytes);
+  state.dataFiles = dataFiles;
+  state.model = await decodeOpen();
   state.converted = null;
   state.session = null;
   const report = attentionReport(discoverAttention(state.model));
   const rows = report.sites.map((s) => `<tr><td>${s.layer}</td><td>${s.form}</td><td>${s.kind}</td><td>${s.numHeads}</td><td>${s.numKvHeads}</td><td>${s.headDim}</td><td>${s.causal ? 'yes' : 'no'}</td><td>${s.mask.kind}</td></tr>`);
   $('sites').querySelector('tbody')!.innerHTML = rows.join('') || '<tr><td colspan="8">no attention found</td></tr>';
-  $('model-info').textContent = `${name}: ${(bytes.length / 1024).toFixed(0)} KiB, ${state.model.graph.nodes().length} nodes, ${report.sites.length} attention sites${report.rejected.length ? `, ${report.rejected.length} other Softmax` : ''}`;
+  const data = dataFiles.length ? ` + external data ${dataFiles.map((f) => `${f.name} (${(f.size / 1024).toFixed(0)} KiB)`).join(', ')}` : '';
+  $('model-info').textContent = `${name}: ${(bytes.length / 1024).toFixed(0)} KiB${data}, ${state.model.graph.nodes().length} nodes, ${report.sites.length} attention sites${report.rejected.length ? `, ${report.rejected.length} other Softmax` : ''}`;
   $<HTMLButtonElement>('convert').disabled = report.sites.length === 0;
   $<HTMLButtonElement>('generate').disabled = true;
   status(`opened ${name}`);
@@ -58,23 +72,26 @@ function openModel(name: string, bytes: Uint8Array): AttentionReport {
 
 /** Creates a session on WebGPU when the browser offers it, else on WebAssembly (and says why). */
 async function openSession(bytes: Uint8Array): Promise<{ session: ort.InferenceSession; backend: string }> {
+  // onnxruntime-web takes external data as bytes (the runtime needs the weights in memory)
+  const externalData = await Promise.all(state.dataFiles.map(async (f) => ({ path: f.name, data: new Uint8Array(await f.arrayBuffer()) })));
+  const extra = externalData.length ? { externalData } : {};
   let why = 'this browser has no WebGPU (navigator.gpu)';
   if ('gpu' in navigator) {
     try {
       const adapter = await (navigator as unknown as { gpu: { requestAdapter(): Promise<unknown> } }).gpu.requestAdapter();
-      if (adapter) return { session: await ort.InferenceSession.create(bytes, { executionProviders: ['webgpu'] }), backend: 'webgpu' };
+      if (adapter) return { session: await ort.InferenceSession.create(bytes, { executionProviders: ['webgpu'], ...extra }), backend: 'webgpu' };
       why = 'the browser found no WebGPU adapter';
     } catch (e) {
       why = `WebGPU failed (${(e as Error).message.split('\n')[0]})`;
     }
   }
-  return { session: await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] }), backend: `wasm (${why}; fell back to WebAssembly)` };
+  return { session: await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], ...extra }), backend: `wasm (${why}; fell back to WebAssembly)` };
 }
 
 /** Converts the open model with `options` (titanize's passes, here in the page) and opens it in onnxruntime-web. */
 async function convertOpen(options: { rule?: string; mu?: number } = {}): Promise<{ bytes: number; backend: string }> {
   if (!state.original) throw new Error('open a model first');
-  const model = decodeModel(state.original);
+  const model = await decodeOpen();
   const t0 = performance.now();
   const report = convert(model, { target: 'ort', ...(options as object) });
   state.model = model;
@@ -84,7 +101,8 @@ async function convertOpen(options: { rule?: string; mu?: number } = {}): Promis
   state.session = opened.session;
   state.backend = opened.backend;
   const link = $<HTMLAnchorElement>('download');
-  link.href = URL.createObjectURL(new Blob([state.converted], { type: 'application/octet-stream' }));
+  // (external weights stay references to the chosen data files: keep those beside the download)
+  link.href = URL.createObjectURL(new Blob([state.converted as Uint8Array<ArrayBuffer>], { type: 'application/octet-stream' }));
   link.download = state.name.replace(/\.onnx$/, '') + '.titan.onnx';
   link.hidden = false;
   $<HTMLButtonElement>('generate').disabled = !state.tokenizer;
@@ -147,7 +165,7 @@ async function loadExample(): Promise<AttentionReport> {
   status('loading the bundled example…');
   const [bytes, tok] = await Promise.all([fetchBytes(EXAMPLE.model), fetch(EXAMPLE.tokenizer).then((r) => r.json())]);
   state.tokenizer = new Tokenizer(tok, {});
-  return openModel('lm.onnx', bytes);
+  return await openModel('lm.onnx', bytes);
 }
 
 async function generateText(prompt: string, count: number): Promise<string> {
@@ -167,8 +185,9 @@ $('example').addEventListener('click', guard(loadExample));
 $<HTMLInputElement>('file').addEventListener(
   'change',
   guard(async () => {
-    const f = $<HTMLInputElement>('file').files?.[0];
-    if (f) openModel(f.name, new Uint8Array(await f.arrayBuffer()));
+    const files = Array.from($<HTMLInputElement>('file').files ?? []);
+    const model = files.find((f) => f.name.endsWith('.onnx')) ?? files[0];
+    if (model) await openModel(model.name, new Uint8Array(await model.arrayBuffer()), files.filter((f) => f !== model));
   }),
 );
 $('convert').addEventListener('click', guard(() => convertOpen({ rule: $<HTMLSelectElement>('rule').value, mu: Number($<HTMLInputElement>('mu').value) })));

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeModel } from '../../src/ir/index.js';
-import { loadModel } from '../../src/node/index.js';
+import { loadModel, saveModel } from '../../src/node/index.js';
 import { convert } from '../../src/passes/convert/convert.js';
 import { declaredTypes, generate } from '../../src/runtime/generate.js';
 import { maxAbs, maxAbsDiff } from '../helpers/compare.js';
@@ -117,5 +117,37 @@ describe.skipIf(!available)('the browser page', () => {
     await page.screenshot({ path: shot });
     expect(fs.statSync(shot).size).toBeGreaterThan(10_000);
     expect(errors).toEqual([]);
+  }, 120_000);
+
+  it('a model with external weights: the .onnx and its data file chosen together, converted without reading the weights into the model, runs like Node', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-web-external-'));
+    const onnx = path.join(dir, 'lm.onnx');
+    saveModel(loadModel(path.join(ROOT, 'test/fixtures/fidelity/lm.onnx')), onnx, { externalData: { location: 'lm.onnx.data' } });
+    expect(fs.statSync(onnx).size).toBeLessThan(200_000); // the weights are in lm.onnx.data
+    await page.setInputFiles('#file', [onnx, path.join(dir, 'lm.onnx.data')]);
+    await page.waitForFunction(() => document.getElementById('status')?.textContent === 'opened lm.onnx', undefined, { timeout: 60_000 });
+    expect(await page.textContent('#model-info')).toMatch(/^lm\.onnx: .* \+ external data lm\.onnx\.data \(\d+ KiB\), .* 4 attention sites/);
+    await page.evaluate(async (o) => (window as any).titanize.convert(o), OPTIONS);
+    const inPage = Uint8Array.from((await page.evaluate(() => (window as any).titanize.converted())) as number[]);
+    // Node converts the same external-data model; both keep the weights as references to lm.onnx.data
+    const m = loadModel(onnx);
+    convert(m, { ...OPTIONS, target: 'ort' });
+    const bytes = encodeModel(m);
+    expect(Buffer.from(inPage).equals(Buffer.from(bytes))).toBe(true);
+    expect(inPage.length).toBeLessThan(300_000);
+    const got = Float32Array.from((await page.evaluate((ids) => (window as any).titanize.logits(ids), IDS)) as number[]);
+    const converted = path.join(dir, 'lm.titan.onnx');
+    fs.writeFileSync(converted, bytes);
+    const s = await ort.InferenceSession.create(converted);
+    const T = IDS.length;
+    const want = (await s.run({
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(IDS, BigInt), [1, T]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
+    })).logits!.data as Float32Array;
+    await s.release();
+    expect(maxAbsDiff(got, want) / Math.max(1, maxAbs(want))).toBeLessThanOrEqual(1e-4);
+    expect(errors).toEqual([]);
+    fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 });
