@@ -6,6 +6,7 @@
 import * as ort from 'onnxruntime-node';
 import { UserInputError } from '../ir/errors.js';
 import { DataType } from '../ir/dtype.js';
+import { isOutOfMemory } from './execution_provider.js';
 import { elemTypeOf, staticShape } from '../ir/types.js';
 import type { TypeInfo } from '../ir/types.js';
 import type { Model } from '../ir/model.js';
@@ -160,7 +161,16 @@ export class DecoderState {
       );
     }
     const t0 = performance.now();
-    const outputs = await this.session.run(feeds);
+    let outputs: ort.InferenceSession.OnnxValueMapType;
+    try {
+      outputs = await this.session.run(feeds);
+    } catch (e) {
+      // a call too large for the device (or host) is the caller's to resize, not a crash
+      if (isOutOfMemory(e)) {
+        throw new UserInputError(`a call of ${B} row${B > 1 ? 's' : ''} × ${t} tokens does not fit in memory (${String((e as Error).message).split('\n')[0]}); try a smaller batch or a shorter prompt`);
+      }
+      throw e;
+    }
     const ms = performance.now() - t0;
     for (const p of this.pairs) this.past[p.input] = outputs[p.output] as ort.Tensor;
     const logits = (outputs[io.logits ?? ''] ?? outputs[this.session.outputNames[0]!]) as ort.Tensor;

@@ -74,8 +74,24 @@ export function providerProblem(ep: ExecutionProviderName): string | undefined {
 }
 
 /** Rewrites onnxruntime's provider errors into what is missing. */
+/** onnxruntime's ways of saying that memory ran out (CPU arena, CUDA, WebGPU buffers). */
+const OUT_OF_MEMORY = /out of memory|\bOOM\b|bad_alloc|failed to allocate|allocation failed|cannot allocate|insufficient memory|exceeds the (maximum|max) (buffer|allocation) size|maxBufferSize|maxStorageBufferBindingSize/i;
+
+/** True when `error` says that the model did not fit in the device's (or the host's) memory. */
+export function isOutOfMemory(error: unknown): boolean {
+  return OUT_OF_MEMORY.test(String((error as Error)?.message ?? error));
+}
+
+/** The sentence for a model (or a batch) too large for `ep`'s memory. */
+export function explainOutOfMemory(ep: ExecutionProviderName, error: unknown): string {
+  const msg = String((error as Error)?.message ?? error);
+  const where = ep === 'cpu' ? 'memory' : `the ${ep} device's memory`;
+  return `the model does not fit in ${where} (${firstLine(msg)}); try a smaller batch or a shorter sequence${ep === 'cpu' ? '' : ', or --ep cpu (--ep-fallback uses the CPU when the device cannot start the model)'}`;
+}
+
 export function explainProviderFailure(ep: ExecutionProviderName, error: unknown): string {
   const msg = String((error as Error)?.message ?? error);
+  if (isOutOfMemory(error)) return explainOutOfMemory(ep, error);
   if (ep === 'webgpu' && /adapter|vulkan/i.test(msg)) {
     return (
       'no WebGPU adapter is available (onnxruntime-node\'s WebGPU provider needs Vulkan: libvulkan.so.1 and a GPU driver; ' +
@@ -106,7 +122,7 @@ export async function createSession(model: string | Uint8Array, options: Session
       const session = await create(model, { ...deviceOutputOptions(ep, options.keepOnDevice), ...base, executionProviders: [ep] });
       return { session, ep };
     } catch (e) {
-      if (ep === 'cpu') throw e;
+      if (ep === 'cpu') throw isOutOfMemory(e) ? new ExecutionProviderError(explainOutOfMemory(ep, e)) : e;
       failure = explainProviderFailure(ep, e);
     }
   }
