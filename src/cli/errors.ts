@@ -45,9 +45,17 @@ function stackOf(e: unknown): string {
   return s;
 }
 
+/**
+ * The library names its options as fields (`options.loraRank`, `options.mu = 1`); the
+ * command line says the flags the user typed (`--lora-rank`, `--mu 1`).
+ */
+export function cliWording(message: string): string {
+  return message.replace(/\boptions\.([a-z][A-Za-z]*)( = )?/g, (_m, field: string, eq: string | undefined) => `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}${eq ? ' ' : ''}`);
+}
+
 /** One message on stderr: a single line when piped (scripts grep it), wrapped on a terminal. */
 function writeMessage(ctx: CliContext, message: string): void {
-  ctx.stderr.write(`${wrapForTerminal([message], ctx.stderr, 2).join('\n')}\n`);
+  ctx.stderr.write(`${wrapForTerminal([cliWording(message)], ctx.stderr, 2).join('\n')}\n`);
 }
 
 /** Writes the report for `e` to ctx.stderr and returns the exit status. */

@@ -108,5 +108,5 @@ function defaultOpset(f: IRFunction): number | undefined {
 }
 
 function refuse(n: Parameters<typeof describeNode>[0], from: number, to: number, why: string): UserInputError {
-  return new UserInputError(`cannot upgrade opset ${from} → ${to}: ${describeNode(n)}: ${why}; use --target ort or portable`);
+  return new UserInputError(`cannot upgrade opset ${from} → ${to}: ${describeNode(n)}: ${why}; use options.target = ort or portable`);
 }

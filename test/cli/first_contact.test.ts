@@ -8,6 +8,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { escapeControls } from '../../src/cli/commands/generate.js';
+import { cliWording } from '../../src/cli/errors.js';
+import { loadModel } from '../../src/node/index.js';
+import { convert } from '../../src/passes/convert/convert.js';
 import { FORM_NAMES } from '../../src/passes/attention/report.js';
 import { Capture, expectUserError, run } from './helpers.js';
 
@@ -73,6 +76,13 @@ describe('first contact', () => {
     }
     // llama, qwen2, gpt2 (± past), gqa_contrib, attention23 (positions through RotaryEmbedding), llama14, gptj, phi, mha_causal
     expect(generated).toBeGreaterThanOrEqual(12);
+  });
+
+  it('the library names option fields, the command line names flags', async () => {
+    expect(() => convert(loadModel(LLAMA), { mu: 1, window: 4 })).toThrow('options.window limits the softmax branch, and options.mu = 1 removes it: drop one of them');
+    expect(cliWording('options.window limits the softmax branch, and options.mu = 1 removes it')).toBe('--window limits the softmax branch, and --mu 1 removes it');
+    expect(cliWording('options.loraAlpha needs options.loraRank; options.crossState needs options.cross')).toBe('--lora-alpha needs --lora-rank; --cross-state needs --cross');
+    expectUserError(await run(['convert', LLAMA, '-o', path.join(tmp, 'x.onnx'), '--lora-alpha', '4']), /^titanize: error: --lora-alpha needs --lora-rank$/);
   });
 
   it('the README explains every form code that reports print', () => {

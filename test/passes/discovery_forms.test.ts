@@ -151,7 +151,7 @@ describe('cross-attention', () => {
 
   it('convert keeps it as softmax attention by default; with cross it gains a memory over the other sequence', () => {
     expect(() => convert(decomposedModel({ cross: true, mask: 'none' }), {})).toThrow(
-      /no attention layer to convert: layer 0: cross-attention \(keys and values from 'encoder_hidden_states'\): kept as softmax attention \(--cross converts it\)/,
+      /no attention layer to convert: layer 0: cross-attention \(keys and values from 'encoder_hidden_states'\): kept as softmax attention \(options\.cross converts it\)/,
     );
     const r = convert(decomposedModel({ cross: true, mask: 'none' }), { cross: true });
     expect(r.sites.map((s) => [s.layer, s.kind])).toEqual([[0, 'cross']]);
@@ -201,7 +201,7 @@ describe('cross-attention', () => {
 
   it('convert: cached cross K/V are skipped without --cross (named in the reason) and converted with it', () => {
     expect(() => convert(decomposedModel({ kvSource: 'cache', mask: 'none' }), {})).toThrow(
-      /layer 0: cross-attention \(keys and values from the inputs 'past_key_values.0.encoder.key' and 'past_key_values.0.encoder.value'\): kept as softmax attention \(--cross converts it\)/,
+      /layer 0: cross-attention \(keys and values from the inputs 'past_key_values.0.encoder.key' and 'past_key_values.0.encoder.value'\): kept as softmax attention \(options\.cross converts it\)/,
     );
     const r = convert(decomposedModel({ kvSource: 'cache', mask: 'none' }), { cross: true, loraRank: 2 });
     expect(r.sites.map((s) => [s.layer, s.kind])).toEqual([[0, 'cross']]);

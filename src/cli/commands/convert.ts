@@ -5,6 +5,7 @@ import { type ConvertReport, convertPipeline } from '../../passes/convert/conver
 import { CONVERT_TARGETS, type ConvertTarget, parseLayers } from '../../passes/convert/options.js';
 import { int, num, oneOf, refuseIneffective } from '../args.js';
 import type { CliContext } from '../context.js';
+import { cliWording } from '../errors.js';
 import { loadModelForCli } from '../load.js';
 import { loadUserPass } from '../user_pass.js';
 import { externalDataOption, saveOutput } from '../output.js';
@@ -120,7 +121,8 @@ export function addConvertCommand(program: Command, ctx: CliContext): void {
       });
       bar?.done();
       saveOutput(model, file, opts.output, externalData, { stream: ctx.stderr, json: opts.json });
-      if (opts.json) ctx.stdout.write(`${JSON.stringify({ output: opts.output, ...report }, null, 2)}\n`);
+      // (the reasons in the flags' words, as everything the command prints)
+      if (opts.json) ctx.stdout.write(`${JSON.stringify({ output: opts.output, ...report, skipped: report.skipped.map((s) => ({ ...s, reason: cliWording(s.reason) })) }, null, 2)}\n`);
       else ctx.stdout.write(`${wrapForTerminal(renderConvert(report, opts.output), ctx.stdout).join('\n')}\n`);
     });
 }
@@ -140,8 +142,8 @@ export function renderConvert(r: ConvertReport, output: string): string[] {
     ),
   ];
   for (const s of r.sites) for (const x of s.ignored) lines.push(`  layer ${s.layer}: the linear branch ignores ${x} (kept on the softmax branch; --strict refuses)`);
-  for (const s of r.skipped) lines.push(`  skipped layer ${s.layer}: ${s.reason}`);
-  for (const w of r.windows) lines.push(`  window ${w}`);
+  for (const s of r.skipped) lines.push(`  skipped layer ${s.layer}: ${cliWording(s.reason)}`);
+  for (const w of r.windows) lines.push(`  window ${cliWording(w)}`);
   lines.push(`parameters added: ${formatCount(r.parametersAdded)}${r.lora.length ? ` (${r.lora.length} LoRA adapters)` : ''}`);
   const custom = Object.entries(r.opsUsed).filter(([k]) => k.includes('::')).map(([k, n]) => `${k} ×${n}`);
   lines.push(`ops: ${custom.join(', ') || 'standard ops only'}${r.lowering ? '' : ''}`);

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { convertPipeline } from '../../passes/convert/convert.js';
 import type { CliContext } from '../context.js';
+import { cliWording } from '../errors.js';
 import { columns, wrapForTerminal } from '../report/format.js';
 
 export function addPassesCommand(program: Command, ctx: CliContext): void {
@@ -21,7 +22,7 @@ export function addPassesCommand(program: Command, ctx: CliContext): void {
         ctx.stdout.write(`${JSON.stringify(passes, null, 2)}\n`);
         return;
       }
-      const rows = passes.map((p, i) => [String(i + 1), p.name, `${p.description}${p.condition ? ` (when ${p.condition})` : ''}; changes ${p.effects.join(', ')}`]);
+      const rows = passes.map((p, i) => [String(i + 1), p.name, cliWording(`${p.description}${p.condition ? ` (when ${p.condition})` : ''}; changes ${p.effects.join(', ')}`)]);
       ctx.stdout.write(`${wrapForTerminal(['conversion pipeline (titanize convert):', ...columns(rows, '  ')], ctx.stdout, 6).join('\n')}\n`);
     });
 }

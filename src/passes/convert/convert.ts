@@ -162,15 +162,15 @@ const discoverPass: ConvertPass = {
     }
     const have = new Set(discovery.sites.map((s) => s.layer));
     for (const l of opts.layers ?? []) {
-      if (!have.has(l)) throw new UserInputError(`--layers: the model has no attention layer ${l} (layers: 0-${discovery.sites.length - 1})`);
+      if (!have.has(l)) throw new UserInputError(`options.layers: the model has no attention layer ${l} (layers: 0-${discovery.sites.length - 1})`);
     }
     for (const s of discovery.sites) {
-      if (opts.layers && !opts.layers.includes(s.layer)) ctx.skipped.push({ layer: s.layer, reason: 'not selected by --layers' });
+      if (opts.layers && !opts.layers.includes(s.layer)) ctx.skipped.push({ layer: s.layer, reason: 'not selected by options.layers' });
       else if (s.kind === 'cross' && !opts.cross) {
         const from = s.kvSource ? `the inputs '${s.kvSource.key}' and '${s.kvSource.value}'` : `'${s.k.input ?? '?'}'`;
-        ctx.skipped.push({ layer: s.layer, reason: `cross-attention (keys and values from ${from}): kept as softmax attention (--cross converts it)` });
+        ctx.skipped.push({ layer: s.layer, reason: `cross-attention (keys and values from ${from}): kept as softmax attention (options.cross converts it)` });
       } else if (s.mask.ignored.length && opts.strict) {
-        throw new UserInputError(`layer ${s.layer}: the linear branch cannot express ${s.mask.ignored.join('; ')} (--strict); convert without --strict to keep them on the softmax branch only`);
+        throw new UserInputError(`layer ${s.layer}: the linear branch cannot express ${s.mask.ignored.join('; ')} (options.strict); convert without options.strict to keep them on the softmax branch only`);
       } else ctx.selected.push(s);
     }
     if (!ctx.selected.length) throw new UserInputError(`no attention layer to convert: ${ctx.skipped.map((s) => `layer ${s.layer}: ${s.reason}`).join('; ')}`);

@@ -83,23 +83,23 @@ export function resolveConvertOptions(o: ConvertOptions): ResolvedConvertOptions
   if (!LIZA_RULES.includes(rule)) throw new UserInputError(`unknown rule '${rule}'; expected one of ${LIZA_RULES.join(', ')}`);
   const product = rule.endsWith('_product');
   const order = o.order ?? (product ? 2 : 1);
-  if (!Number.isInteger(order) || order < 1) throw new UserInputError(`--order must be a positive integer, got ${order}`);
-  if (!product && order !== 1) throw new UserInputError(`--order ${order} needs a *_product rule (got --rule ${rule})`);
+  if (!Number.isInteger(order) || order < 1) throw new UserInputError(`options.order must be a positive integer, got ${order}`);
+  if (!product && order !== 1) throw new UserInputError(`options.order = ${order} needs a *_product rule (got options.rule = ${rule})`);
   const mu = o.mu ?? 0.5;
-  if (!(mu >= 0 && mu <= 1)) throw new UserInputError(`--mu must be in [0, 1], got ${mu}`);
+  if (!(mu >= 0 && mu <= 1)) throw new UserInputError(`options.mu must be in [0, 1], got ${mu}`);
   const target = o.target ?? 'ort';
   if (!CONVERT_TARGETS.includes(target)) throw new UserInputError(`unknown target '${target}'; expected one of ${CONVERT_TARGETS.join(', ')}`);
-  if (o.window !== undefined && (!Number.isInteger(o.window) || o.window < 1)) throw new UserInputError(`--window must be a positive integer, got ${o.window}`);
-  if (o.window !== undefined && mu === 1) throw new UserInputError('--window limits the softmax branch, and --mu 1 removes it: drop one of them');
-  if (o.loraRank !== undefined && (!Number.isInteger(o.loraRank) || o.loraRank < 1)) throw new UserInputError(`--lora-rank must be a positive integer, got ${o.loraRank}`);
-  if (o.loraAlpha !== undefined && o.loraRank === undefined) throw new UserInputError('--lora-alpha needs --lora-rank');
-  if (o.loraTargets !== undefined && o.loraRank === undefined) throw new UserInputError('--lora-targets needs --lora-rank');
+  if (o.window !== undefined && (!Number.isInteger(o.window) || o.window < 1)) throw new UserInputError(`options.window must be a positive integer, got ${o.window}`);
+  if (o.window !== undefined && mu === 1) throw new UserInputError('options.window limits the softmax branch, and options.mu = 1 removes it: drop one of them');
+  if (o.loraRank !== undefined && (!Number.isInteger(o.loraRank) || o.loraRank < 1)) throw new UserInputError(`options.loraRank must be a positive integer, got ${o.loraRank}`);
+  if (o.loraAlpha !== undefined && o.loraRank === undefined) throw new UserInputError('options.loraAlpha needs options.loraRank');
+  if (o.loraTargets !== undefined && o.loraRank === undefined) throw new UserInputError('options.loraTargets needs options.loraRank');
   if (o.loraTargets !== undefined && o.loraTargets !== 'attention' && o.loraTargets !== 'all') {
-    throw new UserInputError(`--lora-targets must be 'attention' or 'all', got '${o.loraTargets}'`);
+    throw new UserInputError(`options.loraTargets must be 'attention' or 'all', got '${o.loraTargets}'`);
   }
-  if (o.crossState && !o.cross) throw new UserInputError('--cross-state needs --cross (it carries the states of cross-attention memories)');
+  if (o.crossState && !o.cross) throw new UserInputError('options.crossState needs options.cross (it carries the states of cross-attention memories)');
   const chunkSize = o.chunkSize ?? 64;
-  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserInputError(`--chunk-size must be a positive integer, got ${chunkSize}`);
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserInputError(`options.chunkSize must be a positive integer, got ${chunkSize}`);
   return {
     rule,
     order,
@@ -126,12 +126,12 @@ export function parseLayers(spec: string): number[] {
   const out = new Set<number>();
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
-    if (!m) throw new UserInputError(`--layers: '${part}' is not a layer index or range (e.g. 0,2-5)`);
+    if (!m) throw new UserInputError(`options.layers: '${part}' is not a layer index or range (e.g. 0,2-5)`);
     const a = Number(m[1]);
     const b = m[2] === undefined ? a : Number(m[2]);
-    if (b < a) throw new UserInputError(`--layers: range '${part}' is backwards`);
+    if (b < a) throw new UserInputError(`options.layers: range '${part}' is backwards`);
     for (let i = a; i <= b; i++) out.add(i);
   }
-  if (!out.size) throw new UserInputError('--layers is empty');
+  if (!out.size) throw new UserInputError('options.layers is empty');
   return [...out].sort((x, y) => x - y);
 }

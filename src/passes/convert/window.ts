@@ -11,7 +11,7 @@ export const WINDOW_RULE = 'window';
 
 /** Restricts the softmax attention of `site` to a window of `size` tokens. Returns a short description. */
 export function applyWindow(model: Model, site: AttentionSite, size: number): string {
-  if (!Number.isInteger(size) || size < 1) throw new UserInputError(`--window must be a positive integer, got ${size}`);
+  if (!Number.isInteger(size) || size < 1) throw new UserInputError(`options.window must be a positive integer, got ${size}`);
   if (!site.causal) throw new UserInputError(`layer ${site.layer}: a sliding window needs causal attention; this site is bidirectional`);
   const fused = site.refs.fused;
   if (fused) {
@@ -21,7 +21,7 @@ export function applyWindow(model: Model, site: AttentionSite, size: number): st
       return `local_window_size=${size - 1} on ${fused.name}`;
     }
     throw new UserInputError(
-      `layer ${site.layer}: ${fused.domain ? `${fused.domain}::` : ''}${fused.opType} has no sliding-window option titanize can set; convert without --window or with --mu 1`,
+      `layer ${site.layer}: ${fused.domain ? `${fused.domain}::` : ''}${fused.opType} has no sliding-window option titanize can set; convert without options.window or with options.mu = 1`,
     );
   }
   const softmax = site.refs.softmax;

@@ -88,7 +88,7 @@ export function appendLoss(graph: Graph, objective: Objective, logits: Value, fo
         const name = forward.attentionOutputs[i];
         if (!name) {
           throw new UserInputError(
-            'objective transfer on a μ = 1 model needs each site\'s attention output in [batch, sequence, features], which this model does not record (converted by an older titanize, or a site in another layout such as torch.nn.MultiheadAttention\'s [T·B, E]): use --objective distill or lm, or convert with μ < 1',
+            'objective transfer on a μ = 1 model needs each site\'s attention output in [batch, sequence, features], which this model does not record (converted by an older titanize, or a site in another layout such as torch.nn.MultiheadAttention\'s [T·B, E]): use options.objective distill or lm, or convert with μ < 1',
           );
         }
         const input = graph.addInput(new Value(transferTargetInput(i), tensorType(DataType.FLOAT, ['batch_size', 'sequence_length', null])));

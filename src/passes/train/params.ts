@@ -97,7 +97,7 @@ export function makeTrainable(model: Model, groups: readonly TrainableGroup[], m
   if (groups.includes('lora')) {
     const adapters = loraParameters(graph);
     if (adapters.length === 0 && groups.length === 1) {
-      throw new UserInputError('the model has no LoRA adapters to train (convert it with a LoRA rank, e.g. --lora-rank 8, or train other groups)');
+      throw new UserInputError('the model has no LoRA adapters to train (convert it with a LoRA rank, e.g. options.loraRank = 8, or train other groups)');
     }
     for (const ad of adapters) {
       for (const v of [ad.a, ad.b]) {

@@ -162,7 +162,7 @@ describe('convert: refusals and options', () => {
     const m = loadModel(path.join(FIX, 'llama.onnx'));
     const r = convert(m, { layers: [1], target: 'portable' });
     expect(r.sites.map((s) => s.layer)).toEqual([1]);
-    expect(r.skipped).toEqual([{ layer: 0, reason: 'not selected by --layers' }]);
+    expect(r.skipped).toEqual([{ layer: 0, reason: 'not selected by options.layers' }]);
     expect(() => convert(loadModel(path.join(FIX, 'llama.onnx')), { layers: [7] })).toThrow(/no attention layer 7/);
   });
 
@@ -174,8 +174,8 @@ describe('convert: refusals and options', () => {
     const m = () => loadModel(path.join(FIX, 'llama.onnx'));
     expect(() => convert(m(), { rule: 'nope' as LizaRule })).toThrow(/unknown rule 'nope'/);
     expect(() => convert(m(), { rule: 'delta', order: 3 })).toThrow(/needs a \*_product rule/);
-    expect(() => convert(m(), { mu: 2 })).toThrow(/--mu must be in \[0, 1\]/);
-    expect(() => convert(m(), { loraAlpha: 4 })).toThrow(/--lora-alpha needs --lora-rank/);
+    expect(() => convert(m(), { mu: 2 })).toThrow(/options\.mu must be in \[0, 1\]/);
+    expect(() => convert(m(), { loraAlpha: 4 })).toThrow(/options\.loraAlpha needs options\.loraRank/);
   });
 
   it('adds LoRA adapters (fresh ones change nothing) and μ initializers named per layer', async () => {
@@ -202,7 +202,7 @@ describe('convert: refusals and options', () => {
     const plain = loadModel(path.join(FIX, 'llama.onnx'));
     convert(plain, { target: 'portable' });
     expect(worst(await run(m, feedsOf('llama')), await run(plain, feedsOf('llama')), outs)).toBe(0);
-    expect(() => convert(loadModel(path.join(FIX, 'llama.onnx')), { loraTargets: 'all' })).toThrow(/--lora-targets needs --lora-rank/);
+    expect(() => convert(loadModel(path.join(FIX, 'llama.onnx')), { loraTargets: 'all' })).toThrow(/options\.loraTargets needs options\.loraRank/);
   });
 
   it('a sliding window of the whole sequence changes nothing; a short one changes the softmax branch', async () => {
@@ -232,7 +232,7 @@ describe('convert: what the linear branch cannot express', () => {
     expect(r.sites.map((s) => s.ignored.length)).toEqual([1, 2]);
     expect(r.sites[1]!.ignored.join(' | ')).toMatch(/window mask/);
     expect(() => convert(loadModel(path.join(FIX, 'foreign/swin.onnx')), { strict: true })).toThrow(
-      /layer 0: the linear branch cannot express bias '.*' added to the scores .*\(--strict\)/,
+      /layer 0: the linear branch cannot express bias '.*' added to the scores .*\(options\.strict\)/,
     );
     // a plain causal decoder has nothing to ignore, so --strict converts it
     expect(convert(loadModel(path.join(FIX, 'llama.onnx')), { strict: true }).sites.every((s) => s.ignored.length === 0)).toBe(true);

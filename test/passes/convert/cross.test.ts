@@ -50,7 +50,7 @@ describe('convert --cross', () => {
     // without --cross they stay softmax attention, and the report says why
     const plain = convert(load(name), { mu: 0.5 });
     expect(plain.skipped.map((s) => s.layer)).toEqual(cross.map((s) => s.layer));
-    expect(plain.skipped[0]!.reason).toMatch(/cross-attention .*kept as softmax attention \(--cross converts it\)/);
+    expect(plain.skipped[0]!.reason).toMatch(/cross-attention .*kept as softmax attention \(options\.cross converts it\)/);
   });
 
   it.each(CROSS)('%s: μ = 0 reproduces the PyTorch outputs (ort and portable)', async (name) => {

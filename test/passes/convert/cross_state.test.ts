@@ -104,6 +104,6 @@ describe('convert --cross-state', () => {
   });
 
   it('needs --cross', () => {
-    expect(() => convertModel(load('encdec_decoder'), { crossState: true })).toThrow(/--cross-state needs --cross/);
+    expect(() => convertModel(load('encdec_decoder'), { crossState: true })).toThrow(/options\.crossState needs options\.cross/);
   });
 });
