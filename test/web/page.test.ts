@@ -32,6 +32,21 @@ if (!available && process.env.TITANIZE_REQUIRE_BROWSER === '1') throw new Error(
 const OPTIONS = { rule: 'delta_product', mu: 0.5 } as const;
 const IDS = [100, 101, 102, 32, 109, 97, 105, 110, 40, 41, 58, 10];
 
+/** The logits of IDS from onnxruntime-node (a model's bytes, or a file with its data beside it). */
+async function nodeLogits(model: Uint8Array | string): Promise<Float32Array> {
+  const s = typeof model === 'string' ? await ort.InferenceSession.create(model) : await ort.InferenceSession.create(model);
+  const T = IDS.length;
+  try {
+    return (await s.run({
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(IDS, BigInt), [1, T]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
+    })).logits!.data as Float32Array;
+  } finally {
+    await s.release();
+  }
+}
+
 type Page = import('playwright-core').Page;
 type Browser = import('playwright-core').Browser;
 
@@ -88,14 +103,7 @@ describe.skipIf(!available)('the browser page', () => {
     expect(inPage.length).toBe(bytes.length);
     expect(Buffer.from(inPage).equals(Buffer.from(bytes))).toBe(true);
     const got = Float32Array.from((await page.evaluate((ids) => (window as any).titanize.logits(ids), IDS)) as number[]);
-    const s = await ort.InferenceSession.create(bytes);
-    const T = IDS.length;
-    const want = (await s.run({
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(IDS, BigInt), [1, T]),
-      attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
-      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
-    })).logits!.data as Float32Array;
-    await s.release();
+    const want = await nodeLogits(bytes);
     expect(got.length).toBe(want.length);
     expect(maxAbsDiff(got, want) / Math.max(1, maxAbs(want))).toBeLessThanOrEqual(1e-4);
   }, 120_000);
@@ -138,14 +146,7 @@ describe.skipIf(!available)('the browser page', () => {
     const got = Float32Array.from((await page.evaluate((ids) => (window as any).titanize.logits(ids), IDS)) as number[]);
     const converted = path.join(dir, 'lm.titan.onnx');
     fs.writeFileSync(converted, bytes);
-    const s = await ort.InferenceSession.create(converted);
-    const T = IDS.length;
-    const want = (await s.run({
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(IDS, BigInt), [1, T]),
-      attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
-      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
-    })).logits!.data as Float32Array;
-    await s.release();
+    const want = await nodeLogits(converted);
     expect(maxAbsDiff(got, want) / Math.max(1, maxAbs(want))).toBeLessThanOrEqual(1e-4);
     expect(errors).toEqual([]);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -31,22 +31,7 @@ export type NodeProjectionDraft = ProjectionDraft & { node: Node };
  * cached cross-attention K/V of an encoder-decoder), `width` = H·d of its feature axes.
  */
 export function inputSource(v: Value, width: number): ProjectionDraft {
-  const info: Projection = {
-    output: v.name,
-    input: v.name,
-    node: null,
-    op: 'input',
-    weight: null,
-    weightIsInitializer: false,
-    weightShape: null,
-    transB: false,
-    bias: null,
-    biasNode: null,
-    columns: null,
-    packed: null,
-    split: null,
-    quantization: null,
-  };
+  const info: Projection = { ...NO_WEIGHT, output: v.name, input: v.name, node: null, op: 'input' };
   return { info, value: v, input: v, node: null, width };
 }
 
@@ -82,23 +67,22 @@ function weightShape(w: Value): number[] | null {
   return null;
 }
 
+/** The fields of a projection before its weight, bias and cut are known. */
+const NO_WEIGHT = {
+  weight: null,
+  weightIsInitializer: false,
+  weightShape: null,
+  transB: false,
+  bias: null,
+  biasNode: null,
+  columns: null,
+  packed: null,
+  split: null,
+  quantization: null,
+} as const satisfies Partial<Projection>;
+
 function baseProjection(node: Node, op: string): Projection {
-  return {
-    output: null,
-    input: null,
-    node: nodeName(node),
-    op,
-    weight: null,
-    weightIsInitializer: false,
-    weightShape: null,
-    transB: false,
-    bias: null,
-    biasNode: null,
-    columns: null,
-    packed: null,
-    split: null,
-    quantization: null,
-  };
+  return { ...NO_WEIGHT, output: null, input: null, node: nodeName(node), op };
 }
 
 /** A com.microsoft MatMulNBits producing `v` (a projection with block-quantized weights). */
