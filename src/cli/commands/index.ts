@@ -6,6 +6,7 @@
  */
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
+import { addCodegenCommand } from './codegen.js';
 import { addConvertCommand } from './convert.js';
 import { addEvalCommand } from './eval.js';
 import { addGenerateCommand } from './generate.js';
@@ -24,4 +25,5 @@ export const COMMANDS: readonly CommandRegistrar[] = [
   (program, ctx) => addMergeCommand(program, ctx),
   (program, ctx) => addGenerateCommand(program, ctx),
   (program, ctx) => addPassesCommand(program, ctx),
+  (program, ctx) => addCodegenCommand(program, ctx),
 ];
