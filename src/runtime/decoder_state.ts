@@ -6,6 +6,7 @@
 import * as ort from 'onnxruntime-node';
 import { UserInputError } from '../ir/errors.js';
 import { DataType } from '../ir/dtype.js';
+import { halfToFloat } from '../passes/util/constants.js';
 import { isOutOfMemory } from './execution_provider.js';
 import { elemTypeOf, staticShape } from '../ir/types.js';
 import type { TypeInfo } from '../ir/types.js';
@@ -41,14 +42,22 @@ export function sessionPairs(io: DecoderIO, inputNames: readonly string[], outpu
   return pairs;
 }
 
+/** `t` as float32 (fp16 models give float16 logits; sampling and scoring read float32). */
+export function asFloat32(t: ort.Tensor): ort.Tensor {
+  if (t.type !== 'float16') return t;
+  return new ort.Tensor('float32', Float32Array.from(t.data as Uint16Array, halfToFloat), t.dims);
+}
+
 /** A zero tensor for a past input: batch = B, symbolic (growing) axes = 0, fixed axes as declared. */
 export function zeroPast(type: TypeInfo | undefined, B: number, name: string): ort.Tensor {
   const shape = staticShape(type);
   if (!shape) throw new UserInputError(`model input '${name}' has no declared shape; cannot build its initial (empty) value`);
   const dims = shape.map((d, i) => (i === 0 ? B : d === null ? 0 : d));
   const size = dims.reduce((a, b) => a * b, 1);
-  // (a tokens-seen counter is int64; caches and states are float)
+  // (a tokens-seen counter is int64; caches and states are float, float16 in fp16 exports:
+  // float16 zeros are zero bits)
   if (elemTypeOf(type) === DataType.INT64) return new ort.Tensor('int64', new BigInt64Array(size), dims);
+  if (elemTypeOf(type) === DataType.FLOAT16) return new ort.Tensor('float16', new Uint16Array(size), dims);
   return new ort.Tensor('float32', new Float32Array(size), dims);
 }
 
@@ -173,7 +182,7 @@ export class DecoderState {
     }
     const ms = performance.now() - t0;
     for (const p of this.pairs) this.past[p.input] = outputs[p.output] as ort.Tensor;
-    const logits = (outputs[io.logits ?? ''] ?? outputs[this.session.outputNames[0]!]) as ort.Tensor;
+    const logits = asFloat32((outputs[io.logits ?? ''] ?? outputs[this.session.outputNames[0]!]) as ort.Tensor);
     return { logits, outputs, ms };
   }
 

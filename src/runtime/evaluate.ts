@@ -10,7 +10,7 @@ import { encodeModel } from '../ir/serde/encode.js';
 import { type ExecutionProviderName, createSession } from './execution_provider.js';
 import { declaredTypes } from './generate.js';
 import type { TokenBatch } from './data.js';
-import type { DeclaredTypes } from './decoder_state.js';
+import { type DeclaredTypes, asFloat32 } from './decoder_state.js';
 import { sequenceFeeds } from './feeds.js';
 
 export interface EvalResult {
@@ -66,7 +66,7 @@ export function logitsOf(session: ort.InferenceSession, out: ort.InferenceSessio
   const key = name ?? session.outputNames[0]!;
   const t = out[key] as ort.Tensor | undefined;
   if (!t || t.dims.length !== 3) throw new UserInputError(`the model output '${key}' is not [batch, sequence, vocabulary] logits; is this a decoder LM?`);
-  return t;
+  return asFloat32(t);
 }
 
 export async function evaluate(session: ort.InferenceSession, types: DeclaredTypes, batches: readonly TokenBatch[], options: EvaluateOptions = {}): Promise<EvalResult> {

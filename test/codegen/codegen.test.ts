@@ -261,8 +261,7 @@ describe('titanize codegen (library)', () => {
         await session.release();
       }
     }
-    // fp16 (the runtime's generate builds float32 caches and reads logits as float32, so the oracle
-    // here is the model itself: its KV-cache export and its no-cache export give the same tokens)
+    // fp16: the KV-cache export and the no-cache export give the same tokens, and the runtime's
     const fp16: number[][] = [];
     for (const [key, name] of [['llama_past16', 'fp16/past'], ['llama16', 'fp16/plain']] as const) {
       const Decoder = Object.values(await importModule(out(name))).find((v) => typeof v === 'function' && /^class /.test(String(v))) as DecoderClass;
@@ -275,6 +274,9 @@ describe('titanize codegen (library)', () => {
     }
     expect(fp16[0]).toEqual(fp16[1]);
     expect(new Set(fp16[0]).size).toBeGreaterThan(3);
+    // (float16 caches and logits: the runtime makes float16 zeros and reads float16 logits)
+    expect(await runtimeTokens(models.llama_past16!, PROMPT)).toEqual(fp16[0]);
+    expect(await runtimeTokens(models.llama16!, PROMPT)).toEqual(fp16[0]);
     // the same class on onnxruntime-web (WebAssembly, here in Node)
     const Titan0 = (await importModule(out('titan'))).Titan as new (session: web.InferenceSession, Tensor: typeof web.Tensor) => Decoder;
     const onWeb = await web.InferenceSession.create(fs.readFileSync(models.titan!.file), { executionProviders: ['wasm'] });
