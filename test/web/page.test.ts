@@ -152,3 +152,52 @@ describe.skipIf(!available)('the browser page', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 });
+
+/**
+ * The page's WebGPU path: Chromium with WebGPU enabled on its software adapter
+ * (SwiftShader, --enable-unsafe-webgpu: no GPU needed). The page picks WebGPU, and its
+ * logits and greedy tokens equal Node's CPU run (1e-3 relative: float32 on GPU kernels,
+ * another reduction order).
+ */
+describe.skipIf(!available)('the browser page on WebGPU', () => {
+  it('runs the converted example on webgpu, equal to onnxruntime-node on the CPU', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-web-gpu-'));
+    const { buildWeb } = (await import(path.join(ROOT, 'tools/build-web.mjs'))) as { buildWeb: (o: string) => Promise<unknown> };
+    await buildWeb(out);
+    const { serve } = (await import(path.join(ROOT, 'tools/serve-web.mjs'))) as { serve: (d: string) => Promise<{ server: import('node:http').Server; url: string }> };
+    const { server, url } = await serve(out);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const errors: string[] = [];
+    try {
+      const page = await browser.newPage();
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(url);
+      await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('ready'), undefined, { timeout: 60_000 });
+      const r = (await page.evaluate(async (o) => {
+        const t = (window as any).titanize;
+        await t.loadExample();
+        return t.convert(o);
+      }, OPTIONS)) as { backend: string };
+      expect(r.backend).toBe('webgpu');
+      const got = Float32Array.from((await page.evaluate((ids) => (window as any).titanize.logits(ids), IDS)) as number[]);
+      const m = loadModel(path.join(ROOT, 'test/fixtures/fidelity/lm.onnx'));
+      convert(m, { ...OPTIONS, target: 'ort' });
+      const want = await nodeLogits(encodeModel(m));
+      expect(maxAbsDiff(got, want) / Math.max(1, maxAbs(want))).toBeLessThanOrEqual(1e-3);
+      const inPage = (await page.evaluate((ids) => (window as any).titanize.generateIds(ids, 8), IDS)) as number[];
+      const s = await ort.InferenceSession.create(encodeModel(m));
+      const { tokens } = await generate(s, declaredTypes(m), [IDS], { maxNewTokens: 8 }).result;
+      await s.release();
+      expect(inPage).toEqual(tokens[0]);
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+      await new Promise((res) => server.close(res));
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
