@@ -110,3 +110,43 @@ describe('convert --pass', () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 });
+
+describe('convert --pass with pattern-engine rules', () => {
+  // through the built launcher: the example imports 'titanize/passes' (the package's dist/), and
+  // its rules must meet the same pattern-engine module as the CLI that applies them
+  const built = fs.existsSync(path.join(ROOT, 'dist/src/cli/main.js'));
+  it.skipIf(!built)('examples/passes/div-to-mul.mjs: its rule rewrites every Div by a scalar constant, the new nodes carry the rule name, outputs unchanged', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const out = path.join(tmp, 'div-to-mul.onnx');
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/titanize.js'), 'convert', LLAMA, '-o', out, '--pass', path.join(ROOT, 'examples/passes/div-to-mul.mjs'), '--json'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { passes: string[] }).passes).toContain('div-to-mul');
+    const m = loadModel(out);
+    const plain = loadModel(LLAMA);
+    convertModel(plain, {});
+    const divs = (x: typeof m) => x.graph.nodes().filter((n) => n.opType === 'Div').length;
+    expect(divs(m)).toBeLessThan(divs(plain));
+    const stamped = m.graph.nodes().filter((n) => getMetadata(n.metadataProps, 'titanize.rule') === 'div-by-constant-to-mul');
+    expect(stamped.map((n) => n.opType)).toContain('Mul');
+    // x / c and x · (1/c) differ by float32 rounding only
+    const { runModel } = await import('../helpers/layer_check.js');
+    const ort = await import('onnxruntime-node');
+    const T = 6;
+    const feeds = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from([1n, 20n, 3n, 44n, 5n, 60n]), [1, T]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
+    };
+    const a = (await runModel(m, feeds)).logits!.data as Float32Array;
+    const b = (await runModel(plain, feeds)).logits!.data as Float32Array;
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    expect(worst).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('a rules module with something else than rules in it is named in a user error', async () => {
+    const bad = path.join(tmp, 'bad-rules.mjs');
+    fs.writeFileSync(bad, 'export const rules = [{ name: 42 }];\n');
+    expectUserError(await run(['convert', LLAMA, '-o', path.join(tmp, 'never2.onnx'), '--pass', bad]), /--pass .*bad-rules\.mjs: 'rules' must be a non-empty array of rules made with defineRule \(entry 0 is not one\)/);
+  });
+});
