@@ -106,7 +106,7 @@ export class DecoderState {
   /** Bytes of the carried inputs (what grows with the context for a KV cache, and does not for a state). */
   carriedBytes(): number {
     // from the dims: a tensor kept in device memory has no host data to measure
-    return Object.values(this.past).reduce((n, t) => n + t.dims.reduce((a, b) => a * b, 1) * (t.type === 'int64' ? 8 : 4), 0);
+    return Object.values(this.past).reduce((n, t) => n + t.dims.reduce((a, b) => a * b, 1) * (t.type === 'int64' ? 8 : t.type === 'float16' ? 2 : 4), 0);
   }
 
   /** Where the carried inputs are now ('cpu', or 'gpu-buffer' when the session keeps them on the device). */
