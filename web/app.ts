@@ -9,7 +9,7 @@
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import * as ort from 'onnxruntime-web/all';
-import { type AttentionReport, type Model, attentionReport, blobSource, convert, decodeModel, decoderIO, discoverAttention, encodeModel } from '../src/browser.js';
+import { type AttentionReport, DataType, type Model, attentionReport, blobSource, convert, decodeModel, decoderIO, discoverAttention, encodeModel } from '../src/browser.js';
 
 const EXAMPLE = { model: './example/lm.onnx', tokenizer: './example/tokenizer.json' };
 ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href;
@@ -130,7 +130,7 @@ function feedsFor(ids: number[]): Record<string, ort.Tensor> {
       const t = v.type;
       const dims = t?.kind === 'tensor' && t.shape ? t.shape.map((d, i) => (i === 0 ? 1 : (d.value ?? 0))) : [];
       const n = dims.reduce((a, b) => a * b, 1);
-      feeds[v.name] = t?.kind === 'tensor' && t.elemType === 7 ? new ort.Tensor('int64', new BigInt64Array(n), dims) : new ort.Tensor('float32', new Float32Array(n), dims);
+      feeds[v.name] = t?.kind === 'tensor' && t.elemType === DataType.INT64 ? new ort.Tensor('int64', new BigInt64Array(n), dims) : new ort.Tensor('float32', new Float32Array(n), dims);
     } else throw new Error(`the page cannot make the model input '${v.name}'`);
   }
   return feeds;

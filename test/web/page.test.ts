@@ -48,34 +48,46 @@ async function nodeLogits(model: Uint8Array | string): Promise<Float32Array> {
 }
 
 type Page = import('playwright-core').Page;
-type Browser = import('playwright-core').Browser;
 
-describe.skipIf(!available)('the browser page', () => {
-  let browser: Browser;
-  let page: Page;
-  let close: () => Promise<void>;
+const BROWSER_FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+/**
+ * Builds the page into a temporary folder, serves it on loopback, opens it in Chromium with
+ * `flags` and waits until it is ready; `close` undoes all of it. Page errors go to `errors`.
+ */
+async function openPage(flags: string[], viewport?: { width: number; height: number }): Promise<{ page: Page; errors: string[]; close: () => Promise<void> }> {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-web-'));
+  const { buildWeb } = (await import(path.join(ROOT, 'tools/build-web.mjs'))) as { buildWeb: (o: string) => Promise<unknown> };
+  await buildWeb(out);
+  const { serve } = (await import(path.join(ROOT, 'tools/serve-web.mjs'))) as { serve: (d: string) => Promise<{ server: import('node:http').Server; url: string }> };
+  const { server, url } = await serve(out);
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...flags, ...BROWSER_FLAGS] });
+  const close = async (): Promise<void> => {
+    await browser.close();
+    await new Promise((r) => server.close(r));
+    fs.rmSync(out, { recursive: true, force: true });
+  };
   const errors: string[] = [];
-
-  beforeAll(async () => {
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-web-'));
-    const { buildWeb } = (await import(path.join(ROOT, 'tools/build-web.mjs'))) as { buildWeb: (o: string) => Promise<unknown> };
-    await buildWeb(out);
-    const { serve } = (await import(path.join(ROOT, 'tools/serve-web.mjs'))) as { serve: (d: string) => Promise<{ server: import('node:http').Server; url: string }> };
-    const { server, url } = await serve(out);
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  try {
+    const page = await browser.newPage(viewport ? { viewport } : {});
     page.on('pageerror', (e) => errors.push(String(e)));
     await page.goto(url);
     await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('ready'), undefined, { timeout: 60_000 });
-    close = async () => {
-      await browser.close();
-      await new Promise((r) => server.close(r));
-      fs.rmSync(out, { recursive: true, force: true });
-    };
+    return { page, errors, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+describe.skipIf(!available)('the browser page', () => {
+  let page: Page;
+  let close: () => Promise<void>;
+  let errors: string[] = [];
+
+  beforeAll(async () => {
+    ({ page, errors, close } = await openPage(['--headless', '--disable-gpu'], { width: 1000, height: 900 }));
   }, 120_000);
 
   afterAll(async () => {
@@ -161,22 +173,8 @@ describe.skipIf(!available)('the browser page', () => {
  */
 describe.skipIf(!available)('the browser page on WebGPU', () => {
   it('runs the converted example on webgpu, equal to onnxruntime-node on the CPU', async () => {
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'titanize-web-gpu-'));
-    const { buildWeb } = (await import(path.join(ROOT, 'tools/build-web.mjs'))) as { buildWeb: (o: string) => Promise<unknown> };
-    await buildWeb(out);
-    const { serve } = (await import(path.join(ROOT, 'tools/serve-web.mjs'))) as { serve: (d: string) => Promise<{ server: import('node:http').Server; url: string }> };
-    const { server, url } = await serve(out);
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    const errors: string[] = [];
+    const { page, errors, close } = await openPage(['--headless=new', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader']);
     try {
-      const page = await browser.newPage();
-      page.on('pageerror', (e) => errors.push(String(e)));
-      await page.goto(url);
-      await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('ready'), undefined, { timeout: 60_000 });
       const r = (await page.evaluate(async (o) => {
         const t = (window as any).titanize;
         await t.loadExample();
@@ -195,9 +193,7 @@ describe.skipIf(!available)('the browser page on WebGPU', () => {
       expect(inPage).toEqual(tokens[0]);
       expect(errors).toEqual([]);
     } finally {
-      await browser.close();
-      await new Promise((res) => server.close(res));
-      fs.rmSync(out, { recursive: true, force: true });
+      await close();
     }
   }, 180_000);
 });

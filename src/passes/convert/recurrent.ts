@@ -173,11 +173,14 @@ export function removeUnusedPastInputs(model: Model, sites: AttentionSite[], all
   eliminateDeadCode(graph);
   const removed: string[] = [];
   let counter: LengthCounter | null = null;
+  let pastLength: Value | null = null;
+  // the counter and its [1] slice are made once, for every past input that needs them
   const length = (): Value => {
+    if (pastLength) return pastLength;
     const ids = graph.inputs.find((v) => v.name === io.tokens);
     if (!ids) throw new UserInputError('cannot remove the KV cache: nothing else tells the past length (the model has no token-ids input to count the tokens seen)');
-    counter ??= addLengthCounter(graph, ids);
-    return sliceOf(new Builder(graph, { before: graph.first!, tag: RECURRENT_RULE }), counter.input, 0, 1);
+    counter = addLengthCounter(graph, ids);
+    return (pastLength = sliceOf(new Builder(graph, { before: graph.first!, tag: RECURRENT_RULE }), counter.input, 0, 1));
   };
   const candidates = sites.flatMap((s) => [s.refs.pastKey, s.refs.pastValue]).filter((v): v is Value => !!v && graph.inputs.includes(v));
   const dropped = new Set(candidates);
