@@ -15,6 +15,9 @@ import { Tensor, type TypedArray } from './tensor.js';
 import type { TypeInfo } from './types.js';
 import { Value } from './value.js';
 
+/** Node metadata key naming the rule or pass that created (or last changed) a node: provenance. */
+export const RULE_KEY = 'titanize.rule';
+
 export interface BuilderOptions {
   /** Insert new nodes before this node (default: append at the end of the graph). */
   before?: Node;
@@ -68,11 +71,16 @@ export class Builder {
     for (const [k, v] of Object.entries(attributes)) if (v !== undefined) attrs[k] = v;
     const node = new Node({ opType, domain: options.domain ?? '', name, inputs, outputs: outNames, attributes: attrs });
     if (options.type) node.outputs[0]!.type = options.type;
-    if (this.tag) setMetadata(node.metadataProps, 'titanize.rule', this.tag);
+    if (this.tag) setMetadata(node.metadataProps, RULE_KEY, this.tag);
     if (this.before) this.graph.insertBefore(this.before, node);
     else this.graph.append(node);
     this.created.push(node);
     return node;
+  }
+
+  /** New nodes go right after `node` (before the node that follows it; at the end when it is the last). */
+  setInsertionPointAfter(node: Node): void {
+    this.before = node.next ?? undefined;
   }
 
   /** Adds an initializer holding `data`. */

@@ -29,13 +29,11 @@ export {
   CONTRIB_DOMAIN,
   LOWERED_LIZA_KEY,
   type LoweredLiza,
-  type LoweringReport,
-  replaceLizaNodes,
   emitLizaContrib,
+  linearAttentionCore,
   linearAttentionRule,
-  lowerLizaToContrib,
 } from './lower_contrib.js';
-export { LINEAR_ATTENTION_OPSET, ORT_ALLOW_UNRELEASED_OPSET_ENV, emitLizaOnnx27, lowerLizaToOnnx27 } from './lower_onnx27.js';
+export { LINEAR_ATTENTION_OPSET, ORT_ALLOW_UNRELEASED_OPSET_ENV, emitLizaOnnx27 } from './lower_onnx27.js';
 export { addMagNode, emitMag, magFunction } from './mag.js';
 export {
   type LizaAttributes,

@@ -31,14 +31,12 @@
  * gated_delta_product -> 'gated_delta'. DeltaProduct of order n runs over the expanded
  * sequence of T*n rows (token t -> tokens t-n+1 .. t, decay on the first row, beta zero for
  * padded tokens) and reads every n-th output; bidirectional sites use two calls.
+ *
+ * This file emits the lowered subgraph; the rewrite that replaces LiZA nodes by it is a
+ * rule of the pattern engine (src/passes/lower_liza.ts).
  */
 import { attr } from '../ir/attribute.js';
-import { setMetadata } from '../ir/metadata.js';
-import { Builder } from '../ir/builder.js';
-import { UserInputError } from '../ir/errors.js';
-import type { Graph } from '../ir/graph.js';
-import type { Model } from '../ir/model.js';
-import type { Node } from '../ir/node.js';
+import type { Builder } from '../ir/builder.js';
 import type { Value } from '../ir/value.js';
 import { Emitter } from './emit.js';
 import {
@@ -49,15 +47,8 @@ import {
   emitPrepare,
   emitReadRows,
 } from './liza_graph.js';
-import { lizaInput, presenceOf } from './liza_function.js';
-import {
-  type LizaOpAttributes,
-  type LizaOpConfig,
-  TPTT_DOMAIN,
-  lizaAttributesFromNode,
-  resolveLizaAttributes,
-  validateLizaInputs,
-} from './schema.js';
+import { presenceOf } from './liza_function.js';
+import { type LizaOpAttributes, type LizaOpConfig, resolveLizaAttributes, validateLizaInputs } from './schema.js';
 
 export const CONTRIB_DOMAIN = 'com.microsoft';
 
@@ -115,81 +106,4 @@ export function emitLizaContrib(b: Builder, attrs: LizaOpAttributes, inputs: Liz
   const cfg = resolveLizaAttributes(attrs);
   validateLizaInputs(cfg, presenceOf(inputs));
   return emitLiza(new Emitter(b), cfg, inputs, linearAttentionCore(CONTRIB_DOMAIN));
-}
-
-export interface LoweringReport {
-  /** Names of the LiZA nodes replaced. */
-  lowered: string[];
-}
-
-type Emit = (b: Builder, attrs: LizaOpAttributes, inputs: LizaGraphInputs) => LizaGraphOutputs;
-
-/**
- * Replaces every ai.tptt.LiZA node of `graph` by `emit`'s subgraph; output values keep
- * their names and types (so graph outputs such as present_state keep theirs). @internal
- */
-export function replaceLizaNodes(model: Model, graph: Graph, emit: Emit, tag: string): LoweringReport {
-  const lowered: string[] = [];
-  for (const node of graph.nodes()) {
-    if (node.opType !== 'LiZA' || node.domain !== TPTT_DOMAIN) continue;
-    replaceOne(graph, node, emit, tag);
-    lowered.push(node.name);
-  }
-  // drop LiZA functions nobody calls any more
-  const called = new Set<string>();
-  const visit = (g: Graph): void => {
-    for (const n of g) {
-      if (n.domain === TPTT_DOMAIN) called.add(`${n.opType}::${n.overload}`);
-      for (const s of n.subgraphs()) visit(s);
-    }
-  };
-  visit(model.graph);
-  for (const f of model.functions) if (f.domain !== TPTT_DOMAIN) visit(f.body);
-  model.functions = model.functions.filter((f) => f.domain !== TPTT_DOMAIN || called.has(`${f.name}::${f.overload}`));
-  return { lowered };
-}
-
-function replaceOne(graph: Graph, node: Node, emit: Emit, tag: string): void {
-  const attrs = lizaAttributesFromNode(node);
-  const inputs: LizaGraphInputs = {
-    xq: node.requireInput(0),
-    xk: node.requireInput(1),
-    xv: node.requireInput(2),
-    pastState: lizaInput(node, 3),
-    pastWindow: lizaInput(node, 4),
-    mask: lizaInput(node, 5),
-  };
-  const b = new Builder(graph, { before: node, tag, prefix: `${node.name || 'LiZA'}/` });
-  const out = emit(b, attrs, inputs);
-  const replacements = [out.y, out.presentState, out.presentWindow];
-  // what the lowered subgraph computes, so that it can be raised back to ai.tptt.LiZA
-  // (training differentiates the standard-op body, not LinearAttention)
-  const anchor = b.created.find((n) => n.opType === 'LinearAttention') ?? b.created[0];
-  if (anchor) {
-    const record: LoweredLiza = { attrs, inputs: node.inputs.map((v) => v?.name ?? ''), outputs: node.outputs.map((v) => v.name), metadata: node.metadataProps.map((m) => ({ key: m.key, value: m.value })) };
-    setMetadata(anchor.metadataProps, LOWERED_LIZA_KEY, JSON.stringify(record));
-  }
-  node.outputs.forEach((old, i) => {
-    const neu = replacements[i];
-    if (!neu || old.name === '' || (old.numUses === 0 && !old.isGraphOutput())) return;
-    const name = old.name;
-    old.name = graph.uniqueName(`${name}_replaced`);
-    neu.name = name;
-    neu.type ??= old.type;
-    old.replaceAllUsesWith(neu);
-  });
-  graph.remove(node);
-}
-
-/**
- * Lowers every ai.tptt.LiZA node of the model's main graph to com.microsoft.LinearAttention
- * (adds the com.microsoft opset import). The model then needs onnxruntime >= 1.30.
- */
-export function lowerLizaToContrib(model: Model): LoweringReport {
-  const v = model.opsetVersion('');
-  if (v === undefined || v < 17) {
-    throw new UserInputError(`lowering ai.tptt.LiZA needs default-domain opset >= 17; the model imports ${v ?? 'none'}`);
-  }
-  model.requireOpset(CONTRIB_DOMAIN, 1);
-  return replaceLizaNodes(model, model.graph, emitLizaContrib, 'lower_contrib');
 }

@@ -17,12 +17,10 @@
  * domain has one opset version, so the whole model must import opset 27.
  */
 import type { Builder } from '../ir/builder.js';
-import { IrError, UserInputError } from '../ir/errors.js';
-import type { Model } from '../ir/model.js';
 import { Emitter } from './emit.js';
 import { type LizaGraphInputs, type LizaGraphOutputs, emitLiza } from './liza_graph.js';
 import { presenceOf } from './liza_function.js';
-import { type LoweringReport, linearAttentionCore, replaceLizaNodes } from './lower_contrib.js';
+import { linearAttentionCore } from './lower_contrib.js';
 import { type LizaOpAttributes, resolveLizaAttributes, validateLizaInputs } from './schema.js';
 
 /** The default-domain opset that introduced LinearAttention. */
@@ -35,25 +33,4 @@ export function emitLizaOnnx27(b: Builder, attrs: LizaOpAttributes, inputs: Liza
   const cfg = resolveLizaAttributes(attrs);
   validateLizaInputs(cfg, presenceOf(inputs));
   return emitLiza(new Emitter(b), cfg, inputs, linearAttentionCore(''));
-}
-
-/**
- * Lowers every ai.tptt.LiZA node of the main graph to LinearAttention-27. The model must
- * already import the default domain at opset 27 (or import none: then 27 is added);
- * raising an older model's opset is a version conversion this function does not do.
- */
-export function lowerLizaToOnnx27(model: Model): LoweringReport {
-  try {
-    model.requireOpset('', LINEAR_ATTENTION_OPSET);
-  } catch (e) {
-    if (e instanceof IrError) {
-      throw new UserInputError(
-        `lowering ai.tptt.LiZA to LinearAttention needs default-domain opset ${LINEAR_ATTENTION_OPSET}; the model imports ` +
-          `${model.opsetVersion('')}. Convert the model to opset ${LINEAR_ATTENTION_OPSET} first, or lower to com.microsoft.LinearAttention instead.`,
-        { cause: e },
-      );
-    }
-    throw e;
-  }
-  return replaceLizaNodes(model, model.graph, emitLizaOnnx27, 'lower_onnx27');
 }

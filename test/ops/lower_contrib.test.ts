@@ -7,7 +7,8 @@
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Builder, DataType, Model, Value, attr, encodeModel, tensorType, verifyModel } from '../../src/ir/index.js';
-import { LIZA_RULES, type LizaOpAttributes, addLizaNode, lowerLizaToContrib } from '../../src/ops/index.js';
+import { LIZA_RULES, type LizaOpAttributes, addLizaNode } from '../../src/ops/index.js';
+import { lowerLizaToContrib } from '../../src/passes/index.js';
 import { lizaReference } from '../../src/ops/reference/liza.js';
 import { zeros } from '../../src/ops/reference/tensor.js';
 import {

@@ -16,8 +16,8 @@ import {
   type LizaOpAttributes,
   ORT_ALLOW_UNRELEASED_OPSET_ENV,
   addLizaNode,
-  lowerLizaToOnnx27,
 } from '../../src/ops/index.js';
+import { lowerLizaToOnnx27 } from '../../src/passes/index.js';
 import { ErrorTable, buildLizaModel, checkCases, prng, sampleCases } from './helpers.js';
 
 const TOL = { y: 5e-5, state: 1e-5, window: 0 };

@@ -284,6 +284,77 @@ describe('rules and the greedy driver', () => {
     expect(ops(g)).toEqual(['Relu']);
   });
 
+  it('a wrapping rewrite keeps its root: the readers, not the new nodes, read the replacement, and the rule stops matching', () => {
+    // Relu(x) → Relu(x) + 1 once, marked on the root so the next sweep refuses it
+    const wrap = defineRule({
+      name: 'add-one',
+      pattern: (op) => op.Relu(op.var('x')),
+      check: (m) => (getMetadata(m.root.metadataProps, 'wrapped') ? fail('already wrapped') : ok()),
+      rewrite: (m, b) => {
+        b.setInsertionPointAfter(m.root);
+        m.root.metadataProps.push({ key: 'wrapped', value: '1' });
+        return b.op('Add', [m.root.output, b.scalar(1)]);
+      },
+    });
+    const { model, g, b, x } = newModel();
+    const relu = b.op('Relu', [x]);
+    const out = b.op('Neg', [relu]);
+    g.setOutputs([out]);
+    const r = applyRules(model, [wrap]);
+    expect(r).toMatchObject({ converged: true, rewrites: 1 });
+    const add = [...g].find((n) => n.opType === 'Add')!;
+    expect(add.input(0)).toBe(relu);
+    expect(out.producer!.input(0)).toBe(add.output);
+    expect(ops(g)).toEqual(['Relu', 'Constant', 'Add', 'Neg']);
+    verifyModel(model);
+  });
+
+  it('an in-place rewrite returns the root outputs: it counts as a change and stamps the root', () => {
+    const setAxis = defineRule({
+      name: 'softmax-last-axis',
+      pattern: (op) => op.Softmax(op.var('x'), { attrs: { axis: (v) => v !== -1 } }),
+      rewrite: (m) => {
+        m.root.setAttribute('axis', -1);
+        return m.root.outputs;
+      },
+    });
+    const { model, g, b, x } = newModel();
+    g.setOutputs([b.op('Softmax', [x], { axis: 1 })]);
+    const r = applyRules(model, [setAxis]);
+    expect(r).toMatchObject({ converged: true, rewrites: 1, iterations: 2 });
+    const node = [...g][0]!;
+    expect(node.getInt('axis')).toBe(-1);
+    expect(getMetadata(node.metadataProps, 'titanize.rule')).toBe('softmax-last-axis');
+  });
+
+  it('roots restrict the rules to the given nodes (not the ones rewrites create)', () => {
+    const reluToNeg = defineRule({ name: 'relu-to-neg-relu', pattern: (op) => op.Relu(op.var('x')), rewrite: (m, b) => b.op('Relu', [b.op('Neg', [m.value('x')])]) });
+    const { model, g, b, x } = newModel();
+    const first = b.op('Relu', [x]);
+    const second = b.op('Relu', [first]);
+    g.setOutputs([second]);
+    const r = applyRules(model, [reluToNeg], { roots: [first.producer!] });
+    // unscoped, this rule would rewrite its own Relu forever; scoped, once
+    expect(r).toMatchObject({ converged: true, rewrites: 1 });
+    expect(ops(g)).toEqual(['Neg', 'Relu', 'Relu']);
+    expect([...g][2]).toBe(second.producer);
+  });
+
+  it('keepNames: the replacements take the names of the values they replace', () => {
+    const negToSub = (keepNames: boolean) =>
+      defineRule({ name: 'neg-to-sub', keepNames, pattern: (op) => op.Neg(op.var('x')), rewrite: (m, b) => b.op('Sub', [b.scalar(0), m.value('x')]) });
+    for (const keep of [true, false]) {
+      const { model, g, b, x } = newModel();
+      const neg = b.op('Neg', [x]);
+      neg.name = 'negated';
+      g.setOutputs([b.op('Relu', [neg])]);
+      applyRules(model, [negToSub(keep)]);
+      const sub = [...g].find((n) => n.opType === 'Sub')!;
+      expect(sub.output.name === 'negated').toBe(keep);
+      verifyModel(model);
+    }
+  });
+
   it('rule sets run as a pass', () => {
     const { model, g, b, x } = newModel();
     g.setOutputs([b.op('Neg', [b.op('Neg', [x])])]);

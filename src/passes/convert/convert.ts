@@ -13,7 +13,8 @@ import {
   setMetadata,
   toposort,
 } from '../../ir/index.js';
-import { LINEAR_ATTENTION_OPSET, TPTT_DOMAIN, lowerLizaToContrib, lowerLizaToOnnx27, type LoweringReport } from '../../ops/index.js';
+import { LINEAR_ATTENTION_OPSET, TPTT_DOMAIN } from '../../ops/index.js';
+import { type LoweringReport, lowerLizaToContrib, lowerLizaToOnnx27 } from '../lower_liza.js';
 import { type UpgradeReport, upgradeOpset } from '../upgrade_opset.js';
 import { MIN_ONNX_OPSET } from '../../ops/schema.js';
 import { type DecoderIO, findDecoderIO, writeDecoderIO } from '../analysis/io.js';

@@ -5,7 +5,6 @@
  * tools can find them; `mergeLora` folds B·A back into W and removes them.
  */
 import {
-  Builder,
   DataType,
   type Graph,
   IrError,
@@ -20,6 +19,8 @@ import {
   setMetadata,
 } from '../../ir/index.js';
 import { seededRandom } from '../../ir/random.js';
+import { applyRules } from '../pattern/driver.js';
+import { defineRule, fail, ok } from '../pattern/rule.js';
 import { einsumProjection } from '../attention/einsum.js';
 import { integerMatMulOf } from '../attention/integer.js';
 
@@ -197,14 +198,29 @@ export function isLoraCapable(node: Node): boolean {
   }
 }
 
-/** Adds one adapter per target. Returns the adapters created. */
+/** What the LoRA rule adds at one projection (decided before anything changes). */
+interface AdapterPlan {
+  target: LoraTarget;
+  shape: ProjectionShape;
+  /** A's initial values [in, r]. */
+  a: Float32Array;
+}
+
+/**
+ * Adds one adapter per target, through the rule engine: the rule `lora` wraps each
+ * projection's float output (for a MatMulInteger, the Mul that completes its scales) in
+ * `out + delta`, applied at those nodes only. Every target is checked before anything
+ * changes. Returns the adapters created, in the order of `targets`.
+ */
 export function addLora(model: Model, targets: LoraTarget[], options: LoraOptions): LoraAdapter[] {
   const rank = options.rank;
   if (!Number.isInteger(rank) || rank < 1) throw new UserInputError(`LoRA rank must be a positive integer, got ${rank}`);
   const scale = (options.alpha ?? rank) / rank;
   const rand = seededRandom(options.seed ?? 0);
-  const adapters: LoraAdapter[] = [];
-  for (const { node, name } of targets) {
+  const plans = new Map<Node, AdapterPlan>();
+  const byGraph = new Map<Graph, Node[]>();
+  for (const target of targets) {
+    const { node } = target;
     const graph = node.graph;
     if (!graph) throw new IrError(`${describeNode(node)} is not in a graph`);
     if (getMetadata(node.metadataProps, TARGET_KEY)) {
@@ -213,32 +229,71 @@ export function addLora(model: Model, targets: LoraTarget[], options: LoraOption
     const shape = projectionShape(node);
     const out = shape.output;
     if (out.isGraphOutput()) throw new UserInputError(`${describeNode(node)}: its output '${out.name}' is a graph output; LoRA needs an internal projection`);
+    const root = out.producer;
+    if (!root || plans.has(root)) throw new UserInputError(`${describeNode(node)}: its output '${out.name}' already takes an adapter`);
+    uniqueInit(graph, `lora.${target.name}.A`);
+    uniqueInit(graph, `lora.${target.name}.B`);
+    // A ~ U(±1/√in), as PEFT's Kaiming-uniform default; drawn in target order
     const bound = 1 / Math.sqrt(shape.in);
-    const aData = new Float32Array(shape.in * rank);
-    for (let i = 0; i < aData.length; i++) aData[i] = (rand() * 2 - 1) * bound;
-    // after the node that makes the float output (for a MatMulInteger, the Mul that completes its scales)
-    const b = new Builder(graph, { before: out.producer?.next ?? undefined, tag: LORA_RULE, prefix: `lora/${name}/` });
-    const aInit = graph.addInitializer(Tensor.fromArray(aData, [shape.in, rank]), uniqueInit(graph, `lora.${name}.A`));
-    const bInit = graph.addInitializer(Tensor.fromArray(new Float32Array(rank * shape.out), [rank, shape.out]), uniqueInit(graph, `lora.${name}.B`));
-    const users = out.uses();
-    // the adapter computes in float32; fp16 / bf16 activations are cast at its edges
-    // an Einsum projection's contracted axes are flattened into one, its features reshaped back
-    const rows = (n: number): number[] => new Array<number>(n).fill(0);
-    const ein = shape.einsum;
-    const x0 = shape.dtype === DataType.FLOAT ? shape.input : b.op('Cast', [shape.input], { to: DataType.FLOAT }, { name: 'x_f32' });
-    const x = ein && ein.inAxes > 1 ? b.op('Reshape', [x0, b.ints([...rows(ein.rows), -1])], {}, { name: 'x_flat' }) : x0;
-    const down = b.op('MatMul', [x, aInit]);
-    const up = b.op('MatMul', [down, bInit]);
-    const scaled = b.op('Mul', [up, b.scalar(scale, 'lora_scale')]);
-    const shaped = ein && ein.outDims.length > 1 ? b.op('Reshape', [scaled, b.ints([...rows(ein.rows), ...ein.outDims])], {}, { name: 'delta_features' }) : scaled;
-    const delta = shape.dtype === DataType.FLOAT ? shaped : b.op('Cast', [shaped], { to: shape.dtype }, { name: 'delta' });
-    const sum = b.op('Add', [out, delta]);
-    setMetadata(sum.producer!.metadataProps, TARGET_KEY, name);
-    setMetadata(node.metadataProps, TARGET_KEY, name);
-    for (const u of users) u.node.setInput(u.index, sum);
-    adapters.push({ target: name, a: aInit, b: bInit, in: shape.in, out: shape.out, rank, scale });
+    const a = new Float32Array(shape.in * rank);
+    for (let i = 0; i < a.length; i++) a[i] = (rand() * 2 - 1) * bound;
+    plans.set(root, { target, shape, a });
+    byGraph.set(graph, [...(byGraph.get(graph) ?? []), root]);
   }
-  return adapters;
+  const adapters = new Map<Node, LoraAdapter>();
+  const rule = loraRule(plans, rank, scale, (root, adapter) => adapters.set(root, adapter));
+  for (const [graph, roots] of byGraph) {
+    const r = applyRules(graph, [rule], { roots });
+    if (!r.converged) throw new IrError(`adding LoRA adapters did not converge: ${r.stopReason}`);
+  }
+  return [...plans.keys()].map((root) => {
+    const adapter = adapters.get(root);
+    if (!adapter) throw new IrError(`no LoRA adapter was added at ${describeNode(root)}`);
+    return adapter;
+  });
+}
+
+/** The wrapping rule: out → out + (α/r)·B(A x), at the planned projections. */
+function loraRule(plans: ReadonlyMap<Node, AdapterPlan>, rank: number, scale: number, added: (root: Node, a: LoraAdapter) => void) {
+  const roots = { extraInputs: true };
+  return defineRule({
+    name: LORA_RULE,
+    // the node that makes a projection's float output, whatever the projection's kind
+    pattern: (op) =>
+      op.or(op.MatMul(roots), op.Gemm(roots), op.Einsum(roots), op.Mul(roots), op.MatMulNBits({ ...roots, domain: 'com.microsoft' })),
+    check(m) {
+      const plan = plans.get(m.root);
+      if (!plan) return fail(`${describeNode(m.root)} is not one of the projections selected for LoRA`);
+      // (the rewrite keeps the projection: it must not take a second adapter in the next sweep)
+      if (getMetadata(plan.target.node.metadataProps, TARGET_KEY)) return fail(`${describeNode(plan.target.node)} already has its adapter`);
+      return ok();
+    },
+    rewrite(m, b) {
+      const { target, shape, a } = plans.get(m.root)!;
+      const name = target.name;
+      const graph = b.graph;
+      b.setInsertionPointAfter(m.root);
+      b.prefix = `lora/${name}/`;
+      const aInit = graph.addInitializer(Tensor.fromArray(a, [shape.in, rank]), uniqueInit(graph, `lora.${name}.A`));
+      const bInit = graph.addInitializer(Tensor.fromArray(new Float32Array(rank * shape.out), [rank, shape.out]), uniqueInit(graph, `lora.${name}.B`));
+      // the adapter computes in float32; fp16 / bf16 activations are cast at its edges
+      // an Einsum projection's contracted axes are flattened into one, its features reshaped back
+      const rows = (n: number): number[] => new Array<number>(n).fill(0);
+      const ein = shape.einsum;
+      const x0 = shape.dtype === DataType.FLOAT ? shape.input : b.op('Cast', [shape.input], { to: DataType.FLOAT }, { name: 'x_f32' });
+      const x = ein && ein.inAxes > 1 ? b.op('Reshape', [x0, b.ints([...rows(ein.rows), -1])], {}, { name: 'x_flat' }) : x0;
+      const down = b.op('MatMul', [x, aInit]);
+      const up = b.op('MatMul', [down, bInit]);
+      const scaled = b.op('Mul', [up, b.scalar(scale, 'lora_scale')]);
+      const shaped = ein && ein.outDims.length > 1 ? b.op('Reshape', [scaled, b.ints([...rows(ein.rows), ...ein.outDims])], {}, { name: 'delta_features' }) : scaled;
+      const delta = shape.dtype === DataType.FLOAT ? shaped : b.op('Cast', [shaped], { to: shape.dtype }, { name: 'delta' });
+      const sum = b.op('Add', [shape.output, delta]);
+      setMetadata(sum.producer!.metadataProps, TARGET_KEY, name);
+      setMetadata(target.node.metadataProps, TARGET_KEY, name);
+      added(m.root, { target: name, a: aInit, b: bInit, in: shape.in, out: shape.out, rank, scale });
+      return sum;
+    },
+  });
 }
 
 function uniqueInit(graph: Graph, name: string): string {

@@ -13,11 +13,21 @@
  *   output: those nodes could not be removed, and the rewrite would duplicate work.
  *   After the rewrite only matched nodes left without users are removed.
  * - Provenance: the builder handed to the rewrite tags every node it creates with
- *   metadata 'titanize.rule' = the rule name.
+ *   metadata 'titanize.rule' = the rule name (and the root, when it is modified in place).
+ * - Three kinds of rewrite: a replacing one returns new values for the root's outputs
+ *   (the matched nodes left unused go); a wrapping one returns values computed from the
+ *   root's own outputs (LoRA's `out + delta`): the readers of the root, except the nodes
+ *   the rewrite created, read the replacement and the root stays (insert after it with
+ *   `builder.setInsertionPointAfter(root)`); an in-place one changes the root's attributes
+ *   or inputs and returns the root's outputs unchanged. A rule must stop matching what it
+ *   produced (wrapping and in-place rules especially), or the driver does not converge.
+ * - Scope: `roots` applies the rules at those nodes only (MLIR's applyOpPatternsGreedily
+ *   with strict mode ExistingOps): the nodes a rewrite creates are not tried. Passes that
+ *   rewrite what an analysis selected (the attention sites' projections) use it.
  * - Debug: `debug: 'rule-name'` traces that rule and returns, in `debug`, the closest
  *   partial match and why it failed (see tracer.ts).
  */
-import { Builder, Graph, type Model, type Node, TitanizeError, type Value, describeNode } from '../../ir/index.js';
+import { Builder, Graph, type Model, type Node, RULE_KEY, TitanizeError, type Value, describeNode, setMetadata } from '../../ir/index.js';
 import type { Pass } from '../pass.js';
 import type { Match } from './matcher.js';
 import { nodeOpKey } from './pattern.js';
@@ -33,12 +43,16 @@ export interface DriverOptions {
   debug?: string;
   /** Called after each rewrite. */
   onRewrite?(event: RewriteEvent): void;
+  /** Try the rules at these nodes only (in this order), not at the nodes rewrites create. */
+  roots?: Iterable<Node>;
 }
 
 export interface RewriteEvent {
   rule: string;
-  /** Name of the root node that was replaced. */
+  /** The root node, described ("Op 'name'"). */
   root: string;
+  /** The root node itself (no longer in the graph when it was replaced). */
+  rootNode: Node;
   created: Node[];
   erased: string[];
 }
@@ -112,18 +126,20 @@ export function applyRules(target: Model | Graph, rules: readonly Rule<any>[], o
   let converged = false;
   let stopReason: string | undefined;
 
+  const scope = options.roots ? [...options.roots] : null;
+  const inScope = scope ? new Set(scope) : null;
   sweeps: for (let it = 0; it < maxIterations; it++) {
     iterations++;
     let changed = false;
     const queue: Node[] = [];
     const queued = new Set<Node>();
     const push = (n: Node | null | undefined): void => {
-      if (n && n.graph === graph && !queued.has(n)) {
+      if (n && n.graph === graph && !queued.has(n) && (!inScope || inScope.has(n))) {
         queued.add(n);
         queue.push(n);
       }
     };
-    for (const n of graph) push(n);
+    for (const n of scope ?? graph) push(n);
     for (let qi = 0; qi < queue.length; qi++) {
       const n = queue[qi]!;
       queued.delete(n);
@@ -139,8 +155,8 @@ export function applyRules(target: Model | Graph, rules: readonly Rule<any>[], o
         const event = rewrite(graph, rule, match);
         rewrites++;
         applied[rule.name] = (applied[rule.name] ?? 0) + 1;
-        if (event.created.length || event.erased.length || event.replaced) changed = true;
-        options.onRewrite?.({ rule: rule.name, root: event.root, created: event.created, erased: event.erasedNames });
+        if (event.created.length || event.erased.length || event.replaced || event.inPlace) changed = true;
+        options.onRewrite?.({ rule: rule.name, root: event.root, rootNode: n, created: event.created, erased: event.erasedNames });
         for (const c of event.created) push(c);
         for (const v of event.replacements) for (const c of v.consumers()) push(c);
         for (const p of event.producers) push(p);
@@ -191,6 +207,8 @@ interface AppliedRewrite {
   replacements: Value[];
   producers: Node[];
   replaced: boolean;
+  /** The rewrite returned the root's own outputs: it changed the root in place. */
+  inPlace: boolean;
 }
 
 function rewrite(graph: Graph, rule: Rule<any>, match: Match<any>): AppliedRewrite {
@@ -220,20 +238,31 @@ function rewrite(graph: Graph, rule: Rule<any>, match: Match<any>): AppliedRewri
   }
   const replacements: Value[] = [];
   let replaced = false;
+  const created = new Set(b.created);
+  const inPlace = root.outputs.every((o, i) => (reps[i] ?? null) === o || (!reps[i] && o.numUses === 0 && !o.isGraphOutput())) && reps.some((r) => r !== null);
+  if (inPlace) setMetadata(root.metadataProps, RULE_KEY, rule.name);
   for (let i = 0; i < root.outputs.length; i++) {
     const old = root.outputs[i]!;
     let rep = reps[i] ?? null;
     if (!rep || rep === old) continue;
-    if (old.isGraphOutput()) {
-      // a graph output keeps its name: the replacement takes it (through an Identity
-      // when the replacement is a value that existed before the rewrite)
-      if (!rep.producer || !b.created.includes(rep.producer)) rep = b.op('Identity', [rep]);
-      const name = old.name;
-      old.name = graph.uniqueName(`${name}_replaced`);
-      rep.name = name;
+    if (old.isGraphOutput() || rule.keepNames) {
+      // a graph output keeps its name (with keepNames every replaced value does): the
+      // replacement takes it (through an Identity when the replacement existed before)
+      if (old.isGraphOutput() && (!rep.producer || !created.has(rep.producer))) {
+        rep = b.op('Identity', [rep]);
+        created.add(rep.producer!);
+      }
+      if (rep.producer && created.has(rep.producer) && old.name) {
+        const name = old.name;
+        old.name = graph.uniqueName(`${name}_replaced`);
+        rep.name = name;
+      }
       if (old.type && !rep.type) rep.type = old.type;
     }
-    old.replaceAllUsesWith(rep);
+    // readers of the old value read the replacement, except the rewrite's own nodes (a
+    // wrapping rewrite reads the value it replaces)
+    for (const { node, index } of old.uses()) if (!created.has(node)) node.setInput(index, rep);
+    if (old.isGraphOutput()) graph.replaceOutputValue(old, rep);
     replacements.push(rep);
     replaced = true;
   }
@@ -263,7 +292,7 @@ function rewrite(graph: Graph, rule: Rule<any>, match: Match<any>): AppliedRewri
       erasedNames.push(p.name);
     }
   }
-  return { root: rootName, created: [...b.created], erased, erasedNames, replacements, producers: [...producers].filter((p) => p.graph === graph), replaced };
+  return { root: rootName, created: [...b.created], erased, erasedNames, replacements, producers: [...producers].filter((p) => p.graph === graph), replaced, inPlace };
 }
 
 function undo(graph: Graph, created: Node[]): void {

@@ -26,6 +26,8 @@ export type RewriteOutput = Value | ReadonlyArray<Value | null>;
 export interface Rule<B = Record<string, unknown>> {
   readonly name: string;
   readonly pattern: Pattern;
+  /** The replacements take the names of the values they replace (graph outputs always do). */
+  readonly keepNames?: boolean;
   check?(match: Match<B>): CheckResult<B>;
   rewrite(match: Match<B>, builder: Builder): RewriteOutput;
 }
@@ -33,6 +35,7 @@ export interface Rule<B = Record<string, unknown>> {
 export interface RuleSpec<B> {
   name: string;
   pattern: Pattern | ((op: PatternBuilder) => PatternValue | PatternValue[]);
+  keepNames?: boolean;
   check?(match: Match<B>): CheckResult<B>;
   rewrite(match: Match<B>, builder: Builder): RewriteOutput;
 }
@@ -41,7 +44,7 @@ export interface RuleSpec<B> {
 export function defineRule<B = Record<string, unknown>>(spec: RuleSpec<B>): Rule<B> {
   if (!spec.name) throw new TypeError('a rule needs a name (it is stamped on the nodes it creates)');
   const p = spec.pattern instanceof Pattern ? spec.pattern : buildPattern(spec.pattern);
-  const rule: Rule<B> = { name: spec.name, pattern: p, rewrite: spec.rewrite };
+  const rule: Rule<B> = { name: spec.name, pattern: p, rewrite: spec.rewrite, ...(spec.keepNames ? { keepNames: true } : {}) };
   if (spec.check) (rule as { check?: RuleSpec<B>['check'] }).check = spec.check;
   return Object.freeze(rule);
 }

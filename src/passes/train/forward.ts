@@ -5,7 +5,7 @@
  * then every LiZA and MaG call is inlined as its standard-op body (the chunked WY form),
  * which autodiff differentiates. The model is changed in place: pass a copy.
  */
-import { Builder, type Graph, type Model, type Node, UserInputError, type Value, eliminateDeadCode, getMetadata, setMetadata, toposort } from '../../ir/index.js';
+import { type Builder, type Graph, IrError, type Model, type Node, UserInputError, type Value, eliminateDeadCode, getMetadata, setMetadata, toposort } from '../../ir/index.js';
 import {
   ABSENT_INPUT,
   LOWERED_LIZA_KEY,
@@ -15,10 +15,16 @@ import {
   addLizaNode,
   emitLizaChunked,
   emitMag,
-  replaceLizaNodes,
 } from '../../ops/index.js';
 import { Emitter } from '../../ops/emit.js';
 import { ATTENTION_OUTPUT_KEY, valueIndex } from '../convert/tptt.js';
+import { lizaLoweringRule } from '../lower_liza.js';
+import { applyRules } from '../pattern/driver.js';
+import { defineRule } from '../pattern/rule.js';
+
+/** Provenance of the standard-op bodies that replace MaG and LiZA calls in a training graph. */
+export const TRAIN_MAG_RULE = 'train-inline-mag';
+export const TRAIN_LIZA_RULE = 'train-inline-liza';
 
 /** One memory-as-gate mix of the model: softmax output a, LiZA output y, gate μ (an initializer). */
 export interface GateMix {
@@ -98,23 +104,25 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
   const attentionOutputs = lizaNodes.map((n) => getMetadata(n.metadataProps, ATTENTION_OUTPUT_KEY));
   const mixes: GateMix[] = [];
   const mixSource: number[] = [];
-  for (const n of graph.nodes()) {
-    if (n.opType !== 'MaG' || n.domain !== TPTT_DOMAIN) continue;
-    const e = new Emitter(new Builder(graph, { before: n, tag: 'train', prefix: `${n.name || 'MaG'}/` }));
-    const [a, y, mu] = [n.requireInput(0), n.requireInput(1), n.requireInput(2)];
-    const out = emitMag(e, a, y, mu);
-    const old = n.output;
-    const name = old.name;
-    old.name = graph.uniqueName(`${name}_call`);
-    out.name = name;
-    old.replaceAllUsesWith(out);
-    graph.remove(n);
-    mixes.push({ a, y, mu, out });
-    mixSource.push(lizaNodes.findIndex((l) => l.outputs[0] === y));
-  }
+  // MaG and LiZA calls become their standard-op bodies, through the rule engine (the
+  // bodies keep the calls' output names)
+  const inlineMag = defineRule({
+    name: TRAIN_MAG_RULE,
+    keepNames: true,
+    pattern: (op) => op.MaG(op.var('a'), op.var('y'), op.var('mu'), { domain: TPTT_DOMAIN }),
+    rewrite(m, b) {
+      b.prefix = `${m.root.name || 'MaG'}/`;
+      const [a, y, mu] = [m.value('a'), m.value('y'), m.value('mu')];
+      const out = emitMag(new Emitter(b), a, y, mu);
+      mixes.push({ a, y, mu, out });
+      mixSource.push(lizaNodes.findIndex((l) => l.outputs[0] === y));
+      return out;
+    },
+  });
   const emit = (b: Builder, attrs: LizaOpAttributes, inputs: Parameters<typeof emitLizaChunked>[2]) =>
     emitLizaChunked(b, options.maxSeqLen ? { ...attrs, max_seq_len: Math.min(options.maxSeqLen, attrs.max_seq_len ?? options.maxSeqLen) } : attrs, inputs);
-  replaceLizaNodes(model, graph, emit, 'train');
+  const inlined = applyRules(model, [inlineMag, lizaLoweringRule(TRAIN_LIZA_RULE, emit)]);
+  if (!inlined.converged) throw new IrError(`inlining MaG and LiZA for training did not converge: ${inlined.stopReason}`);
   model.functions = model.functions.filter((f) => f.domain !== TPTT_DOMAIN);
   const index = valueIndex(graph);
   const lizaOutputs = yNames.map((n) => index.get(n)!);
