@@ -78,6 +78,15 @@ export class Builder {
     return node;
   }
 
+  /** Inserts a node made elsewhere (a copy, say) at the insertion point, tagged and recorded like the others. */
+  add(node: Node): Node {
+    if (this.tag) setMetadata(node.metadataProps, RULE_KEY, this.tag);
+    if (this.before) this.graph.insertBefore(this.before, node);
+    else this.graph.append(node);
+    this.created.push(node);
+    return node;
+  }
+
   /** New nodes go right after `node` (before the node that follows it; at the end when it is the last). */
   setInsertionPointAfter(node: Node): void {
     this.before = node.next ?? undefined;

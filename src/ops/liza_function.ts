@@ -372,6 +372,8 @@ export interface AddLizaOptions {
   before?: Node;
   /** Node name prefix. */
   name?: string;
+  /** Add the node through this builder (its insertion point, name prefix and provenance tag; `before` is then ignored), e.g. a rewrite rule's. */
+  builder?: Builder;
 }
 
 function defaultOpset(model: Model): number {
@@ -398,7 +400,7 @@ export function addLizaNode(model: Model, graph: Graph, attrs: LizaOpAttributes,
   model.requireOpset(TPTT_DOMAIN, TPTT_OPSET_VERSION);
   const overload = lizaOverload(cfg, presence);
   if (!model.findFunction(TPTT_DOMAIN, 'LiZA', overload)) model.addFunction(lizaFunction(attrs, presence, opset));
-  const b = new Builder(graph, { before: options.before, tag: 'ai.tptt.LiZA' });
+  const b = options.builder ?? new Builder(graph, { before: options.before, tag: 'ai.tptt.LiZA' });
   const ins: (Value | null)[] = [inputs.xq, inputs.xk, inputs.xv, inputs.pastState ?? null, inputs.pastWindow ?? null, inputs.mask ?? null];
   // an absent input is the typed placeholder, not '' or left out: onnx's function type
   // inference wants every declared input passed, with a type (the specialised body ignores it)

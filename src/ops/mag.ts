@@ -37,6 +37,8 @@ export function magFunction(opset = MIN_ONNX_OPSET): IRFunction {
 export interface AddMagOptions {
   before?: Node;
   name?: string;
+  /** Add the node through this builder (its insertion point, name prefix and provenance tag; `before` is then ignored). */
+  builder?: Builder;
 }
 
 /**
@@ -50,7 +52,7 @@ export function addMagNode(model: Model, graph: Graph, a: Value, y: Value, mu: V
   }
   model.requireOpset(TPTT_DOMAIN, TPTT_OPSET_VERSION);
   if (!model.findFunction(TPTT_DOMAIN, 'MaG')) model.addFunction(magFunction(opset));
-  const b = new Builder(graph, { before: options.before, tag: 'ai.tptt.MaG' });
+  const b = options.builder ?? new Builder(graph, { before: options.before, tag: 'ai.tptt.MaG' });
   const node = b.node('MaG', [a, y, mu], {}, { domain: TPTT_DOMAIN, name: options.name ?? 'MaG' });
   return { node, out: node.outputs[0]! };
 }

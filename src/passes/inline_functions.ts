@@ -5,12 +5,15 @@
  * (one memory and one gate per layer) needs the layer's own nodes, so convert inlines
  * the calls whose function holds attention first, and says so in its report.
  *
- * The body's nodes are copied before the call with fresh names (`{call}/{node}`),
+ * Inlining is a rule of the pattern engine (`inline-function`, its name on every copied
+ * node): the body's nodes are copied before the call with fresh names (`{call}/{node}`),
  * attribute references (ref_attr_name) resolved from the call or the function's
  * defaults, and the call's output names kept. Functions are never removed from the
  * model (other calls, or other tools, may use them).
  */
-import { type Attribute, IrError, type IRFunction, type Model, Node, UserInputError, Value, describeNode, functionId } from '../ir/index.js';
+import { type Attribute, type Builder, IrError, type IRFunction, type Model, Node, UserInputError, Value, describeNode, functionId } from '../ir/index.js';
+import { applyRules } from './pattern/driver.js';
+import { type Rule, defineRule, fail, ok } from './pattern/rule.js';
 
 export interface InlineReport {
   /** "call 'name' of domain.Function" per inlined call, in the order done. */
@@ -42,11 +45,31 @@ function resolveAttribute(a: Attribute, call: Node, fn: IRFunction): Attribute |
   return { ...value, name: a.name, refAttrName: undefined } as Attribute;
 }
 
-/** Inlines one call (in the main graph). Returns the nodes it inserted. */
-export function inlineCall(model: Model, call: Node): Node[] {
-  const fn = calledFunction(model, call);
-  const graph = call.graph;
-  if (!fn || !graph) throw new IrError(`${describeNode(call)} is not a call of a model-local function in a graph`);
+/** Provenance of inlined nodes. */
+export const INLINE_RULE = 'inline-function';
+
+/**
+ * The rule that replaces a call of a model-local function `select` accepts by a copy of
+ * the function's body (the call's output names kept). Calls inside the body are copied
+ * as calls, and the driver tries the rule on them in turn.
+ */
+export function inlineRule(model: Model, select: (fn: IRFunction) => boolean): Rule {
+  return defineRule({
+    name: INLINE_RULE,
+    keepNames: true,
+    pattern: (op) => op.anyOp(),
+    check(m) {
+      const fn = calledFunction(model, m.root);
+      return fn && select(fn) ? ok() : fail(`${describeNode(m.root)} is not a call of a function to inline`);
+    },
+    rewrite: (m, b) => copyBody(model, m.root, b),
+  });
+}
+
+/** Copies the body of the function `call` calls before it; returns the values that replace its outputs. */
+function copyBody(model: Model, call: Node, b: Builder): Value[] {
+  const fn = calledFunction(model, call)!;
+  const graph = b.graph;
   const bodyDefault = fn.opsetImports.get('') ?? fn.opsetImports.get('ai.onnx');
   const modelDefault = model.opsetVersion('');
   if (bodyDefault !== undefined && modelDefault !== undefined && bodyDefault !== modelDefault) {
@@ -54,13 +77,15 @@ export function inlineCall(model: Model, call: Node): Node[] {
       `cannot inline ${describeNode(call)}: function ${functionId(fn.domain, fn.name, fn.overload)} uses default-domain opset ${bodyDefault}, the model ${modelDefault}`,
     );
   }
+  for (const n of fn.body) {
+    if (n.subgraphs().length) throw new UserInputError(`cannot inline ${describeNode(call)}: its function has a node with a subgraph (${describeNode(n)})`);
+  }
   for (const [domain, version] of fn.opsetImports) if (!model.opsetImports.has(domain)) model.opsetImports.set(domain, version);
   const map = new Map<Value, Value | null>();
   fn.body.inputs.forEach((formal, i) => map.set(formal, call.inputs[i] ?? null));
   const prefix = `${call.name || `${fn.name}_call`}/`;
-  const inserted: Node[] = [];
+  const produced = new Set<Value>();
   for (const n of fn.body) {
-    if (n.subgraphs().length) throw new UserInputError(`cannot inline ${describeNode(call)}: its function has a node with a subgraph (${describeNode(n)})`);
     const inputs = n.inputs.map((v) => {
       if (!v) return null;
       if (map.has(v)) return map.get(v)!;
@@ -75,49 +100,47 @@ export function inlineCall(model: Model, call: Node): Node[] {
     }
     const copy = new Node({ opType: n.opType, domain: n.domain, overload: n.overload, name: graph.uniqueName(`${prefix}${n.name || n.opType}`), inputs, outputs, attributes, docString: n.docString });
     copy.metadataProps.push(...n.metadataProps.map((e) => ({ ...e })));
-    graph.insertBefore(call, copy);
-    inserted.push(copy);
-    n.outputs.forEach((o, i) => map.set(o, outputs[i]!));
+    b.add(copy);
+    n.outputs.forEach((o, i) => {
+      map.set(o, outputs[i]!);
+      produced.add(outputs[i]!);
+    });
   }
-  const produced = new Set(inserted.flatMap((n) => n.outputs));
   const taken = new Set<Value>();
-  call.outputs.forEach((out, i) => {
+  return call.outputs.map((_, i) => {
     const formal = fn.body.outputs[i];
     let inner = formal ? map.get(formal) : undefined;
     if (!inner) throw new UserInputError(`cannot inline ${describeNode(call)}: output ${i} is not produced by its function`);
     if (!produced.has(inner) || taken.has(inner)) {
       // the function returns one of its inputs, or one value twice: an Identity keeps the
       // caller's value (a graph input, say) under its own name
-      const id = new Node({ opType: 'Identity', name: graph.uniqueName(`${prefix}output_${i}`), inputs: [inner], outputs: [new Value('', inner.type ? structuredClone(inner.type) : undefined)] });
-      graph.insertBefore(call, id);
-      inserted.push(id);
-      inner = id.output;
+      inner = b.op('Identity', [inner], {}, { name: `${prefix}output_${i}` });
     }
     taken.add(inner);
-    const name = out.name;
-    if (out.isGraphOutput()) graph.replaceOutputValue(out, inner);
-    out.replaceAllUsesWith(inner);
-    out.name = graph.uniqueName(`${name}_call`);
-    inner.name = name;
-    if (out.type && !inner.type) inner.type = out.type;
+    return inner;
   });
-  graph.remove(call);
-  return inserted;
+}
+
+/** Inlines one call (in the main graph). Returns the nodes it inserted. */
+export function inlineCall(model: Model, call: Node): Node[] {
+  const fn = calledFunction(model, call);
+  const graph = call.graph;
+  if (!fn || !graph) throw new IrError(`${describeNode(call)} is not a call of a model-local function in a graph`);
+  const created: Node[] = [];
+  applyRules(graph, [inlineRule(model, (f) => f === fn)], { roots: [call], onRewrite: (e) => created.push(...e.created) });
+  return created;
 }
 
 /** Inlines, in the main graph, every call of a function `select` accepts (and calls inside them). */
 export function inlineFunctions(model: Model, select: (fn: IRFunction) => boolean): InlineReport {
   const inlined: string[] = [];
-  let work = model.graph.nodes();
-  for (let guard = 0; work.length && guard < 10_000; guard++) {
-    const next: Node[] = [];
-    for (const n of work) {
-      const fn = calledFunction(model, n);
-      if (!fn || !select(fn) || n.graph !== model.graph) continue;
-      inlined.push(`call '${n.name}' of ${fn.domain}.${fn.name}`);
-      next.push(...inlineCall(model, n));
-    }
-    work = next;
-  }
+  const r = applyRules(model, [inlineRule(model, select)], {
+    maxIterations: 100,
+    onRewrite: (e) => {
+      const fn = calledFunction(model, e.rootNode)!;
+      inlined.push(`call '${e.rootNode.name}' of ${fn.domain}.${fn.name}`);
+    },
+  });
+  if (!r.converged) throw new UserInputError(`inlining functions did not finish: ${r.stopReason} (a function that calls itself?)`);
   return { inlined };
 }

@@ -17,9 +17,12 @@
  * - opset 21: GroupNormalization's scale and bias become per-channel (refused).
  *
  * The main graph, its subgraphs and the bodies of model-local functions that import an
- * older default opset are rewritten; those functions' imports are raised with the model's.
+ * older default opset are rewritten (by in-place rules of the pattern engine, named in the
+ * nodes' provenance); those functions' imports are raised with the model's.
  */
-import { AttributeType, Builder, type Graph, type IRFunction, type Model, UserInputError, describeNode } from '../ir/index.js';
+import { AttributeType, type Graph, type IRFunction, IrError, type Model, UserInputError, bytesToString, describeNode } from '../ir/index.js';
+import { applyRules } from './pattern/driver.js';
+import { type Rule, defineRule } from './pattern/rule.js';
 
 const REDUCE_AXES_TO_INPUT = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare']);
 
@@ -61,46 +64,76 @@ export function upgradeOpset(model: Model, target: number): UpgradeReport {
       if (!n.isOnnxDomain()) continue;
       if (n.opType === 'DFT' && at < 20 && target >= 20) throw refuse(n, at, target, 'DFT takes axis as an input from opset 20');
       if (n.opType === 'GroupNormalization' && at < 21 && target >= 21) throw refuse(n, at, target, 'GroupNormalization scale and bias change shape at opset 21');
+      if (REDUCE_AXES_TO_INPUT.has(n.opType) && at < 18 && target >= 18 && n.attribute('axes') && n.attribute('axes')!.type !== AttributeType.INTS) {
+        throw refuse(n, at, target, 'its axes attribute is not a list of ints');
+      }
       if (n.opType === 'BatchNormalization' && at < 14 && target >= 14 && n.outputs.filter((o) => o.name).length > 1) {
         throw refuse(n, at, target, 'BatchNormalization in training mode (more than one output) changes its outputs at opset 14');
       }
     }
   }
+  // the rewrites are in-place rules, run through the greedy driver per graph (they stop
+  // matching what they changed), each graph at the opset its nodes are at
   for (const { g, from: at } of graphs) {
-    for (const n of g) {
-      if (!n.isOnnxDomain()) continue;
-      if (REDUCE_AXES_TO_INPUT.has(n.opType) && at < 18 && target >= 18) {
-        const axes = n.attribute('axes');
-        if (axes) {
-          if (axes.type !== AttributeType.INTS) throw refuse(n, at, target, 'its axes attribute is not a list of ints');
-          const b = new Builder(g, { before: n, tag: 'upgrade-opset' });
-          const c = b.ints(axes.value.map(Number), 'axes');
-          n.attributes.delete('axes');
-          n.appendInput(c);
-          bump(`${n.opType} axes → input`);
-        }
-      }
-      if (n.opType === 'RoiAlign' && at < 16 && target >= 16 && !n.attribute('coordinate_transformation_mode')) {
-        n.setAttribute('coordinate_transformation_mode', 'output_half_pixel');
-        bump('RoiAlign coordinate_transformation_mode = output_half_pixel (the pre-16 behaviour)');
-      }
-      if (n.opType === 'GridSample' && at < 20 && target >= 20) {
-        const mode = n.attribute('mode');
-        if (mode && mode.type === AttributeType.STRING) {
-          const m = new TextDecoder().decode(mode.value);
-          const renamed = m === 'bilinear' ? 'linear' : m === 'bicubic' ? 'cubic' : m;
-          if (renamed !== m) {
-            n.setAttribute('mode', renamed);
-            bump(`GridSample mode ${m} → ${renamed}`);
-          }
-        }
-      }
-    }
+    const rules = upgradeRules(at, target, bump);
+    if (!rules.length) continue;
+    const r = applyRules(g, rules);
+    if (!r.converged) throw new IrError(`the opset upgrade rules did not converge: ${r.stopReason}`);
   }
   model.opsetImports.set(model.opsetImports.has('') ? '' : 'ai.onnx', target);
   for (const f of functions) f.opsetImports.set(f.opsetImports.has('') ? '' : 'ai.onnx', target);
   if (functions.length) bump(`function opset ${functions.map((f) => `${f.domain}.${f.name}`).join(', ')} raised`);
   return { from, to: target, changes: [...counts].map(([k, v]) => `${k} ×${v}`) };
+}
+
+/** The in-place rules that keep each node's meaning from opset `from` to `to`; `note` gets a line per change for the report. */
+function upgradeRules(from: number, to: number, note: (what: string) => void): Rule[] {
+  const rules: Rule[] = [];
+  if (from < 18 && to >= 18) {
+    rules.push(
+      defineRule({
+        name: 'opset18-reduce-axes-input',
+        pattern: (op) => op.or(...[...REDUCE_AXES_TO_INPUT].map((t) => op.node(t, [op.var('x')], { attrs: { axes: (v) => v !== undefined } }))),
+        rewrite(m, b) {
+          const n = m.root;
+          const axes = n.attribute('axes')!;
+          n.attributes.delete('axes');
+          n.appendInput(b.ints((axes.value as (number | bigint)[]).map(Number), 'axes'));
+          note(`${n.opType} axes → input`);
+          return n.outputs;
+        },
+      }),
+    );
+  }
+  if (from < 16 && to >= 16) {
+    rules.push(
+      defineRule({
+        name: 'opset16-roialign-half-pixel',
+        pattern: (op) => op.RoiAlign({ extraInputs: true, attrs: { coordinate_transformation_mode: undefined } }),
+        rewrite(m) {
+          m.root.setAttribute('coordinate_transformation_mode', 'output_half_pixel');
+          note('RoiAlign coordinate_transformation_mode = output_half_pixel (the pre-16 behaviour)');
+          return m.root.outputs;
+        },
+      }),
+    );
+  }
+  if (from < 20 && to >= 20) {
+    const renamed: Record<string, string> = { bilinear: 'linear', bicubic: 'cubic' };
+    rules.push(
+      defineRule({
+        name: 'opset20-gridsample-modes',
+        pattern: (op) => op.GridSample({ extraInputs: true, attrs: { mode: (v) => typeof v === 'string' && v in renamed } }),
+        rewrite(m) {
+          const mode = bytesToString(m.root.attribute('mode')!.value as Uint8Array);
+          m.root.setAttribute('mode', renamed[mode]!);
+          note(`GridSample mode ${mode} → ${renamed[mode]}`);
+          return m.root.outputs;
+        },
+      }),
+    );
+  }
+  return rules;
 }
 
 function defaultOpset(f: IRFunction): number | undefined {

@@ -61,6 +61,10 @@ describe('dynamo-style attention (bmm views, the core in a model-local function)
       const r = convert(m, { mu: 0, target });
       expect(r.inlined).toEqual(['call \'/model/layers.0/self_attn/sdpa\' of pkg.torch.sdpa', 'call \'/model/layers.1/self_attn/sdpa\' of pkg.torch.sdpa']);
       expect(r.sites).toHaveLength(2);
+      // the copies of the body name the rule that inlined them
+      const copies = m.graph.nodes().filter((n) => n.name.startsWith('/model/layers.0/self_attn/sdpa/'));
+      expect(copies.length).toBeGreaterThan(3);
+      expect(copies.every((n) => n.metadataProps.some((p) => p.key === 'titanize.rule' && p.value === 'inline-function'))).toBe(true);
       const got = await outputs(encodeModel(m));
       const a = got.logits!.data as Float32Array;
       const b = base.logits!.data as Float32Array;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Builder, DataType, type Graph, Model, type Node, Value, getMetadata, tensorType, verifyModel } from '../../src/ir/index.js';
+import { Builder, DataType, type Graph, Model, type Node, UserInputError, Value, getMetadata, tensorType, verifyModel } from '../../src/ir/index.js';
 import {
   type Rule,
   applyRules,
@@ -353,6 +353,21 @@ describe('rules and the greedy driver', () => {
       expect(sub.output.name === 'negated').toBe(keep);
       verifyModel(model);
     }
+  });
+
+  it("a rewrite's user error (the model's fault) comes out as itself, with nothing half-built left", () => {
+    const refuses = defineRule({
+      name: 'refuses',
+      pattern: (op) => op.Relu(op.var('x')),
+      rewrite: (m, b) => {
+        b.op('Neg', [m.value('x')]);
+        throw new UserInputError('this model cannot take it');
+      },
+    });
+    const { model, g, b, x } = newModel();
+    g.setOutputs([b.op('Relu', [x])]);
+    expect(() => applyRules(model, [refuses])).toThrowError(UserInputError);
+    expect(ops(g)).toEqual(['Relu']);
   });
 
   it('rule sets run as a pass', () => {

@@ -12,6 +12,9 @@ describe('upgradeOpset', () => {
     expect(model.opsetVersion('')).toBe(27);
     const rm = model.graph.nodes().filter((n) => n.opType === 'ReduceMean');
     expect(rm.every((n) => !n.attribute('axes') && n.inputs.length === 2)).toBe(true);
+    // each is rewritten in place by a rule of the pattern engine, which names itself on the node and on its axes
+    const rule = (n: { metadataProps: { key: string; value: string }[] } | null | undefined) => n?.metadataProps.find((m) => m.key === 'titanize.rule')?.value;
+    expect(new Set(rm.flatMap((n) => [rule(n), rule(n.input(1)!.producer)]))).toEqual(new Set(['opset18-reduce-axes-input']));
     expect(collectProblems(model)).toEqual([]);
     expect(upgradeOpset(model, 27).changes).toEqual([]);
   });

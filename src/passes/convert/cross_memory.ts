@@ -57,7 +57,7 @@ export function addCrossMemory(
   b: Builder,
   attrs: LizaOpAttributes,
   inputs: { xq: Value; xk: Value; xv: Value; mask: Value | null },
-  options: { before: Node; prefix: string; states?: Value | null },
+  options: { states?: Value | null },
 ): CrossMemory {
   const Hq = attrs.q_num_heads;
   const Hkv = attrs.kv_num_heads;
@@ -65,7 +65,7 @@ export function addCrossMemory(
   // the state over the memory: LiZA over the keys as their own queries (Hkv heads), causal
   const stateAttrs: LizaOpAttributes = { ...attrs, q_num_heads: Hkv, causal: true };
   const state = (xk: Value, xv: Value, mask: Value | null, which: string): { node: Node; S: Value } => {
-    const r = addLizaNode(model, graph, stateAttrs, { xq: xk, xk, xv, mask, pastState: null, pastWindow: null }, { before: options.before, name: `${options.prefix}LiZA_${which}` });
+    const r = addLizaNode(model, graph, stateAttrs, { xq: xk, xk, xv, mask, pastState: null, pastWindow: null }, { builder: b, name: `LiZA_${which}` });
     return { node: r.node, S: r.presentState };
   };
   let S: [Value, Value];

@@ -5,7 +5,7 @@
  * float initializer per layer, `tptt.layers.{i}.mag.mu`. With μ = 1 the output projection
  * reads LiZA directly, so the softmax branch becomes dead and cleanup removes it.
  */
-import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInputError, Value, setMetadata, tensorType } from '../../ir/index.js';
+import { Builder, DataType, type Graph, type Model, type Node, Tensor, UserInputError, Value, describeNode, setMetadata, tensorType } from '../../ir/index.js';
 import { type LizaNodeResult, addLizaNode, addMagNode, type LizaOpAttributes } from '../../ops/index.js';
 import { type AttentionSite, CANONICAL_LAYOUT, type Projection } from '../attention/site.js';
 import { sameLayout } from '../attention/trace.js';
@@ -13,6 +13,8 @@ import type { ResolvedConvertOptions } from './options.js';
 import { type CrossMemory, addCrossMemory } from './cross_memory.js';
 import { isLoraCapable, projectionShape } from './lora.js';
 import { outputFromCanonical, outputToCanonical, projectionToCanonical, runtimeSizes } from './relayout.js';
+import { applyRules } from '../pattern/driver.js';
+import { defineRule, fail, ok } from '../pattern/rule.js';
 
 export const TPTT_RULE = 'tptt';
 
@@ -95,6 +97,12 @@ function sitePrecision(graph: Graph, site: AttentionSite): DataType {
   return node && isLoraCapable(node) ? projectionShape(node).dtype : DataType.FLOAT;
 }
 
+/**
+ * Converts one site, as the rule `tptt` applied at the node that makes the site's
+ * attention output: a wrapping rewrite (the softmax output stays, and is read by MaG) whose
+ * replacement, the mixed output in the site's layout, is what the readers of the attention
+ * output read instead.
+ */
 export function convertSite(
   model: Model,
   site: AttentionSite,
@@ -105,19 +113,49 @@ export function convertSite(
   const oproj = site.refs.outputProjection;
   const graph = oproj.graph;
   if (!graph) throw new UserInputError(`layer ${site.layer}: its output projection is not in the graph`);
+  const a = site.refs.output;
+  if (a.uses().length === 0) throw new UserInputError(`layer ${site.layer}: nothing reads the attention output '${a.name}'`);
+  const root = a.producer;
+  if (!root || root.graph !== graph) throw new UserInputError(`layer ${site.layer}: the attention output '${a.name}' is not computed by a node of the graph`);
+  let converted: ConvertedSite | null = null;
+  const rule = defineRule({
+    name: TPTT_RULE,
+    pattern: (op) => op.anyOp(),
+    check: (m) => (converted ? fail(`layer ${site.layer} is converted`) : m.root === root ? ok() : fail(`${describeNode(m.root)} does not make layer ${site.layer}'s attention output`)),
+    rewrite(m, b) {
+      const r = addSiteMemory(model, site, opts, index, past, b);
+      converted = r.site;
+      return m.root.outputs.map((o) => (o === a ? r.out : o));
+    },
+  });
+  applyRules(graph, [rule], { roots: [root] });
+  if (!converted) throw new UserInputError(`layer ${site.layer}: the memory could not be added at ${describeNode(root)}`);
+  return converted;
+}
+
+/** Builds the memory branch and the gate of `site` with the rule's builder; returns the site's report and the mixed output in its layout. */
+function addSiteMemory(
+  model: Model,
+  site: AttentionSite,
+  opts: ResolvedConvertOptions,
+  index: Map<string, Value>,
+  past: { state: Value; window: Value } | undefined,
+  b: Builder,
+): { site: ConvertedSite; out: Value } {
+  const graph = b.graph;
   const prefix = `tptt/layers.${site.layer}/`;
   // new nodes go just before the first reader of the attention output (the graph is sorted)
   const a = site.refs.output;
-  const uses = a.uses();
-  const readers = new Set(uses.map((u) => u.node));
-  let before: Node = oproj;
+  const readers = new Set(a.uses().map((u) => u.node));
+  let before: Node = site.refs.outputProjection;
   for (const n of graph) {
     if (readers.has(n)) {
       before = n;
       break;
     }
   }
-  const b = new Builder(graph, { before, tag: TPTT_RULE, prefix });
+  b.before = before;
+  b.prefix = prefix;
   // the memory works on [B, T, H·d] in float32; sites in another layout are transposed to
   // it and back, fp16 / bf16 sites cast to float32 and back
   const precision = sitePrecision(graph, site);
@@ -141,16 +179,13 @@ export function convertSite(
   if (cross && past) throw new UserInputError(`layer ${site.layer}: a cross-attention memory carries no state between calls (it is rebuilt from the encoder side)`);
   // crossState: the states come in as an input where the keys and values are cached inputs
   const statesIn = cross && opts.crossState && site.kvSource ? addMemoryInput(graph, site) : null;
-  const memory = cross ? addCrossMemory(model, graph, b, attrs, { xq, xk, xv, mask }, { before, prefix, states: statesIn }) : null;
+  const memory = cross ? addCrossMemory(model, graph, b, attrs, { xq, xk, xv, mask }, { states: statesIn }) : null;
   // ... and go out beside the cross keys where the graph exports them
   if (memory && opts.crossState && !statesIn && site.present) addMemoryOutput(graph, site.present.key, memory.states);
   const liza = memory
     ? crossLiza(memory)
-    : selfLiza(addLizaNode(model, graph, attrs, { xq, xk, xv, mask, pastState: past?.state ?? null, pastWindow: past?.window ?? null }, { before, name: `${prefix}LiZA` }));
-  for (const node of liza.nodes) {
-    setMetadata(node.metadataProps, 'titanize.rule', TPTT_RULE);
-    setMetadata(node.metadataProps, 'titanize.layer', String(site.layer));
-  }
+    : selfLiza(addLizaNode(model, graph, attrs, { xq, xk, xv, mask, pastState: past?.state ?? null, pastWindow: past?.window ?? null }, { builder: b, name: 'LiZA' }));
+  for (const node of liza.nodes) setMetadata(node.metadataProps, 'titanize.layer', String(site.layer));
   // the softmax attention output this memory stands beside: the target of attention
   // transfer (read from the original model when μ = 1 removes it here)
   // (only for [B, T, H·d] outputs: a teacher's value in another layout would not line up with y;
@@ -165,8 +200,7 @@ export function convertSite(
   } else {
     attention = toF32(outputToCanonical(b, a, site.layout.output, sizes), 'attention');
     const mu = graph.addInitializer(Tensor.fromArray(Float32Array.from([opts.mu]), [], DataType.FLOAT), uniqueInitializer(graph, `tptt.layers.${site.layer}.mag.mu`));
-    const mag = addMagNode(model, graph, attention, liza.y, mu, { before, name: `${prefix}MaG` });
-    setMetadata(mag.node.metadataProps, 'titanize.rule', TPTT_RULE);
+    const mag = addMagNode(model, graph, attention, liza.y, mu, { builder: b, name: 'MaG' });
     mixed = mag.out;
     magName = mag.out.name;
     muName = mu.name;
@@ -175,9 +209,7 @@ export function convertSite(
   // Reshape as in GPT-2 exports) now reads the mixed value, in the site's layout
   const relaid = outputFromCanonical(b, mixed, site.layout.output, sizes);
   const out = precision === DataType.FLOAT ? relaid : b.op('Cast', [relaid], { to: precision }, { name: 'memory_out' });
-  if (uses.length === 0) throw new UserInputError(`layer ${site.layer}: nothing reads the attention output '${a.name}'`);
-  for (const u of uses) u.node.setInput(u.index, out);
-  return {
+  const converted: ConvertedSite = {
     layer: site.layer,
     form: site.form,
     kind: site.kind,
@@ -195,6 +227,7 @@ export function convertSite(
     ignored: [...site.mask.ignored],
     values: { xq, xk, xv, mask, attention, y: liza.y, mixed },
   };
+  return { site: converted, out };
 }
 
 /** The memory of a site: its output y, its LiZA node(s), the state outputs of the (first) one. */

@@ -27,10 +27,10 @@
  * - Debug: `debug: 'rule-name'` traces that rule and returns, in `debug`, the closest
  *   partial match and why it failed (see tracer.ts).
  */
-import { Builder, Graph, type Model, type Node, RULE_KEY, TitanizeError, type Value, describeNode, setMetadata } from '../../ir/index.js';
+import { Builder, Graph, type Model, type Node, RULE_KEY, TitanizeError, UserInputError, type Value, describeNode, setMetadata } from '../../ir/index.js';
 import type { Pass } from '../pass.js';
 import type { Match } from './matcher.js';
-import { nodeOpKey } from './pattern.js';
+import { ANY_OP, nodeOpKey } from './pattern.js';
 import { type Rule, matchRule } from './rule.js';
 import { RuleTracer, type TraceReport } from './tracer.js';
 
@@ -103,10 +103,8 @@ class RuleIndex {
   }
 
   rulesFor(n: Node): Rule<any>[] {
-    const a = this.byKey.get(nodeOpKey(n));
-    const b = this.anyDomain.get(n.opType);
-    if (a && b) return [...a, ...b];
-    return a ?? b ?? [];
+    const lists = [this.byKey.get(nodeOpKey(n)), this.anyDomain.get(n.opType), this.anyDomain.get(ANY_OP)].filter((l) => l !== undefined);
+    return lists.length <= 1 ? (lists[0] ?? []) : lists.flat();
   }
 }
 
@@ -220,6 +218,8 @@ function rewrite(graph: Graph, rule: Rule<any>, match: Match<any>): AppliedRewri
     out = rule.rewrite(match, b);
   } catch (e) {
     undo(graph, b.created);
+    // a problem with the user's model or options stays what it is
+    if (e instanceof UserInputError) throw e;
     throw new RewriteError(rule.name, rootName, `rewrite threw: ${(e as Error).message}`, { cause: e });
   }
   const reps: (Value | null)[] = Array.isArray(out) ? [...out] : [out as Value];

@@ -12,6 +12,7 @@
 import { type Node, type Tensor, type Value, describeNode } from '../../ir/index.js';
 import { constantTensor, tensorNumbers } from '../util/constants.js';
 import {
+  ANY_OP,
   AnyPattern,
   type AttrConstraint,
   type ConstExpect,
@@ -283,7 +284,7 @@ function matchValue(p: PatternValue, v: Value | null, s: State, k: K, site?: Sit
 function matchNode(np: NodePattern, n: Node, s: State, k: K): boolean {
   const bound = s.byPattern.get(np);
   if (bound) return bound === n ? k() : s.fail(() => `${np} is bound to ${describeNode(bound)} but ${describeNode(n)} is found in its place`);
-  if (n.opType !== np.opType) return s.fail(() => `${describeNode(n)} found where ${np} was expected`);
+  if (np.opType !== ANY_OP && n.opType !== np.opType) return s.fail(() => `${describeNode(n)} found where ${np} was expected`);
   if (np.domain !== '*') {
     const want = np.domain === 'ai.onnx' ? '' : np.domain;
     const have = n.domain === 'ai.onnx' ? '' : n.domain;

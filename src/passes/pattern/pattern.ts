@@ -20,6 +20,8 @@
  *   optional expected value or predicate over its numbers.
  * - `op.or(a, b, ...)` alternatives, tried in order; `op.optional(node, passthrough = 0)`
  *   is `or(node, node's input #passthrough)`: the node may be absent.
+ * - `op.anyOp(options?)` matches a node of any op type and domain, whatever its inputs
+ *   (for rules applied at nodes an analysis chose, see the driver's `roots`).
  */
 import type { AttributeValue, Node, Tensor, Value } from '../../ir/index.js';
 import { AttributeType, bytesToString } from '../../ir/index.js';
@@ -129,6 +131,8 @@ export interface PatternOps {
   /** Named alternatives: Match.choice(name) says which one matched. */
   orNamed(name: string, ...alternatives: PatternValue[]): OrPattern;
   optional(node: OutputPattern, passthrough?: number): OrPattern;
+  /** A node of any op type and domain, with any inputs (its output `options.outputs` names, or 0). */
+  anyOp(options?: Omit<NodePatternOptions, 'domain' | 'commute' | 'extraInputs'>): OutputPattern;
   /** A node pattern for `opType` (the same as `op[opType](...)`). */
   node(opType: string, inputs: PatternValue[], options?: NodePatternOptions): OutputPattern;
   /** A node pattern naming several outputs. */
@@ -172,6 +176,9 @@ export function pattern(fn: (op: PatternBuilder) => PatternValue | PatternValue[
   if (!root) throw new TypeError('the pattern function returned nothing');
   return new Pattern(root);
 }
+
+/** The op type of `op.anyOp()` patterns: any op. */
+export const ANY_OP = '*';
 
 /** Key used to index rules by root op: 'domain::Op' ('' domain written as plain 'Op'; '*' domain as '*::Op'). */
 export function opKey(opType: string, domain: string): string {
@@ -246,6 +253,7 @@ function makeOps(): PatternBuilder {
       if (!input) throw new TypeError(`optional(${node.node.opType}): it has no input ${passthrough} to pass through`);
       return new OrPattern([node, input]);
     },
+    anyOp: (options = {}) => new OutputPattern(makeNode(ANY_OP, [], { ...options, domain: '*', extraInputs: true }), 0),
     node: (opType, inputs, options = {}) => new OutputPattern(makeNode(opType, inputs, options), 0),
     nodeOutputs: (opType, inputs, options) => {
       const n = makeNode(opType, inputs, options);

@@ -11,7 +11,7 @@
  */
 import { Graph, type Model, type Node, describeNode } from '../../ir/index.js';
 import type { MatchFailure } from './matcher.js';
-import { nodeOpKey } from './pattern.js';
+import { ANY_OP, nodeOpKey } from './pattern.js';
 import { type Rule, matchRule } from './rule.js';
 
 export interface ClosestMatch {
@@ -90,7 +90,7 @@ export function traceRule(rule: Rule<any>, target: Model | Graph, options: { nod
   const tracer = new RuleTracer(rule);
   const wildcard = [...rule.pattern.rootOps].filter((k) => k.startsWith('*::')).map((k) => k.slice(3));
   for (const n of options.nodes ?? graph) {
-    if (!rule.pattern.rootOps.has(nodeOpKey(n)) && !wildcard.includes(n.opType)) continue;
+    if (!rule.pattern.rootOps.has(nodeOpKey(n)) && !wildcard.includes(n.opType) && !wildcard.includes(ANY_OP)) continue;
     const { match, failure } = matchRule(rule, n, { trace: true });
     if (match) tracer.recordMatch(n);
     else tracer.recordFailure(n, failure);

@@ -218,6 +218,35 @@ describe('convert: refusals and options', () => {
     convert(narrow, { mu: 0.5, window: 2, target: 'portable' });
     expect(worst(await run(narrow, feedsOf(name)), await run(plain, feedsOf(name)), outs)).toBeGreaterThan(1e-3);
   });
+
+  it('every node the conversion adds or changes names the rule that did it (provenance)', () => {
+    const original = loadModel(path.join(FIX, 'llama_past.onnx'));
+    const before = new Set(original.graph.nodes().map((n) => n.name));
+    const model = loadModel(path.join(FIX, 'llama_past.onnx'));
+    convert(model, { mu: 0.5, window: 4, loraRank: 2, target: 'ort' });
+    const rule = (n: { metadataProps: { key: string; value: string }[] }) => n.metadataProps.find((m) => m.key === 'titanize.rule')?.value;
+    const added = model.graph.nodes().filter((n) => !before.has(n.name));
+    expect(added.length).toBeGreaterThan(50);
+    const counts: Record<string, number> = {};
+    for (const n of added) counts[rule(n) ?? 'none'] = (counts[rule(n) ?? 'none'] ?? 0) + 1;
+    expect(Object.keys(counts).sort()).toEqual(['lora', 'lower_contrib', 'recurrent-state', 'tptt', 'window']);
+    expect(model.graph.nodes().filter((n) => n.opType === 'LinearAttention').map(rule)).toEqual(['lower_contrib', 'lower_contrib']);
+    // the window rewrites each layer's Softmax in place: the original node, stamped
+    const softmaxes = model.graph.nodes().filter((n) => n.opType === 'Softmax');
+    expect(softmaxes.map((n) => before.has(n.name) && rule(n))).toEqual(['window', 'window']);
+  });
+
+  it('a window on GroupQueryAttention sets its local_window_size (in place, stamped)', () => {
+    const model = loadModel(path.join(FIX, 'gqa_contrib.onnx'));
+    const r = convert(model, { mu: 0.5, window: 8, target: 'portable' });
+    const gqa = model.graph.nodes().filter((n) => n.opType === 'GroupQueryAttention');
+    expect(gqa.length).toBeGreaterThan(0);
+    for (const n of gqa) {
+      expect(n.getInt('local_window_size')).toBe(7);
+      expect(n.metadataProps.find((m) => m.key === 'titanize.rule')?.value).toBe('window');
+    }
+    expect(r.windows.every((w) => /local_window_size=7/.test(w))).toBe(true);
+  });
 });
 
 function sumLora(m: Model): number {
