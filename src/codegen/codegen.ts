@@ -86,3 +86,14 @@ export function codegen(model: Model, options: CodegenOptions): CodegenSummary {
   const { output, interfaces, class: cls, state, changed, userCode } = summary;
   return { output, interfaces, class: cls, state, written, changed: written ? changed : [], userCode };
 }
+
+/**
+ * Whether the file at `options.output` is what `codegen` would write for `model` (nothing is
+ * written): for CI, that a checked-in module still matches its model. `changed` names the
+ * declarations (and 'header') that differ; `missing` when there is no file yet.
+ */
+export function checkModule(model: Model, options: CodegenOptions): { upToDate: boolean; missing: boolean; changed: string[]; summary: Omit<CodegenSummary, 'written'> } {
+  const { text, summary, existing } = planModule(model, options);
+  const upToDate = existing === text;
+  return { upToDate, missing: existing === undefined, changed: upToDate ? [] : summary.changed, summary };
+}

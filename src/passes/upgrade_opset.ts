@@ -86,13 +86,16 @@ export function upgradeOpset(model: Model, target: number): UpgradeReport {
   return { from, to: target, changes: [...counts].map(([k, v]) => `${k} ×${v}`) };
 }
 
+/** The names of the upgrade rules (provenance on the nodes they change). */
+export const UPGRADE_RULES = ['opset18-reduce-axes-input', 'opset16-roialign-half-pixel', 'opset20-gridsample-modes'] as const;
+
 /** The in-place rules that keep each node's meaning from opset `from` to `to`; `note` gets a line per change for the report. */
 function upgradeRules(from: number, to: number, note: (what: string) => void): Rule[] {
   const rules: Rule[] = [];
   if (from < 18 && to >= 18) {
     rules.push(
       defineRule({
-        name: 'opset18-reduce-axes-input',
+        name: UPGRADE_RULES[0],
         pattern: (op) => op.or(...[...REDUCE_AXES_TO_INPUT].map((t) => op.node(t, [op.var('x')], { attrs: { axes: (v) => v !== undefined } }))),
         rewrite(m, b) {
           const n = m.root;
@@ -108,7 +111,7 @@ function upgradeRules(from: number, to: number, note: (what: string) => void): R
   if (from < 16 && to >= 16) {
     rules.push(
       defineRule({
-        name: 'opset16-roialign-half-pixel',
+        name: UPGRADE_RULES[1],
         pattern: (op) => op.RoiAlign({ extraInputs: true, attrs: { coordinate_transformation_mode: undefined } }),
         rewrite(m) {
           m.root.setAttribute('coordinate_transformation_mode', 'output_half_pixel');
@@ -122,7 +125,7 @@ function upgradeRules(from: number, to: number, note: (what: string) => void): R
     const renamed: Record<string, string> = { bilinear: 'linear', bicubic: 'cubic' };
     rules.push(
       defineRule({
-        name: 'opset20-gridsample-modes',
+        name: UPGRADE_RULES[2],
         pattern: (op) => op.GridSample({ extraInputs: true, attrs: { mode: (v) => typeof v === 'string' && v in renamed } }),
         rewrite(m) {
           const mode = bytesToString(m.root.attribute('mode')!.value as Uint8Array);

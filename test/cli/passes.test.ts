@@ -76,8 +76,11 @@ describe('titanize passes', () => {
     expect(lines[0]).toBe('conversion pipeline (titanize convert):');
     expect(lines.slice(1).map((l) => l.trim().split(/\s+/)[1])).toEqual(BUILT_IN);
     const json = await run(['passes', '--json']);
-    const list = JSON.parse(json.stdout) as { name: string; description: string; effects: string[]; condition: string | null }[];
+    const list = JSON.parse(json.stdout) as { name: string; description: string; effects: string[]; condition: string | null; rules: string[] }[];
     expect(list.map((p) => p.name)).toEqual(BUILT_IN);
+    expect(list.find((p) => p.name === 'tptt-memory')!.rules).toEqual(['window', 'tptt']);
+    expect(list.find((p) => p.name === 'discover-attention')!.rules).toEqual([]);
+    expect(lines.find((l) => /\blora\b.*rules lora$/.test(l.trim()))).toBeTruthy();
     expect(list.find((p) => p.name === 'lora')!.condition).toBe('options.loraRank is set');
     for (const p of list) expect(p.effects.length, p.name).toBeGreaterThan(0);
     expect((await run(['passes', '--help'])).stdout).toMatch(/--pass \.\/my-pass\.js/);

@@ -28,15 +28,15 @@ function examples(): { title: string; code: string }[] {
 describe.skipIf(!built)('docs/api.md examples', () => {
   const all = examples();
   it('has one example per entry', () => {
-    expect(all.map((e) => e.title)).toEqual(['titanize/ir', 'titanize/node', 'titanize/passes', 'titanize/ops', 'titanize/runtime', 'titanize/browser']);
+    expect(all.map((e) => e.title)).toEqual(['titanize/ir', 'titanize/node', 'titanize/passes', 'titanize/passes', 'titanize/ops', 'titanize/runtime', 'titanize/codegen', 'titanize/browser']);
     // every entry of package.json exports is documented
     const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, unknown> };
     for (const key of Object.keys(pkg.exports)) expect(DOC, key).toContain(`\`${key === '.' ? 'titanize' : `titanize/${key.slice(2)}`}\``);
   });
-  for (const { title, code } of all) {
-    it(`${title} runs and prints what it says`, () => {
+  for (const [index, { title, code }] of all.entries()) {
+    it(`${title} (example ${index + 1}) runs and prints what it says`, () => {
       // (inside the package folder, so that 'titanize/...' resolves to this package)
-      const file = path.join(ROOT, 'dist', `api-example-${title.replace(/\W+/g, '-')}.mjs`);
+      const file = path.join(ROOT, 'dist', `api-example-${title.replace(/\W+/g, '-')}-${index}.mjs`);
       fs.writeFileSync(file, code);
       try {
         const r = spawnSync(process.execPath, [file], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });

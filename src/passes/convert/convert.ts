@@ -14,19 +14,19 @@ import {
   toposort,
 } from '../../ir/index.js';
 import { LINEAR_ATTENTION_OPSET, TPTT_DOMAIN } from '../../ops/index.js';
-import { type LoweringReport, lowerLizaToContrib, lowerLizaToOnnx27 } from '../lower_liza.js';
-import { type UpgradeReport, upgradeOpset } from '../upgrade_opset.js';
+import { LOWER_CONTRIB_RULE, LOWER_ONNX27_RULE, type LoweringReport, lowerLizaToContrib, lowerLizaToOnnx27 } from '../lower_liza.js';
+import { UPGRADE_RULES, type UpgradeReport, upgradeOpset } from '../upgrade_opset.js';
 import { MIN_ONNX_OPSET } from '../../ops/schema.js';
 import { type DecoderIO, findDecoderIO, writeDecoderIO } from '../analysis/io.js';
 import { discoverAttention, isAttentionNode } from '../attention/discover.js';
-import { functionContains, inlineFunctions } from '../inline_functions.js';
+import { INLINE_RULE, functionContains, inlineFunctions } from '../inline_functions.js';
 import type { AttentionDiscovery, AttentionSite } from '../attention/site.js';
 import { type Pass, PassError, runPasses } from '../pass.js';
-import { addLora, isLoraCapable, type LoraAdapter, type LoraTarget } from './lora.js';
+import { LORA_RULE, addLora, isLoraCapable, type LoraAdapter, type LoraTarget } from './lora.js';
 import { type ConvertOptions, type ResolvedConvertOptions, resolveConvertOptions } from './options.js';
 import { type ConvertedSite, TPTT_RULE, convertSite, valueIndex } from './tptt.js';
-import { applyWindow } from './window.js';
-import { addStateInputs, addStateOutputs, cutKvCache, dropKvCache, hasKvCache, positionsFromCache, removeUnusedPastInputs } from './recurrent.js';
+import { WINDOW_RULE, applyWindow } from './window.js';
+import { RECURRENT_RULE, addStateInputs, addStateOutputs, cutKvCache, dropKvCache, hasKvCache, positionsFromCache, removeUnusedPastInputs } from './recurrent.js';
 
 /** Model metadata key that marks a converted model (its value: the options, as JSON). */
 export const CONVERTED_KEY = 'titanize.converted';
@@ -118,6 +118,8 @@ export interface ConvertPass {
   readonly effects: readonly string[];
   /** When it runs (prose, for `titanize passes`); absent: always. */
   readonly condition?: string;
+  /** The pattern-engine rules it applies (their names are the provenance on the nodes they make). */
+  readonly rules?: readonly string[];
   when?(ctx: ConvertContext, model: Model): boolean;
   run(model: Model, ctx: ConvertContext): { modified: boolean };
 }
@@ -126,6 +128,7 @@ const upgradeOpsetPass: ConvertPass = {
   name: 'upgrade-opset',
   description: `raises the default-domain opset to ${MIN_ONNX_OPSET} (the LiZA and MaG bodies need it), rewriting the ops whose meaning changed`,
   effects: ['graph', 'opset', 'functions'],
+  rules: UPGRADE_RULES,
   condition: `the model's default-domain opset is below ${MIN_ONNX_OPSET}`,
   when: (_ctx, m) => {
     const declared = m.opsetVersion('');
@@ -141,6 +144,7 @@ const inlinePass: ConvertPass = {
   name: 'inline-attention-functions',
   description: 'inlines calls of model-local functions that hold attention (dynamo exports), one copy per layer',
   effects: ['graph', 'functions', 'context.inlined'],
+  rules: [INLINE_RULE],
   run(m, ctx) {
     const r = inlineFunctions(m, (fn) => functionContains(m, fn, isAttentionNode));
     ctx.inlined.push(...r.inlined);
@@ -183,6 +187,7 @@ const memoryPass: ConvertPass = {
   name: 'tptt-memory',
   description: 'adds the LiZA memory and the MaG gate to every selected site (and the sliding window, and state inputs/outputs for KV-cache sites)',
   effects: ['graph', 'inputs', 'outputs', 'initializers', 'functions', 'context.converted', 'context.statePairs'],
+  rules: [WINDOW_RULE, TPTT_RULE],
   run(m, ctx) {
     const opts = ctx.options;
     toposort(m.graph);
@@ -216,6 +221,7 @@ const recurrentPass: ConvertPass = {
   name: 'recurrent-state',
   description: 'KV caches of converted layers: dropped at μ = 1 (with a tokens-seen counter when nothing else tells the past length), cut to the window, or kept',
   effects: ['graph', 'inputs', 'outputs', 'context.state'],
+  rules: [RECURRENT_RULE],
   condition: 'options.state (default) and a converted site has a KV cache',
   when: (ctx) => ctx.options.state && ctx.stateSites.length > 0,
   run(m, ctx) {
@@ -258,6 +264,7 @@ const loraPass: ConvertPass = {
   name: 'lora',
   description: 'adds LoRA adapters (B = 0: nothing changes until trained) on the q, k, v and output projections (or every linear layer)',
   effects: ['graph', 'initializers', 'context.adapters'],
+  rules: [LORA_RULE],
   condition: 'options.loraRank is set',
   when: (ctx) => ctx.options.loraRank !== undefined,
   run(m, ctx) {
@@ -271,6 +278,7 @@ const lowerPass: ConvertPass = {
   name: 'lower',
   description: 'lowers ai.tptt.LiZA for the target: com.microsoft.LinearAttention (ort) or LinearAttention at opset 27 (onnx27)',
   effects: ['graph', 'functions', 'opset', 'context.lowering'],
+  rules: [LOWER_CONTRIB_RULE, LOWER_ONNX27_RULE, ...UPGRADE_RULES],
   condition: "options.target is 'ort' (default) or 'onnx27'",
   when: (ctx) => ctx.options.target !== 'portable',
   run(m, ctx) {

@@ -20,6 +20,7 @@ import {
   Builder,
   DataType,
   type Graph,
+  IrError,
   type Model,
   type Node,
   UserInputError,
@@ -30,6 +31,8 @@ import {
   type TypeInfo,
 } from '../../ir/index.js';
 import type { AttentionSite } from '../attention/site.js';
+import { applyRules } from '../pattern/driver.js';
+import { defineRule, fail, ok } from '../pattern/rule.js';
 import type { DecoderIO } from '../analysis/io.js';
 
 export const RECURRENT_RULE = 'recurrent-state';
@@ -234,21 +237,27 @@ function replaceShapeReads(graph: Graph, past: Value, dropped: Set<Value>, cache
       shape = b.op('Concat', [B, b.ints([dims[1].value!]), P, b.ints([dims[3].value!])], { axis: 0 });
     }
   }
-  for (const n of users) rewireShape(graph, n, shape);
+  // each Shape of the cache becomes (a slice of) the computed shape: a rule at those nodes
+  const r = applyRules(graph, [shapeRule(past, shape)], { roots: users });
+  if (r.rewrites !== users.length) throw new IrError(`'${past.name}': ${users.length - r.rewrites} of its Shape reads could not be replaced`);
 }
 
 function sliceOf(b: Builder, v: Value, start: number, end: number): Value {
   return b.op('Slice', [v, b.ints([start]), b.ints([end]), b.ints([0])]);
 }
 
-function rewireShape(graph: Graph, shapeNode: Node, full: Value): void {
-  const start = shapeNode.attribute('start') ? shapeNode.getInt('start') : 0;
-  const end = shapeNode.attribute('end') ? shapeNode.getInt('end') : undefined;
-  let replacement = full;
-  if (start !== 0 || end !== undefined) {
-    const b = new Builder(graph, { before: shapeNode, tag: RECURRENT_RULE });
-    replacement = b.op('Slice', [full, b.ints([start]), b.ints([end ?? 4]), b.ints([0])]);
-  }
-  shapeNode.output.replaceAllUsesWith(replacement);
-  graph.remove(shapeNode);
+/** Shape(past)[start:end] → the same slice of `full`, the shape computed without reading the cache. */
+function shapeRule(past: Value, full: Value) {
+  return defineRule({
+    name: RECURRENT_RULE,
+    pattern: (op) => op.Shape(op.var('x')),
+    check: (m) => (m.value('x') === past ? ok() : fail(`${describeNode(m.root)} does not read '${past.name}'`)),
+    rewrite(m, b) {
+      const n = m.root;
+      const start = n.attribute('start') ? n.getInt('start') : 0;
+      const end = n.attribute('end') ? n.getInt('end') : undefined;
+      if (start === 0 && end === undefined) return full;
+      return b.op('Slice', [full, b.ints([start]), b.ints([end ?? 4]), b.ints([0])]);
+    },
+  });
 }

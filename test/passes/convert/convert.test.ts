@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Model, decodeModel, encodeModel, verifyModel } from '../../../src/ir/index.js';
 import { loadModel } from '../../../src/node/index.js';
 import { LIZA_RULES, type LizaRule } from '../../../src/ops/index.js';
-import { convert } from '../../../src/passes/convert/convert.js';
+import { convert, convertPipeline } from '../../../src/passes/convert/convert.js';
 import type { ConvertTarget } from '../../../src/passes/convert/options.js';
 import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
 import { checkConvertedLayers, runModel } from '../../helpers/layer_check.js';
@@ -230,6 +230,9 @@ describe('convert: refusals and options', () => {
     const counts: Record<string, number> = {};
     for (const n of added) counts[rule(n) ?? 'none'] = (counts[rule(n) ?? 'none'] ?? 0) + 1;
     expect(Object.keys(counts).sort()).toEqual(['lora', 'lower_contrib', 'recurrent-state', 'tptt', 'window']);
+    // each is a rule the pipeline lists for one of its passes (titanize passes shows them)
+    const listed = new Set(convertPipeline().passes.flatMap((p) => p.rules ?? []));
+    for (const r of Object.keys(counts)) expect(listed.has(r), r).toBe(true);
     expect(model.graph.nodes().filter((n) => n.opType === 'LinearAttention').map(rule)).toEqual(['lower_contrib', 'lower_contrib']);
     // the window rewrites each layer's Softmax in place: the original node, stamped
     const softmaxes = model.graph.nodes().filter((n) => n.opType === 'Softmax');
