@@ -154,25 +154,29 @@ export function decoderClass(d: ModelDescription, n: ModuleNames): OptionalKind<
       docs: [
         {
           description:
-            'Greedy decoding of a new sequence: `reset()`, feed the prompt, then each chosen token, until\n' +
-            '`maxNewTokens` tokens or one of `stopTokens` (included). The last token returned is not fed.',
+            'Decodes a new sequence: `reset()`, feed the prompt, then each chosen token, until `maxNewTokens`\n' +
+            'tokens or one of `options.stopTokens` (included). The last token returned is not fed.\n' +
+            '`options.choose(logits)` picks each token from the logits of the call before (its last position;\n' +
+            'default `greedyToken`: bring your own sampling); `options.onToken(id)` hears each one as it comes.',
           tags: [{ tagName: 'returns', text: 'the new tokens (the prompt excluded)' }],
         },
       ],
       parameters: [
         { name: 'ids', type: 'readonly number[]' },
         { name: 'maxNewTokens', type: 'number' },
-        { name: 'stopTokens', type: 'readonly number[]', initializer: '[]' },
+        { name: 'options', type: '{ stopTokens?: readonly number[]; choose?: (logits: T) => number; onToken?: (id: number) => void }', initializer: '{}' },
       ],
       returnType: 'Promise<number[]>',
       statements: [
+        'const { stopTokens = [], choose = greedyToken, onToken } = options;',
         'this.reset();',
         'const tokens: number[] = [];',
         'if (maxNewTokens < 1) return tokens;',
         'let logits = await this.prefill(ids);',
         'for (;;) {',
-        '  const next = greedyToken(logits);',
+        '  const next = choose(logits);',
         '  tokens.push(next);',
+        '  onToken?.(next);',
         '  if (tokens.length >= maxNewTokens || stopTokens.includes(next)) return tokens;',
         '  logits = await this.step(next);',
         '}',
@@ -229,8 +233,8 @@ export function decoderClass(d: ModelDescription, n: ModuleNames): OptionalKind<
     docs: [
       {
         description:
-          `Greedy decoding with ${d.file}${recompute ? '' : ', carrying its state between calls'}: \`prefill(ids)\` feeds a chunk of tokens,\n` +
-          '`step(id)` one token, `generate(ids, maxNewTokens)` a whole greedy continuation. One sequence (batch 1).\n' +
+          `Decoding with ${d.file}${recompute ? '' : ', carrying its state between calls'}: \`prefill(ids)\` feeds a chunk of tokens,\n` +
+          '`step(id)` one token, `generate(ids, maxNewTokens, options?)` a whole continuation (greedy, or your choice). One sequence (batch 1).\n' +
           'Works with onnxruntime-node and onnxruntime-web alike: pass a session of the model and the same package\'s `Tensor`.',
         tags: [
           {

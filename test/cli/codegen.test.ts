@@ -47,6 +47,24 @@ describe('titanize codegen', () => {
     expect(fs.readFileSync(path.join(tmp, 'decoder.mts'), 'utf8')).toContain('export const tinyLlamaSpec = {');
   });
 
+  it('--check writes nothing: 0 when the module matches the model, 2 naming what differs when it is stale or missing', async () => {
+    const out = path.join(tmp, 'checked', 'titan.ts');
+    expectUserError(await run(['codegen', PAST, '-o', out, '--check']), /titan\.ts does not exist; write it with `titanize codegen .*llama_past\.onnx -o .*titan\.ts`$/);
+    expect(fs.existsSync(out)).toBe(false);
+    expect((await run(['codegen', PAST, '-o', out])).code).toBe(0);
+    const ok = await run(['codegen', PAST, '-o', out, '--check']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toBe(`${out} is up to date with ${PAST}\n`);
+    const j = JSON.parse((await run(['codegen', PAST, '-o', out, '--check', '--json'])).stdout) as Record<string, unknown>;
+    expect(j).toMatchObject({ upToDate: true, changed: [], class: 'Titan' });
+    // the same module against another model: stale, the differing declarations named, the file untouched
+    const text = fs.readFileSync(out, 'utf8');
+    const other = await run(['codegen', path.join(FIX, 'qwen2_past.onnx'), '-o', out, '--check']);
+    expectUserError(other, /titan\.ts is out of date with .*qwen2_past\.onnx \(header, .*TitanState.* differ\); update it with `titanize codegen .*qwen2_past\.onnx -o .*titan\.ts`$/);
+    expect(fs.readFileSync(out, 'utf8')).toBe(text);
+    expect((await run(['codegen', '--help'])).stdout).toMatch(/--check/);
+  });
+
   it('user errors are one line, exit 2, and write nothing', async () => {
     const out = path.join(tmp, 'err.ts');
     expectUserError(await run(['codegen', path.join(tmp, 'missing.onnx'), '-o', out]), /missing\.onnx: no such file/);

@@ -31,7 +31,7 @@ const NEW = 12;
 interface Decoder {
   prefill(ids: readonly number[]): Promise<ort.Tensor>;
   step(id: number): Promise<ort.Tensor>;
-  generate(ids: readonly number[], maxNewTokens: number, stopTokens?: readonly number[]): Promise<number[]>;
+  generate(ids: readonly number[], maxNewTokens: number, options?: { stopTokens?: readonly number[]; choose?: (logits: ort.Tensor) => number; onToken?: (id: number) => void }): Promise<number[]>;
   reset(): void;
   readonly length: number;
 }
@@ -242,7 +242,15 @@ describe('titanize codegen (library)', () => {
         expect(tokens, name).toEqual(await runtimeTokens(m, PROMPT));
         expect(decoder.length).toBe(PROMPT.length + NEW - 1);
         // a stop token ends it (included)
-        expect(await decoder.generate(PROMPT, NEW, [tokens[2]!])).toEqual(tokens.slice(0, tokens.indexOf(tokens[2]!) + 1));
+        expect(await decoder.generate(PROMPT, NEW, { stopTokens: [tokens[2]!] })).toEqual(tokens.slice(0, tokens.indexOf(tokens[2]!) + 1));
+        // a chooser of one's own sees the logits of each call (the prompt's, then one position each) and is obeyed; onToken hears each token
+        const seen: number[][] = [];
+        const heard: number[] = [];
+        const forced = PROMPT.map((t) => (t * 7 + 1) % 50);
+        const chosen = await decoder.generate(PROMPT, 4, { choose: (logits) => (seen.push([...logits.dims]), forced[seen.length - 1]!), onToken: (id) => heard.push(id) });
+        expect(chosen).toEqual(forced.slice(0, 4));
+        expect(heard).toEqual(chosen);
+        expect(seen.map((d) => d[1])).toEqual([PROMPT.length, 1, 1, 1]);
         // the prompt in one call, or in a chunk and single steps: the same last logits
         decoder.reset();
         const whole = (await decoder.prefill(PROMPT)).data as Float32Array;

@@ -21,7 +21,7 @@ export function addCodegenCommand(program: Command, ctx: CliContext): void {
     .description(
       'Write a TypeScript module for a decoder model (original KV-cache export or converted state model): interfaces for its ' +
         'inputs, outputs and carried state (names, dtypes, symbolic dims), and a class wrapping an onnxruntime session (node ' +
-        'or web: you pass the session and ort.Tensor) with prefill(ids), step(id) and greedy generate(ids, maxNewTokens), ' +
+        'or web: you pass the session and ort.Tensor) with prefill(ids), step(id) and generate(ids, maxNewTokens, { stopTokens, choose, onToken }) (greedy unless you choose), ' +
         'carrying each present output to its past input. Doc comments come from the metadata (producer, the conversion ' +
         'options). Re-running on the same model reproduces the file byte for byte; on a changed model the generated code is ' +
         'rewritten and the code between `// <user-code name="...">` and `// </user-code>` is kept, by name. A file that ' +
