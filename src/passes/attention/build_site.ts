@@ -81,6 +81,11 @@ export function buildSite(p: SiteParts): SiteDraft {
       q: p.q.value,
       k: p.k.value,
       v: p.v.value,
+      projections: {
+        q: { node: p.q.node, packed: p.q.packed ?? null },
+        k: { node: p.k.node, packed: p.k.packed ?? null },
+        v: { node: p.v.node, packed: p.v.packed ?? null },
+      },
       qInput: p.q.input,
       kInput: p.k.input,
       vInput: p.v.input,

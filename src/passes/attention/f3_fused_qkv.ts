@@ -19,6 +19,8 @@ export interface ProjectionDraft {
   input: Value | null;
   /** The projection node; null for keys / values read from a graph input (inputSource). */
   node: Node | null;
+  /** For columns of a packed projection: its whole output, which the memory branch slices. */
+  packed?: Value | null;
   /** Output width (H·d) when known from the weight shape or the split. */
   width: number | null;
 }
@@ -220,5 +222,5 @@ export function outputProjection(out: Value, where: string): NodeProjectionDraft
  */
 export function packedPart(fused: NodeProjectionDraft, op: Node, columns: [number, number]): NodeProjectionDraft {
   const info: Projection = { ...fused.info, output: null, columns, packed: fused.value?.name ?? null, split: nodeName(op) };
-  return { info, value: null, input: fused.input, node: fused.node, width: columns[1] - columns[0] };
+  return { info, value: null, input: fused.input, node: fused.node, packed: fused.value, width: columns[1] - columns[0] };
 }

@@ -196,6 +196,14 @@ export interface AttentionSite {
   refs: SiteRefs;
 }
 
+/** The IR objects of a q, k or v projection. */
+export interface ProjectionRef {
+  /** The projection node (null for keys / values read from a graph input). */
+  node: Node | null;
+  /** For columns of a packed projection: the packed output they are sliced from. */
+  packed: Value | null;
+}
+
 export interface SiteRefs {
   qk: Node | null;
   softmax: Node | null;
@@ -205,6 +213,8 @@ export interface SiteRefs {
   q: Value | null;
   k: Value | null;
   v: Value | null;
+  /** The q, k and v projections' nodes (and packed outputs). */
+  projections: { q: ProjectionRef; k: ProjectionRef; v: ProjectionRef };
   /** The projection inputs. */
   qInput: Value | null;
   kInput: Value | null;

@@ -638,6 +638,7 @@ export function operandProjection(path: HeadPath, columns: [number, number]): Pr
     value: null,
     input: p.input,
     node: p.node,
+    packed: p.value,
     width: columns[1] - columns[0],
   };
 }

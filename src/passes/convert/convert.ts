@@ -24,7 +24,7 @@ import type { AttentionDiscovery, AttentionSite } from '../attention/site.js';
 import { type Pass, PassError, runPasses } from '../pass.js';
 import { LORA_RULE, addLora, isLoraCapable, type LoraAdapter, type LoraTarget } from './lora.js';
 import { type ConvertOptions, type ResolvedConvertOptions, resolveConvertOptions } from './options.js';
-import { type ConvertedSite, TPTT_RULE, convertSite, valueIndex } from './tptt.js';
+import { type ConvertedSite, TPTT_RULE, convertSite } from './tptt.js';
 import { WINDOW_RULE, applyWindow } from './window.js';
 import { RECURRENT_RULE, addStateInputs, addStateOutputs, cutKvCache, dropKvCache, hasKvCache, positionsFromCache, removeUnusedPastInputs } from './recurrent.js';
 
@@ -191,7 +191,6 @@ const memoryPass: ConvertPass = {
   run(m, ctx) {
     const opts = ctx.options;
     toposort(m.graph);
-    const index = valueIndex(m.graph);
     const w = opts.order + 1;
     ctx.selected.forEach((site, i) => {
       ctx.given.onProgress?.(i, ctx.selected.length, `layer ${site.layer}`);
@@ -200,7 +199,7 @@ const memoryPass: ConvertPass = {
       if (opts.window !== undefined && opts.mu < 1 && site.kind === 'self') ctx.windows.push(`layer ${site.layer}: ${applyWindow(m, site, opts.window)}`);
       const recurrent = opts.state && site.kind === 'self' && hasKvCache(site);
       const past = recurrent ? addStateInputs(m.graph, site, w) : undefined;
-      const c = convertSite(m, site, opts, index, past);
+      const c = convertSite(m, site, opts, past);
       if (recurrent) {
         // (a self-attention site always has its LiZA call)
         addStateOutputs(m.graph, site, c.presentState!, c.presentWindow!, w);
@@ -466,15 +465,14 @@ export function convertModel(model: Model, options: ConvertOptions = {}): Conver
  * initializer, named after the node (`linear.<node name>`).
  */
 function loraTargets(model: Model, sites: AttentionSite[], which: 'attention' | 'all'): LoraTarget[] {
-  const byName = new Map<string, Node>();
-  for (const n of model.graph) if (n.name) byName.set(n.name, n);
   const seen = new Set<Node>();
   const out: LoraTarget[] = [];
   for (const s of sites) {
-    for (const [which, p] of [['q', s.q], ['k', s.k], ['v', s.v], ['o', s.outputProjection]] as const) {
+    const r = s.refs.projections;
+    for (const [which, p, node] of [['q', s.q, r.q.node], ['k', s.k, r.k.node], ['v', s.v, r.v.node], ['o', s.outputProjection, s.refs.outputProjection]] as const) {
       // (keys / values read from graph inputs have no projection in the graph: no adapter)
-      const node = p.node === null ? undefined : byName.get(p.node);
-      if (!node || seen.has(node) || !isLoraCapable(node)) continue;
+      // (a node the conversion removed, such as a fused op whose outputs nothing reads at μ = 1, takes none)
+      if (!node || node.graph !== model.graph || seen.has(node) || !isLoraCapable(node)) continue;
       seen.add(node);
       out.push({ node, name: `layers.${s.layer}.${p.packed ? 'qkv' : which}_proj` });
     }

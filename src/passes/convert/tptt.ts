@@ -59,14 +59,12 @@ export function valueIndex(graph: Graph): Map<string, Value> {
 }
 
 /** The [B,T,H·d] projection output of q, k or v: the site's value, or a column slice of a packed projection. */
-function projectionValue(b: Builder, site: AttentionSite, which: 'q' | 'k' | 'v', index: Map<string, Value>): Value {
+function projectionValue(b: Builder, site: AttentionSite, which: 'q' | 'k' | 'v'): Value {
   const direct = site.refs[which];
   if (direct) return direct;
   const p: Projection = site[which];
-  if (p.packed && p.columns) {
-    const packed = index.get(p.packed);
-    if (packed) return b.op('Slice', [packed, b.ints([p.columns[0]]), b.ints([p.columns[1]]), b.ints([-1])], {}, { name: `${which}_slice` });
-  }
+  const packed = site.refs.projections[which].packed;
+  if (packed && p.columns) return b.op('Slice', [packed, b.ints([p.columns[0]]), b.ints([p.columns[1]]), b.ints([-1])], {}, { name: `${which}_slice` });
   throw new UserInputError(
     `layer ${site.layer}: the ${which} projection happens inside ${site.nodes.fused ?? 'a fused op'}, so its output is not available to the memory branch`,
   );
@@ -92,8 +90,8 @@ function paddingMask(b: Builder, site: AttentionSite, x: Value, graph: Graph): V
  * The float type the site computes in: its query projection's activation type (fp16 / bf16
  * weights, or the scales of quantized ones), float32 when it cannot be told.
  */
-function sitePrecision(graph: Graph, site: AttentionSite): DataType {
-  const node = graph.nodes().find((n) => n.name === site.q.node);
+function sitePrecision(site: AttentionSite): DataType {
+  const node = site.refs.projections.q.node;
   return node && isLoraCapable(node) ? projectionShape(node).dtype : DataType.FLOAT;
 }
 
@@ -107,7 +105,6 @@ export function convertSite(
   model: Model,
   site: AttentionSite,
   opts: ResolvedConvertOptions,
-  index: Map<string, Value>,
   past?: { state: Value; window: Value },
 ): ConvertedSite {
   const oproj = site.refs.outputProjection;
@@ -123,7 +120,7 @@ export function convertSite(
     pattern: (op) => op.anyOp(),
     check: (m) => (converted ? fail(`layer ${site.layer} is converted`) : m.root === root ? ok() : fail(`${describeNode(m.root)} does not make layer ${site.layer}'s attention output`)),
     rewrite(m, b) {
-      const r = addSiteMemory(model, site, opts, index, past, b);
+      const r = addSiteMemory(model, site, opts, past, b);
       converted = r.site;
       return m.root.outputs.map((o) => (o === a ? r.out : o));
     },
@@ -138,7 +135,6 @@ function addSiteMemory(
   model: Model,
   site: AttentionSite,
   opts: ResolvedConvertOptions,
-  index: Map<string, Value>,
   past: { state: Value; window: Value } | undefined,
   b: Builder,
 ): { site: ConvertedSite; out: Value } {
@@ -158,11 +154,11 @@ function addSiteMemory(
   b.prefix = prefix;
   // the memory works on [B, T, H·d] in float32; sites in another layout are transposed to
   // it and back, fp16 / bf16 sites cast to float32 and back
-  const precision = sitePrecision(graph, site);
+  const precision = sitePrecision(site);
   const toF32 = (v: Value, name: string): Value => (precision === DataType.FLOAT ? v : b.op('Cast', [v], { to: DataType.FLOAT }, { name: `${name}_f32` }));
-  const xq = toF32(projectionToCanonical(b, projectionValue(b, site, 'q', index), site.layout.q, 'q'), 'q');
-  const xk = toF32(projectionToCanonical(b, projectionValue(b, site, 'k', index), site.layout.k, 'k'), 'k');
-  const xv = toF32(projectionToCanonical(b, projectionValue(b, site, 'v', index), site.layout.v, 'v'), 'v');
+  const xq = toF32(projectionToCanonical(b, projectionValue(b, site, 'q'), site.layout.q, 'q'), 'q');
+  const xk = toF32(projectionToCanonical(b, projectionValue(b, site, 'k'), site.layout.k, 'k'), 'k');
+  const xv = toF32(projectionToCanonical(b, projectionValue(b, site, 'v'), site.layout.v, 'v'), 'v');
   const sizes = runtimeSizes(b, xq, site.numHeads, site.headDim);
   const cross = site.kind === 'cross';
   const mask = paddingMask(b, site, cross ? xk : xq, graph);
