@@ -71,11 +71,7 @@ export class Builder {
     for (const [k, v] of Object.entries(attributes)) if (v !== undefined) attrs[k] = v;
     const node = new Node({ opType, domain: options.domain ?? '', name, inputs, outputs: outNames, attributes: attrs });
     if (options.type) node.outputs[0]!.type = options.type;
-    if (this.tag) setMetadata(node.metadataProps, RULE_KEY, this.tag);
-    if (this.before) this.graph.insertBefore(this.before, node);
-    else this.graph.append(node);
-    this.created.push(node);
-    return node;
+    return this.add(node);
   }
 
   /** Inserts a node made elsewhere (a copy, say) at the insertion point, tagged and recorded like the others. */

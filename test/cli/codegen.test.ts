@@ -16,7 +16,7 @@ describe('titanize codegen', () => {
   it('--help says what is generated, about the user-code regions, with an example', async () => {
     const r = await run(['codegen', '--help']);
     expect(r.code).toBe(0);
-    for (const s of ['--output', '--name', '--json', 'prefill(ids)', 'step(id)', 'generate(ids, maxNewTokens)', '<user-code name=', 'Examples:', 'titanize codegen titan.onnx -o src/titan.ts', 'Exit status']) {
+    for (const s of ['--output', '--name', '--json', 'prefill(ids)', 'step(id)', 'generate(ids, maxNewTokens, { stopTokens, choose, onToken })', '--check', '<user-code name=', 'Examples:', 'titanize codegen titan.onnx -o src/titan.ts', 'Exit status']) {
       expect(r.stdout.replace(/\s+/g, ' ')).toContain(s);
     }
     expect((await run(['--help'])).stdout).toMatch(/codegen .*typed TypeScript module/);

@@ -91,6 +91,8 @@ const cases: Record<string, GradCase> = {
   Trilu: { shapes: [[4, 4]], build: (b, [x]) => b.op('Trilu', [x!, b.constant(BigInt64Array.from([-1n]), [])], { upper: 0 }) },
   LayerNormalization: { shapes: [[2, 3, 5], [5], [5]], build: (b, xs) => b.op('LayerNormalization', xs, { axis: -1, epsilon: attr.float(1e-5) }) },
   LayerNormalization_axis1: { shapes: [[2, 3, 4], [3, 4], [3, 4]], build: (b, xs) => b.op('LayerNormalization', xs, { axis: 1 }) },
+  RMSNormalization: { shapes: [[2, 3, 5], [5]], build: (b, xs) => b.op('RMSNormalization', xs, { axis: -1, epsilon: attr.float(1e-5) }), opset: 23 },
+  RMSNormalization_axis1: { shapes: [[2, 3, 4], [3, 4]], build: (b, xs) => b.op('RMSNormalization', xs, { axis: 1 }), opset: 23 },
   shared_input_fanout: { shapes: [[3, 3]], build: (b, [x]) => b.op('MatMul', [x!, b.op('Transpose', [b.op('Mul', [x!, x!])], { perm: [1, 0] })]) },
 };
 

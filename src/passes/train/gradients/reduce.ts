@@ -100,4 +100,28 @@ registerGradient('LayerNormalization', (cx, n, dy, needs) => {
   return [dx, needs[1] ? cx.unbroadcast(e.mul(g, xhat), scale) : null, needs[2] && bias ? cx.unbroadcast(g, bias) : null];
 });
 
-
+/**
+ * RMSNormalization (opset 23): y = x · r · scale, r = 1/√(mean(x²) + ε) over the axes from
+ * `axis` on. dx = r · (g − x̂ · mean(g · x̂)) with x̂ = x · r and g = dy · scale.
+ */
+registerGradient('RMSNormalization', (cx, n, dy, needs) => {
+  const { e } = cx;
+  const x = n.requireInput(0);
+  const scale = n.requireInput(1);
+  const r = cx.rank(x);
+  const a0 = n.getInt('axis', -1);
+  const a = a0 < 0 ? a0 + r : a0;
+  const axes = Array.from({ length: r - a }, (_, i) => a + i);
+  const eps = n.getFloat('epsilon', 1e-5);
+  const cnt = e.op('CastLike', [e.op('ReduceProd', [e.op('Shape', [x], { start: a })], { keepdims: 0 }), x]);
+  const mean = (v: Value): Value => e.div(e.reduceSum(v, axes, true), cnt);
+  const inv = e.div(constLike(cx, x, 1), e.op('Sqrt', [e.add(mean(e.mul(x, x)), constLike(cx, x, eps))]));
+  const xhat = e.mul(x, inv);
+  const g = d0(dy);
+  let dx: Value | null = null;
+  if (needs[0]) {
+    const gx = e.mul(g, scale);
+    dx = e.mul(inv, e.sub(gx, e.mul(xhat, mean(e.mul(gx, xhat)))));
+  }
+  return [dx, needs[1] ? cx.unbroadcast(e.mul(g, xhat), scale) : null];
+});
