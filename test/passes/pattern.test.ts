@@ -331,6 +331,56 @@ describe('rules and the greedy driver', () => {
     expect(getMetadata(node.metadataProps, 'titanize.rule')).toBe('softmax-last-axis');
   });
 
+  it('a created value returned for two outputs is given once; the second output gets an Identity of it (both names kept)', () => {
+    const same = defineRule({ name: 'split-same', keepNames: true, pattern: (op) => op.Split(op.var('x'), { outputs: 2 })[0]!, rewrite: (m, b) => {
+      const v = b.op('Relu', [m.value('x')]);
+      return [v, v];
+    } });
+    const { model, g, b, x } = newModel();
+    const [s0, s1] = b.op('Split', [x], { axis: 0, num_outputs: 2 }, { outputs: 2 }) as [Value, Value];
+    s0.name = 'first';
+    s1.name = 'second';
+    g.setOutputs([s0, s1]);
+    applyRules(model, [same]);
+    expect(g.outputs.map((v) => v.name)).toEqual(['first', 'second']);
+    expect(g.outputs[1]!.producer!.opType).toBe('Identity');
+    expect(g.outputs[1]!.producer!.input(0)).toBe(g.outputs[0]);
+    verifyModel(model);
+  });
+
+  it('an in-place rewrite of a node nothing reads leaves it (removing dead code is not a rule\'s job)', () => {
+    const setAxis = defineRule({ name: 'axis-last', pattern: (op) => op.Softmax(op.var('x'), { attrs: { axis: (v) => v !== -1 } }), rewrite: (m) => (m.root.setAttribute('axis', -1), m.root.outputs) });
+    const { model, g, b, x } = newModel();
+    b.op('Softmax', [x], { axis: 0 });
+    g.setOutputs([b.op('Relu', [x])]);
+    expect(applyRules(model, [setAxis]).rewrites).toBe(1);
+    expect(ops(g)).toEqual(['Softmax', 'Relu']);
+  });
+
+  it('a wrapping rule (wraps: true) leaves the graph output on the value it wraps; node readers move', () => {
+    const wrap = defineRule({
+      name: 'wrap-relu',
+      wraps: true,
+      pattern: (op) => op.Relu(op.var('x')),
+      check: (m) => (getMetadata(m.root.metadataProps, 'done') ? fail('done') : ok()),
+      rewrite: (m, b) => {
+        m.root.metadataProps.push({ key: 'done', value: '1' });
+        b.setInsertionPointAfter(m.root);
+        return b.op('Neg', [m.value('x')]);
+      },
+    });
+    const { model, g, b, x } = newModel();
+    const relu = b.op('Relu', [x]);
+    relu.name = 'observed';
+    const reader = b.op('Sigmoid', [relu]);
+    g.setOutputs([relu, reader]);
+    applyRules(model, [wrap]);
+    expect(g.outputs[0]).toBe(relu);
+    expect(relu.name).toBe('observed');
+    expect(reader.producer!.input(0)!.producer!.opType).toBe('Neg');
+    verifyModel(model);
+  });
+
   it('roots restrict the rules to the given nodes (not the ones rewrites create)', () => {
     const reluToNeg = defineRule({ name: 'relu-to-neg-relu', pattern: (op) => op.Relu(op.var('x')), rewrite: (m, b) => b.op('Relu', [b.op('Neg', [m.value('x')])]) });
     const { model, g, b, x } = newModel();

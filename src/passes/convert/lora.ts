@@ -219,8 +219,11 @@ export function addLora(model: Model, targets: LoraTarget[], options: LoraOption
   const rand = seededRandom(options.seed ?? 0);
   const plans = new Map<Node, AdapterPlan>();
   const byGraph = new Map<Graph, Node[]>();
+  const names = new Set<string>();
   for (const target of targets) {
     const { node } = target;
+    if (names.has(target.name)) throw new UserInputError(`two LoRA targets are named '${target.name}'`);
+    names.add(target.name);
     const graph = node.graph;
     if (!graph) throw new IrError(`${describeNode(node)} is not in a graph`);
     if (getMetadata(node.metadataProps, TARGET_KEY)) {
@@ -258,6 +261,7 @@ function loraRule(plans: ReadonlyMap<Node, AdapterPlan>, rank: number, scale: nu
   const roots = { extraInputs: true };
   return defineRule({
     name: LORA_RULE,
+    wraps: true,
     // the node that makes a projection's float output, whatever the projection's kind
     pattern: (op) =>
       op.or(op.MatMul(roots), op.Gemm(roots), op.Einsum(roots), op.Mul(roots), op.MatMulNBits({ ...roots, domain: 'com.microsoft' })),
@@ -269,7 +273,9 @@ function loraRule(plans: ReadonlyMap<Node, AdapterPlan>, rank: number, scale: nu
       return ok();
     },
     rewrite(m, b) {
-      const { target, shape, a } = plans.get(m.root)!;
+      const { target, a } = plans.get(m.root)!;
+      // (taken again now: an adapter added before may have changed what this projection reads)
+      const shape = projectionShape(target.node);
       const name = target.name;
       const graph = b.graph;
       b.setInsertionPointAfter(m.root);

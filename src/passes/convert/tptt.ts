@@ -117,6 +117,8 @@ export function convertSite(
   let converted: ConvertedSite | null = null;
   const rule = defineRule({
     name: TPTT_RULE,
+    // (the softmax output stays, also at μ = 1 where nothing new reads it: a graph output keeps it)
+    wraps: true,
     pattern: (op) => op.anyOp(),
     check: (m) => (converted ? fail(`layer ${site.layer} is converted`) : m.root === root ? ok() : fail(`${describeNode(m.root)} does not make layer ${site.layer}'s attention output`)),
     rewrite(m, b) {

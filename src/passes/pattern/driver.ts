@@ -17,8 +17,9 @@
  * - Three kinds of rewrite: a replacing one returns new values for the root's outputs
  *   (the matched nodes left unused go); a wrapping one returns values computed from the
  *   root's own outputs (LoRA's `out + delta`): the readers of the root, except the nodes
- *   the rewrite created, read the replacement and the root stays (insert after it with
- *   `builder.setInsertionPointAfter(root)`); an in-place one changes the root's attributes
+ *   the rewrite created, read the replacement and the root stays, with its name and as the
+ *   graph output it may be (insert after it with `builder.setInsertionPointAfter(root)`);
+ *   an in-place one changes the root's attributes
  *   or inputs and returns the root's outputs unchanged. A rule must stop matching what it
  *   produced (wrapping and in-place rules especially), or the driver does not converge.
  * - Scope: `roots` applies the rules at those nodes only (MLIR's applyOpPatternsGreedily
@@ -241,14 +242,19 @@ function rewrite(graph: Graph, rule: Rule<any>, match: Match<any>): AppliedRewri
   const created = new Set(b.created);
   const inPlace = root.outputs.every((o, i) => (reps[i] ?? null) === o || (!reps[i] && o.numUses === 0 && !o.isGraphOutput())) && reps.some((r) => r !== null);
   if (inPlace) setMetadata(root.metadataProps, RULE_KEY, rule.name);
+  const named = new Set<Value>();
   for (let i = 0; i < root.outputs.length; i++) {
     const old = root.outputs[i]!;
     let rep = reps[i] ?? null;
     if (!rep || rep === old) continue;
-    if (old.isGraphOutput() || rule.keepNames) {
+    // a wrapping rewrite reads the value it replaces: that value stays (under its name, and
+    // as the graph output it may be); only the nodes that read it move to the replacement
+    const wrapped = rule.wraps === true || old.uses().some((u) => created.has(u.node));
+    if (!wrapped && (old.isGraphOutput() || rule.keepNames)) {
       // a graph output keeps its name (with keepNames every replaced value does): the
-      // replacement takes it (through an Identity when the replacement existed before)
-      if (old.isGraphOutput() && (!rep.producer || !created.has(rep.producer))) {
+      // replacement takes it (through an Identity when the replacement existed before, or
+      // already took the name of another output)
+      if ((old.isGraphOutput() && (!rep.producer || !created.has(rep.producer))) || named.has(rep)) {
         rep = b.op('Identity', [rep]);
         created.add(rep.producer!);
       }
@@ -256,17 +262,17 @@ function rewrite(graph: Graph, rule: Rule<any>, match: Match<any>): AppliedRewri
         const name = old.name;
         old.name = graph.uniqueName(`${name}_replaced`);
         rep.name = name;
+        named.add(rep);
       }
       if (old.type && !rep.type) rep.type = old.type;
     }
-    // readers of the old value read the replacement, except the rewrite's own nodes (a
-    // wrapping rewrite reads the value it replaces)
     for (const { node, index } of old.uses()) if (!created.has(node)) node.setInput(index, rep);
-    if (old.isGraphOutput()) graph.replaceOutputValue(old, rep);
+    if (old.isGraphOutput() && !wrapped) graph.replaceOutputValue(old, rep);
     replacements.push(rep);
     replaced = true;
   }
-  // remove matched nodes left without users (inner nodes first become dead after the root)
+  // remove matched nodes left without users (inner nodes first become dead after the root;
+  // a root changed in place stays, even unused: removing dead code is not a rule's job)
   const erased: Node[] = [];
   const erasedNames: string[] = [];
   const producers = new Set<Node>();
@@ -274,7 +280,7 @@ function rewrite(graph: Graph, rule: Rule<any>, match: Match<any>): AppliedRewri
   while (progress) {
     progress = false;
     for (const n of match.nodes) {
-      if (n.graph !== graph) continue;
+      if (n.graph !== graph || (inPlace && n === root)) continue;
       if (n.outputs.every((o) => o.numUses === 0 && !o.isGraphOutput())) {
         for (const v of n.inputs) if (v?.producer) producers.add(v.producer);
         graph.remove(n);

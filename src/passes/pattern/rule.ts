@@ -28,6 +28,12 @@ export interface Rule<B = Record<string, unknown>> {
   readonly pattern: Pattern;
   /** The replacements take the names of the values they replace (graph outputs always do). */
   readonly keepNames?: boolean;
+  /**
+   * The rewrite wraps its root: the root's outputs stay as they are (their names, the graph
+   * outputs they are) and only the nodes reading them read the replacements. Implied for an
+   * output the rewrite's own nodes read.
+   */
+  readonly wraps?: boolean;
   check?(match: Match<B>): CheckResult<B>;
   rewrite(match: Match<B>, builder: Builder): RewriteOutput;
 }
@@ -36,6 +42,7 @@ export interface RuleSpec<B> {
   name: string;
   pattern: Pattern | ((op: PatternBuilder) => PatternValue | PatternValue[]);
   keepNames?: boolean;
+  wraps?: boolean;
   check?(match: Match<B>): CheckResult<B>;
   rewrite(match: Match<B>, builder: Builder): RewriteOutput;
 }
@@ -44,7 +51,7 @@ export interface RuleSpec<B> {
 export function defineRule<B = Record<string, unknown>>(spec: RuleSpec<B>): Rule<B> {
   if (!spec.name) throw new TypeError('a rule needs a name (it is stamped on the nodes it creates)');
   const p = spec.pattern instanceof Pattern ? spec.pattern : buildPattern(spec.pattern);
-  const rule: Rule<B> = { name: spec.name, pattern: p, rewrite: spec.rewrite, ...(spec.keepNames ? { keepNames: true } : {}) };
+  const rule: Rule<B> = { name: spec.name, pattern: p, rewrite: spec.rewrite, ...(spec.keepNames ? { keepNames: true } : {}), ...(spec.wraps ? { wraps: true } : {}) };
   if (spec.check) (rule as { check?: RuleSpec<B>['check'] }).check = spec.check;
   return Object.freeze(rule);
 }

@@ -11,6 +11,7 @@ import { type Model, decodeModel, encodeModel, verifyModel } from '../../../src/
 import { loadModel } from '../../../src/node/index.js';
 import { LIZA_RULES, type LizaRule } from '../../../src/ops/index.js';
 import { convert, convertPipeline } from '../../../src/passes/convert/convert.js';
+import { discoverAttention } from '../../../src/passes/attention/discover.js';
 import type { ConvertTarget } from '../../../src/passes/convert/options.js';
 import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
 import { checkConvertedLayers, runModel } from '../../helpers/layer_check.js';
@@ -237,6 +238,20 @@ describe('convert: refusals and options', () => {
     // the window rewrites each layer's Softmax in place: the original node, stamped
     const softmaxes = model.graph.nodes().filter((n) => n.opType === 'Softmax');
     expect(softmaxes.map((n) => before.has(n.name) && rule(n))).toEqual(['window', 'window']);
+  });
+
+  it('an attention output that is also a graph output stays the softmax output; the report names values that exist', () => {
+    for (const mu of [0.5, 1]) {
+      const model = loadModel(path.join(FIX, 'llama.onnx'));
+      const a = discoverAttention(model).sites[0]!.refs.output;
+      const producer = a.producer!;
+      model.graph.addOutput(a);
+      const r = convert(model, { mu, target: 'portable' });
+      const out = model.graph.outputs.find((v) => v.name === a.name)!;
+      expect(out.producer, `μ = ${mu}`).toBe(producer);
+      const names = new Set(model.graph.nodes().flatMap((n) => n.outputs.map((o) => o.name)));
+      for (const s of r.sites) for (const v of [s.liza, s.mag]) if (v) expect(names.has(v), `μ = ${mu}: ${v}`).toBe(true);
+    }
   });
 
   it('a window on GroupQueryAttention sets its local_window_size (in place, stamped)', () => {

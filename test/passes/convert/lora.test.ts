@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { Tensor, encodeModel, verifyModel, type Model } from '../../../src/ir/index.js';
+import { Builder, DataType, Model, Tensor, Value, encodeModel, tensorType, verifyModel } from '../../../src/ir/index.js';
 import { loadModel } from '../../../src/node/index.js';
 import { addLora, mergeLora } from '../../../src/passes/convert/lora.js';
 import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
@@ -58,4 +58,25 @@ describe('LoRA adapters', () => {
     expect(() => addLora(model, [{ node: softmax, name: 'x' }], { rank: 2 })).toThrow(/no 2-D weight initializer|not a MatMul/);
     expect(() => addLora(model, [t!], { rank: 0 })).toThrow(/positive integer/);
   });
+
+  it('on chained projections, the second adapter reads what the second projection reads (the first one\'s sum); duplicate names are refused first', () => {
+    const model = new Model({ opsetImports: { '': 17 } });
+    const g = model.graph;
+    const b = new Builder(g);
+    const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, [2, 4])));
+    const w = (name: string) => g.addInitializer(Tensor.fromArray(new Float32Array(16).fill(0.1), [4, 4]), name);
+    const h = b.op('MatMul', [x, w('w1')]);
+    const y = b.op('MatMul', [h, w('w2')]);
+    g.setOutputs([b.op('Relu', [y])]);
+    const [mm1, mm2] = [h.producer!, y.producer!];
+    expect(() => addLora(model, [{ node: mm1, name: 'same' }, { node: mm2, name: 'same' }], { rank: 1 })).toThrow(/two LoRA targets are named 'same'/);
+    expect(g.size).toBe(3);
+    addLora(model, [{ node: mm1, name: 'a' }, { node: mm2, name: 'b' }], { rank: 1 });
+    verifyModel(model);
+    const sumA = g.nodes().find((n) => n.name.startsWith('lora/a/Add'))!.output;
+    expect(mm2.input(0)).toBe(sumA);
+    const downB = g.nodes().find((n) => n.opType === 'MatMul' && n.input(1)?.name === 'lora.b.A')!;
+    expect(downB.input(0)).toBe(sumA);
+  });
 });
+
