@@ -37,8 +37,8 @@ function patternTokens(n: number, seed = 3): Int32Array {
   return out;
 }
 
-function converted(rule: LizaRule, mu: number, target: 'ort' | 'portable' = 'ort', seed = 5): Model {
-  const m = loadModel(path.join(FIX, 'llama.onnx'));
+function converted(rule: LizaRule, mu: number, target: 'ort' | 'portable' = 'ort', seed = 5, fixture = 'llama'): Model {
+  const m = loadModel(path.join(FIX, `${fixture}.onnx`));
   convert(m, { rule, mu, loraRank: 4, target, seed });
   return m;
 }
@@ -96,20 +96,22 @@ function scoreMean(logits: ort.Tensor, batch: TokenBatch): number {
 }
 
 describe('training graph', () => {
-  it('with fresh LoRA and μ = 0, the training loss equals the original model’s loss', async () => {
-    const original = loadModel(path.join(FIX, 'llama.onnx'));
+  // attention23: ONNX Attention (expanded to standard ops for training), RotaryEmbedding and
+  // RMSNormalization of opset 23, whose kernels in onnxruntime are the reference here
+  it.each(['llama', 'attention23'])('%s: with fresh LoRA and μ = 0, the training loss equals the original model’s loss', async (fixture) => {
+    const original = loadModel(path.join(FIX, `${fixture}.onnx`));
     const batch = trainingBatch(patternTokens(500), 2, T, 1, 0);
     const ref = await lossOf(original, batch);
-    const tr = await Trainer.create(converted('delta_product', 0), { seqLen: T, steps: 1 });
+    const tr = await Trainer.create(converted('delta_product', 0, 'ort', 5, fixture), { seqLen: T, steps: 1 });
     const r = await tr.step(batch);
     await tr.release();
     // float32 forward vs float64 loss from float32 logits: ~1e-7 relative apart
     expect(Math.abs(r.loss - ref) / ref).toBeLessThan(1e-5);
   });
 
-  for (const rule of ['linear', 'delta_product', 'gated_delta_product'] as LizaRule[]) {
-    it(`gradients w.r.t. every LoRA A/B and μ match central differences of the ort-target model (${rule})`, async () => {
-      const m = converted(rule, 0.5);
+  for (const [fixture, rule] of [['llama', 'linear'], ['llama', 'delta_product'], ['llama', 'gated_delta_product'], ['attention23', 'delta_product']] as [string, LizaRule][]) {
+    it(`gradients w.r.t. every LoRA A/B and μ match central differences of the ort-target model (${fixture}, ${rule})`, async () => {
+      const m = converted(rule, 0.5, 'ort', 5, fixture);
       randomizeB(m);
       const batch = trainingBatch(patternTokens(400), 2, T, 2, 0);
       const tr = await Trainer.create(m, { seqLen: T, steps: 1, train: ['lora', 'mu'], outputGradients: true });
@@ -117,6 +119,7 @@ describe('training graph', () => {
       const params = new Map([...(await tr.parameters())].map(([k, v]) => [k, Float32Array.from(v)]));
       await tr.release();
       expect([...grads.keys()].filter((k) => k.endsWith('.logit'))).toHaveLength(2);
+      // A and B of the q, k, v and o projections of both layers, and the two μ
       expect(grads.size).toBe(18);
       const loss = await lossAt(m, [...grads.keys()]);
       // the loss at the training graph's parameters is the inference model's loss

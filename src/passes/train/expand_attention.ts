@@ -12,11 +12,10 @@
  * The forward values are those of the op (tested against onnxruntime's kernel); softcap and
  * the qk_matmul_output output are refused (discovery refuses softcap too).
  */
-import { DataType, type Model, UserInputError, type Value, describeNode } from '../../ir/index.js';
+import { DataType, type Model, type Node, UserInputError, type Value, describeNode } from '../../ir/index.js';
 import { inferShapes } from '../analysis/shapes.js';
 import { applyRules } from '../pattern/driver.js';
 import { type Rule, defineRule } from '../pattern/rule.js';
-import { Emitter } from '../../ops/emit.js';
 
 export const TRAIN_ATTENTION_RULE = 'train-expand-attention';
 
@@ -31,6 +30,24 @@ export function expandAttentionOps(model: Model): number {
   return r.applied[TRAIN_ATTENTION_RULE] ?? 0;
 }
 
+const BOOLEAN_OPS = new Set(['Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'IsNaN', 'IsInf']);
+const KEEPS_TYPE = new Set(['Identity', 'Reshape', 'Unsqueeze', 'Squeeze', 'Expand', 'Slice', 'Transpose', 'Tile', 'Gather', 'Flatten']);
+
+/** Whether the mask is boolean (its declared type, or what makes it: a comparison, a Cast to bool, through layout ops). */
+function isBoolean(v: Value): boolean {
+  for (let x: Value | null = v; x; ) {
+    const t = x.type;
+    if (t?.kind === 'tensor') return t.elemType === DataType.BOOL;
+    const p: Node | null = x.producer;
+    if (!p || !p.isOnnxDomain()) return false;
+    if (BOOLEAN_OPS.has(p.opType)) return true;
+    if (p.opType === 'Cast') return p.getInt('to', 0) === DataType.BOOL;
+    if (p.opType === 'Where') x = p.input(1);
+    else x = KEEPS_TYPE.has(p.opType) ? p.input(0) : null;
+  }
+  return false;
+}
+
 function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
   return defineRule({
     name: TRAIN_ATTENTION_RULE,
@@ -43,7 +60,6 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       if (n.outputs[3]?.name && (n.outputs[3].numUses > 0 || n.outputs[3].isGraphOutput())) throw new UserInputError(`${where}: its qk_matmul_output output is not supported in training graphs`);
       if (n.input(6)) throw new UserInputError(`${where}: nonpad_kv_seqlen is not supported in training graphs`);
       b.prefix = `${n.name || 'Attention'}/`;
-      const e = new Emitter(b);
       const [q, k, v] = [m.value('q'), m.value('k'), m.value('v')];
       const rank = rankOf(q) ?? (n.attributes.has('q_num_heads') ? 3 : 4);
       const three = rank === 3;
@@ -79,7 +95,7 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       const lowest = (): Value => b.op('CastLike', [b.scalar(LOWEST), q]);
       const mask = n.input(3);
       if (mask) {
-        const boolean = mask.type?.kind === 'tensor' && mask.type.elemType === DataType.BOOL;
+        const boolean = isBoolean(mask);
         scores = boolean ? b.op('Where', [mask, scores, lowest()]) : b.op('Add', [scores, mask], {}, { name: 'masked' });
       }
       if (n.getInt('is_causal', 0) === 1) {
@@ -95,7 +111,6 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       const probs = b.op('Softmax', [scores], { axis: -1 });
       let y = b.op('MatMul', [probs, V]);
       if (three) y = b.op('Reshape', [b.op('Transpose', [y], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });
-      void e;
       const reps: (Value | null)[] = [y, presentK, presentV];
       return n.outputs.map((o, i) => (o.name && (o.numUses > 0 || o.isGraphOutput()) ? (reps[i] ?? null) : null));
     },

@@ -3,7 +3,8 @@
  * lowered LiZA subgraphs (com.microsoft or opset-27 LinearAttention, which have no
  * gradient) are raised back to ai.tptt.LiZA from the record the lowering left on them,
  * then every LiZA and MaG call is inlined as its standard-op body (the chunked WY form),
- * which autodiff differentiates. The model is changed in place: pass a copy.
+ * and every ONNX Attention op is expanded to its standard-op definition, which autodiff
+ * differentiates. The model is changed in place: pass a copy.
  */
 import { type Builder, type Graph, IrError, type Model, type Node, UserInputError, type Value, eliminateDeadCode, getMetadata, setMetadata, toposort } from '../../ir/index.js';
 import {
@@ -19,6 +20,7 @@ import {
 import { Emitter } from '../../ops/emit.js';
 import { ATTENTION_OUTPUT_KEY, valueIndex } from '../convert/tptt.js';
 import { lizaLoweringRule } from '../lower_liza.js';
+import { expandAttentionOps } from './expand_attention.js';
 import { applyRules } from '../pattern/driver.js';
 import { defineRule } from '../pattern/rule.js';
 
@@ -46,6 +48,8 @@ export interface TrainingForward {
   attentionOutputs: (string | undefined)[];
   /** How many lowered LiZA subgraphs were raised back. */
   raised: number;
+  /** How many ONNX Attention ops were replaced by their standard-op definition (autodiff has no rule for them). */
+  expandedAttention: number;
 }
 
 export interface TrainingForwardOptions {
@@ -123,6 +127,15 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
     emitLizaChunked(b, options.maxSeqLen ? { ...attrs, max_seq_len: Math.min(options.maxSeqLen, attrs.max_seq_len ?? options.maxSeqLen) } : attrs, inputs);
   const inlined = applyRules(model, [inlineMag, lizaLoweringRule(TRAIN_LIZA_RULE, emit)]);
   if (!inlined.converged) throw new IrError(`inlining MaG and LiZA for training did not converge: ${inlined.stopReason}`);
+  // (the mixes keep values by object: re-find the softmax outputs an expanded op replaced, by name)
+  const softmaxNames = mixes.map((m) => m.a.name);
+  const expandedAttention = expandAttentionOps(model);
+  if (expandedAttention) {
+    const byName = valueIndex(graph);
+    mixes.forEach((m, i) => {
+      m.a = byName.get(softmaxNames[i]!) ?? m.a;
+    });
+  }
   model.functions = model.functions.filter((f) => f.domain !== TPTT_DOMAIN);
   const index = valueIndex(graph);
   const lizaOutputs = yNames.map((n) => index.get(n)!);
@@ -132,5 +145,5 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
     if (src >= 0) m.y = lizaOutputs[src]!;
   });
   toposort(graph);
-  return { causal, mixes, lizaOutputs, attentionOutputs, raised };
+  return { causal, mixes, lizaOutputs, attentionOutputs, raised, expandedAttention };
 }

@@ -93,6 +93,29 @@ const cases: Record<string, GradCase> = {
   LayerNormalization_axis1: { shapes: [[2, 3, 4], [3, 4], [3, 4]], build: (b, xs) => b.op('LayerNormalization', xs, { axis: 1 }) },
   RMSNormalization: { shapes: [[2, 3, 5], [5]], build: (b, xs) => b.op('RMSNormalization', xs, { axis: -1, epsilon: attr.float(1e-5) }), opset: 23 },
   RMSNormalization_axis1: { shapes: [[2, 3, 4], [3, 4]], build: (b, xs) => b.op('RMSNormalization', xs, { axis: 1 }), opset: 23 },
+  // rotation by each position's angle: cos/sin caches [B, S, d/2] (no position_ids), 3-D x with num_heads
+  // (onnxruntime 1.30 has no float64 RotaryEmbedding kernel: float32, at its tolerance)
+  RotaryEmbedding: {
+    shapes: [[2, 3, 8]],
+    build: (b, [x]) => {
+      const angle = (i: number) => 0.3 * (i % 6) + 0.1 * Math.floor(i / 6);
+      const cos = b.constant(Float32Array.from({ length: 12 }, (_, i) => Math.cos(angle(i))), [2, 3, 2]);
+      const sin = b.constant(Float32Array.from({ length: 12 }, (_, i) => Math.sin(angle(i))), [2, 3, 2]);
+      return b.op('RotaryEmbedding', [x!, cos, sin], { num_heads: 2 });
+    },
+    opset: 23,
+    dtype: 'float32',
+  },
+  RotaryEmbedding_interleaved_partial: {
+    shapes: [[2, 2, 3, 4]],
+    build: (b, [x]) => {
+      const cos = b.constant(Float32Array.from({ length: 6 }, (_, i) => Math.cos(0.4 * i)), [2, 3, 1]);
+      const sin = b.constant(Float32Array.from({ length: 6 }, (_, i) => Math.sin(0.4 * i)), [2, 3, 1]);
+      return b.op('RotaryEmbedding', [x!, cos, sin], { interleaved: 1, rotary_embedding_dim: 2 });
+    },
+    opset: 23,
+    dtype: 'float32',
+  },
   shared_input_fanout: { shapes: [[3, 3]], build: (b, [x]) => b.op('MatMul', [x!, b.op('Transpose', [b.op('Mul', [x!, x!])], { perm: [1, 0] })]) },
 };
 

@@ -178,3 +178,20 @@ registerGradient('Slice', (cx, n, dy) => {
   return [e.padDyn(d0(dy), pads), null, null, null, null];
 }, DATA);
 
+
+/**
+ * RotaryEmbedding (opset 23 and com.microsoft) rotates pairs of channels by the angle of
+ * each position: a linear map whose transpose is the rotation by the opposite angle, so
+ * dx = RotaryEmbedding(dy) with the sine cache negated (the same attributes, positions and
+ * cosines; channels past rotary_embedding_dim pass through both ways).
+ */
+function rotaryBack(sinIndex: number) {
+  return (cx: GradContext, n: Node, dy: readonly (Value | null)[]): (Value | null)[] => {
+    const inputs = n.inputs.map((v, i) => (i === 0 ? d0(dy) : i === sinIndex ? cx.e.op('Neg', [v!]) : v));
+    const back = cx.e.b.node(n.opType, inputs, Object.fromEntries([...n.attributes].map(([k, a]) => [k, a])), { domain: n.domain, name: `${n.name || 'RotaryEmbedding'}_grad` });
+    return [back.outputs[0]!, ...n.inputs.slice(1).map(() => null)];
+  };
+}
+// inputs: X, cos_cache, sin_cache, position_ids (opset 23); input, position_ids, cos_cache, sin_cache (com.microsoft)
+registerGradient('RotaryEmbedding', rotaryBack(2), DATA);
+registerGradient('RotaryEmbedding', rotaryBack(3), { ...DATA, domain: 'com.microsoft' });
