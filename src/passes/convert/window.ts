@@ -29,12 +29,13 @@ export function applyWindow(model: Model, site: AttentionSite, size: number): st
   if (!root?.graph) throw new UserInputError(`layer ${site.layer}: no Softmax node to restrict`);
   const r = applyRules(root.graph, [windowRule(model, size, `tptt/layers.${site.layer}/window/`)], { roots: [root] });
   if (r.rewrites !== 1) throw new UserInputError(`layer ${site.layer}: ${root.name} is already restricted to a window`);
-  return fused ? `local_window_size=${size - 1} on ${fused.name}` : `band mask of ${size} tokens before ${root.name}`;
+  return fused ? `local_window_size=${size} on ${fused.name}` : `band mask of ${size} tokens before ${root.name}`;
 }
 
 /**
  * The in-place rule: a Softmax reads its scores plus a band mask, a GroupQueryAttention
- * gets `local_window_size` (it attends to that many previous tokens plus the current one).
+ * gets `local_window_size` = L (since onnxruntime 1.23 the window counts the current
+ * token: query p sees keys j with p − j < L, as the band mask does).
  */
 function windowRule(model: Model, size: number, prefix: string) {
   return defineRule({
@@ -45,7 +46,7 @@ function windowRule(model: Model, size: number, prefix: string) {
       const node = m.root;
       setMetadata(node.metadataProps, WINDOW_KEY, String(size));
       if (node.opType === 'GroupQueryAttention') {
-        node.setAttribute('local_window_size', size - 1);
+        node.setAttribute('local_window_size', size);
         return node.outputs;
       }
       b.prefix = prefix;

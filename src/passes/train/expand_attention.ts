@@ -1,7 +1,7 @@
 /**
- * The ONNX `Attention` op (opset 23) in a training graph: autodiff has no rule for a fused
- * attention op, so the rule `train-expand-attention` replaces each one by its standard-op
- * definition, which every gradient rule covers:
+ * Fused attention ops in a training graph: autodiff has no rule for them, so the rule
+ * `train-expand-attention` replaces each one by its standard-op definition, which the
+ * gradient rules cover. The ONNX `Attention` op (opset 23):
  *
  *   Q, K, V → heads [B, H, S, d] (3-D inputs are split by q_num_heads / kv_num_heads),
  *   past K/V concatenated on the sequence axis (the present outputs), K/V repeated for
@@ -9,10 +9,17 @@
  *   or boolean: false = masked), causal (is_causal: key j ≤ query i, upper-left aligned),
  *   softmax, ·V, and back to the input's layout.
  *
- * The forward values are those of the op (tested against onnxruntime's kernel); softcap and
- * the qk_matmul_output output are refused (discovery refuses softcap too).
+ * com.microsoft.GroupQueryAttention (onnxruntime-genai's exports): q, k, v (or one packed
+ * query), the KV cache (present = past ‖ new, BNSH), rotary inside (do_rotary: positions
+ * past length + i, the caches gathered, rotate-half or interleaved pairs, partial when the
+ * caches are narrower than the head), causal, keys past seqlens_k + 1 masked, and
+ * local_window_size.
+ *
+ * The forward values are those of the ops (tested against onnxruntime's kernels); softcap,
+ * smooth_softmax, attention_bias / position_ids / head_sink inputs and the qk_matmul_output
+ * output are refused (discovery refuses softcap too).
  */
-import { DataType, type Model, type Node, UserInputError, type Value, describeNode } from '../../ir/index.js';
+import { type Builder, DataType, type Model, type Node, UserInputError, type Value, describeNode } from '../../ir/index.js';
 import { inferShapes } from '../analysis/shapes.js';
 import { applyRules } from '../pattern/driver.js';
 import { type Rule, defineRule } from '../pattern/rule.js';
@@ -24,10 +31,12 @@ const LOWEST = -3.4028234663852886e38;
 
 /** Replaces every ONNX Attention node of the main graph by its standard-op definition; returns how many. */
 export function expandAttentionOps(model: Model): number {
-  if (!model.graph.nodes().some((n) => n.is('Attention'))) return 0;
+  if (!model.graph.nodes().some((n) => n.is('Attention') || n.is('GroupQueryAttention', 'com.microsoft'))) return 0;
   const shapes = inferShapes(model);
-  const r = applyRules(model, [attentionRule((v) => shapes.rank(v))]);
-  return r.applied[TRAIN_ATTENTION_RULE] ?? 0;
+  let expanded = 0;
+  const r = applyRules(model, [attentionRule((v) => shapes.rank(v)), gqaRule()], { onRewrite: () => expanded++ });
+  if (!r.converged) throw new UserInputError(`expanding the fused attention ops did not finish: ${r.stopReason}`);
+  return expanded;
 }
 
 const BOOLEAN_OPS = new Set(['Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'IsNaN', 'IsInf']);
@@ -46,6 +55,25 @@ function isBoolean(v: Value): boolean {
     else x = KEEPS_TYPE.has(p.opType) ? p.input(0) : null;
   }
   return false;
+}
+
+/** Dim `i` of `x` as a 1-D int64 of one element. */
+function dim(b: Builder, x: Value, i: number): Value {
+  return b.op('Slice', [b.op('Shape', [x]), b.ints([i]), b.ints([i + 1]), b.ints([0])]);
+}
+
+/** [B, Hkv, L, d] → [B, Hq, L, d]: each kv head serves Hq / Hkv query heads (repeat_kv); nothing when Hkv = Hq. */
+function repeatKv(b: Builder, x: Value, Q: Value, name: string): Value {
+  const groups = b.op('Div', [dim(b, Q, 1), dim(b, x, 1)]);
+  const wide = b.op('Concat', [dim(b, x, 0), dim(b, x, 1), groups, dim(b, x, 2), dim(b, x, 3)], { axis: 0 });
+  const expanded = b.op('Expand', [b.op('Unsqueeze', [x, b.ints([2])]), wide]);
+  return b.op('Reshape', [expanded, b.op('Concat', [dim(b, x, 0), dim(b, Q, 1), dim(b, x, 2), dim(b, x, 3)], { axis: 0 })], {}, { name });
+}
+
+/** (Q·Kᵀ)·scale, [B, H, S, L]; scale 0: 1/√d. `like` gives the float type. */
+function scaledScores(b: Builder, Q: Value, K: Value, like: Value, scale: number): Value {
+  const s = scale !== 0 ? b.scalar(scale) : b.op('Div', [b.scalar(1), b.op('Sqrt', [b.op('Cast', [dim(b, Q, 3)], { to: DataType.FLOAT })])]);
+  return b.op('Mul', [b.op('MatMul', [Q, b.op('Transpose', [K], { perm: [0, 1, 3, 2] })]), b.op('CastLike', [s, like])], {}, { name: 'scores' });
 }
 
 function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
@@ -78,20 +106,10 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       if (pastV) V = b.op('Concat', [pastV, V], { axis: 2 }, { name: 'present_value' });
       const presentK = K;
       const presentV = V;
-      // grouped-query heads: each kv head serves Hq / Hkv query heads (repeat_kv)
-      const dim = (x: Value, i: number): Value => b.op('Slice', [b.op('Shape', [x]), b.ints([i]), b.ints([i + 1]), b.ints([0])]);
-      const repeat = (x: Value, name: string): Value => {
-        const groups = b.op('Div', [dim(Q, 1), dim(x, 1)]);
-        const wide = b.op('Concat', [dim(x, 0), dim(x, 1), groups, dim(x, 2), dim(x, 3)], { axis: 0 });
-        const expanded = b.op('Expand', [b.op('Unsqueeze', [x, b.ints([2])]), wide]);
-        return b.op('Reshape', [expanded, b.op('Concat', [dim(x, 0), dim(Q, 1), dim(x, 2), dim(x, 3)], { axis: 0 })], {}, { name });
-      };
-      K = repeat(K, 'k_repeated');
-      V = repeat(V, 'v_repeated');
+      K = repeatKv(b, K, Q, 'k_repeated');
+      V = repeatKv(b, V, Q, 'v_repeated');
       const given = n.getFloat('scale', 0);
-      const d = b.op('Cast', [dim(Q, 3)], { to: DataType.FLOAT });
-      const scale = given !== 0 ? b.scalar(given) : b.op('Div', [b.scalar(1), b.op('Sqrt', [d])]);
-      let scores = b.op('Mul', [b.op('MatMul', [Q, b.op('Transpose', [K], { perm: [0, 1, 3, 2] })]), b.op('CastLike', [scale, q])], {}, { name: 'scores' });
+      let scores = scaledScores(b, Q, K, q, given);
       const lowest = (): Value => b.op('CastLike', [b.scalar(LOWEST), q]);
       const mask = n.input(3);
       if (mask) {
@@ -100,8 +118,8 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       }
       if (n.getInt('is_causal', 0) === 1) {
         // key j is visible to query i when j ≤ i (upper-left aligned, as the op defines it)
-        const sq = b.op('Squeeze', [dim(scores, 2), b.ints([0])]);
-        const skv = b.op('Squeeze', [dim(scores, 3), b.ints([0])]);
+        const sq = b.op('Squeeze', [dim(b, scores, 2), b.ints([0])]);
+        const skv = b.op('Squeeze', [dim(b, scores, 3), b.ints([0])]);
         const zero = b.constant(BigInt64Array.from([0n]), []);
         const one = b.constant(BigInt64Array.from([1n]), []);
         const rows = b.op('Unsqueeze', [b.op('Range', [zero, sq, one]), b.ints([1])]);
@@ -116,3 +134,102 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
     },
   });
 }
+
+/** com.microsoft.GroupQueryAttention → standard ops (see the header). */
+function gqaRule(): Rule {
+  return defineRule({
+    name: TRAIN_ATTENTION_RULE + '-gqa',
+    keepNames: true,
+    pattern: (op) => op.GroupQueryAttention(op.var('q'), { domain: 'com.microsoft', extraInputs: true }),
+    rewrite(m, b) {
+      const n = m.root;
+      const where = describeNode(n);
+      for (const a of ['softcap', 'smooth_softmax']) if (n.attributes.has(a) && Number(n.attribute(a)!.value) !== 0) throw new UserInputError(`${where}: ${a} is not supported in training graphs`);
+      for (const [i, what] of [[9, 'position_ids'], [10, 'attention_bias'], [11, 'head_sink']] as const) if (n.input(i)) throw new UserInputError(`${where}: its ${what} input is not supported in training graphs`);
+      if (n.outputs[3]?.name && (n.outputs[3].numUses > 0 || n.outputs[3].isGraphOutput())) throw new UserInputError(`${where}: its output_qk output is not supported in training graphs`);
+      const hq = n.getInt('num_heads');
+      const hkv = n.getInt('kv_num_heads');
+      b.prefix = `${n.name || 'GroupQueryAttention'}/`;
+      const query = m.value('q');
+      let [q, k, v] = [query, n.input(1), n.input(2)];
+      if (!k || !v) {
+        // one packed [B, S, (Hq + 2·Hkv)·d] query
+        const d = b.op('Div', [dim(b, query, 2), b.ints([hq + 2 * hkv])]);
+        const cut = (from: number, to: number, name: string): Value =>
+          b.op('Slice', [query, b.op('Mul', [d, b.ints([from])]), b.op('Mul', [d, b.ints([to])]), b.ints([2])], {}, { name });
+        [q, k, v] = [cut(0, hq, 'q_packed'), cut(hq, hq + hkv, 'k_packed'), cut(hq + hkv, hq + 2 * hkv, 'v_packed')];
+      }
+      const heads = (x: Value, h: number, name: string): Value => b.op('Transpose', [b.op('Reshape', [x, b.ints([0, 0, h, -1])])], { perm: [0, 2, 1, 3] }, { name });
+      let Q = heads(q, hq, 'q_heads');
+      let K = heads(k, hkv, 'k_heads');
+      const V0 = heads(v, hkv, 'v_heads');
+      const pastK = n.input(3);
+      const pastV = n.input(4);
+      // past length P (0 without a cache); query i sits at position P + i
+      const P = pastK ? b.op('Squeeze', [dim(b, pastK, 2), b.ints([0])]) : b.constant(BigInt64Array.from([0n]), []);
+      const S = b.op('Squeeze', [dim(b, Q, 2), b.ints([0])]);
+      const one = b.constant(BigInt64Array.from([1n]), []);
+      const positions = b.op('Range', [P, b.op('Add', [P, S]), one], {}, { name: 'positions' });
+      if (n.getInt('do_rotary', 0) === 1) {
+        const cosCache = n.input(7);
+        const sinCache = n.input(8);
+        if (!cosCache || !sinCache) throw new UserInputError(`${where}: do_rotary=1 needs the cos_cache and sin_cache inputs`);
+        const interleaved = n.getInt('rotary_interleaved', 0) === 1;
+        const cos = b.op('Gather', [cosCache, positions], { axis: 0 }, { name: 'cos' });
+        const sin = b.op('Gather', [sinCache, positions], { axis: 0 }, { name: 'sin' });
+        Q = rotate(b, Q, cos, sin, interleaved, 'q_rotated');
+        K = rotate(b, K, cos, sin, interleaved, 'k_rotated');
+      }
+      const presentK = pastK ? b.op('Concat', [pastK, K], { axis: 2 }, { name: 'present_key' }) : K;
+      const presentV = pastV ? b.op('Concat', [pastV, V0], { axis: 2 }, { name: 'present_value' }) : V0;
+      let scores = scaledScores(b, Q, repeatKv(b, presentK, Q, 'k_repeated'), query, n.getFloat('scale', 0));
+      // key j is visible to query i when j ≤ P + i, j < seqlens_k + 1 (its row's valid keys), and within the local window
+      const L = b.op('Squeeze', [dim(b, presentK, 2), b.ints([0])]);
+      const zero = b.constant(BigInt64Array.from([0n]), []);
+      const rows = b.op('Unsqueeze', [positions, b.ints([1])]);
+      const cols = b.op('Unsqueeze', [b.op('Range', [zero, L, one]), b.ints([0])]);
+      let visible = b.op('LessOrEqual', [cols, rows]);
+      const seqlens = n.input(5);
+      if (seqlens) {
+        const valid = b.op('Less', [cols, b.op('Unsqueeze', [b.op('Add', [b.op('Cast', [seqlens], { to: DataType.INT64 }), one]), b.ints([1])])]); // [B, L]
+        visible = b.op('And', [b.op('Unsqueeze', [visible, b.ints([0])]), b.op('Unsqueeze', [valid, b.ints([1])])]); // [B, S, L]
+        visible = b.op('Unsqueeze', [visible, b.ints([1])]); // [B, 1, S, L]
+      }
+      const window = n.getInt('local_window_size', -1);
+      if (window >= 0) visible = b.op('And', [visible, b.op('Less', [b.op('Sub', [rows, cols]), b.constant(BigInt64Array.from([BigInt(window)]), [])])]);
+      scores = b.op('Where', [visible, scores, b.op('CastLike', [b.scalar(LOWEST), query])], {}, { name: 'masked' });
+      const probs = b.op('Softmax', [scores], { axis: -1 });
+      const y = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [probs, repeatKv(b, presentV, Q, 'v_repeated')])], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });
+      const reps: (Value | null)[] = [y, presentK, presentV];
+      return n.outputs.map((o, i) => (o.name && (o.numUses > 0 || o.isGraphOutput()) ? (reps[i] ?? null) : null));
+    },
+  });
+}
+
+/**
+ * Rotary position embedding of x [B, H, S, d] with cos / sin [S, r/2] (r ≤ d: the first r
+ * channels rotate, the rest pass): rotate-half pairs (c, c + r/2), or interleaved (2c, 2c + 1).
+ */
+function rotate(b: Builder, x: Value, cos: Value, sin: Value, interleaved: boolean, name: string): Value {
+  const half = dim(b, cos, 1);
+  const r = b.op('Mul', [half, b.ints([2])]);
+  const big = b.ints([2 ** 62]);
+  const xr = b.op('Slice', [x, b.ints([0]), r, b.ints([-1])]);
+  const rest = b.op('Slice', [x, r, big, b.ints([-1])]);
+  let out: Value;
+  if (!interleaved) {
+    const x1 = b.op('Slice', [xr, b.ints([0]), half, b.ints([-1])]);
+    const x2 = b.op('Slice', [xr, half, big, b.ints([-1])]);
+    out = b.op('Concat', [b.op('Sub', [b.op('Mul', [x1, cos]), b.op('Mul', [x2, sin])]), b.op('Add', [b.op('Mul', [x2, cos]), b.op('Mul', [x1, sin])])], { axis: -1 });
+  } else {
+    const pairs = b.op('Reshape', [xr, b.op('Concat', [dim(b, xr, 0), dim(b, xr, 1), dim(b, xr, 2), half, b.ints([2])], { axis: 0 })]);
+    const even = b.op('Squeeze', [b.op('Slice', [pairs, b.ints([0]), b.ints([1]), b.ints([-1])]), b.ints([-1])]);
+    const odd = b.op('Squeeze', [b.op('Slice', [pairs, b.ints([1]), b.ints([2]), b.ints([-1])]), b.ints([-1])]);
+    const e2 = b.op('Sub', [b.op('Mul', [even, cos]), b.op('Mul', [odd, sin])]);
+    const o2 = b.op('Add', [b.op('Mul', [odd, cos]), b.op('Mul', [even, sin])]);
+    const stacked = b.op('Concat', [b.op('Unsqueeze', [e2, b.ints([-1])]), b.op('Unsqueeze', [o2, b.ints([-1])])], { axis: -1 });
+    out = b.op('Reshape', [stacked, b.op('Shape', [xr])]);
+  }
+  return b.op('Concat', [out, rest], { axis: -1 }, { name });
+}
+
