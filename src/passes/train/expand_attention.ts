@@ -15,6 +15,11 @@
  * caches are narrower than the head), causal, keys past seqlens_k + 1 masked, and
  * local_window_size.
  *
+ * com.microsoft.MultiHeadAttention (onnxruntime's transformer optimizer, Whisper / T5
+ * exports): 3-D q, k, v (k / v also as BNSH caches), the packed bias, key_padding_mask
+ * (0 = padding, as [B, L] or key lengths [B]: mask_filter_value added), attention_bias,
+ * past K/V, unidirectional (query i sees keys up to past length + i).
+ *
  * The forward values are those of the ops (tested against onnxruntime's kernels); softcap,
  * smooth_softmax, attention_bias / position_ids / head_sink inputs and the qk_matmul_output
  * output are refused (discovery refuses softcap too).
@@ -31,10 +36,11 @@ const LOWEST = -3.4028234663852886e38;
 
 /** Replaces every ONNX Attention node of the main graph by its standard-op definition; returns how many. */
 export function expandAttentionOps(model: Model): number {
-  if (!model.graph.nodes().some((n) => n.is('Attention') || n.is('GroupQueryAttention', 'com.microsoft'))) return 0;
+  if (!model.graph.nodes().some((n) => n.is('Attention') || n.is('GroupQueryAttention', 'com.microsoft') || n.is('MultiHeadAttention', 'com.microsoft'))) return 0;
   const shapes = inferShapes(model);
+  const rankOf = (v: Value): number | undefined => shapes.rank(v);
   let expanded = 0;
-  const r = applyRules(model, [attentionRule((v) => shapes.rank(v)), gqaRule()], { onRewrite: () => expanded++ });
+  const r = applyRules(model, [attentionRule(rankOf), gqaRule(), mhaRule(rankOf)], { onRewrite: () => expanded++ });
   if (!r.converged) throw new UserInputError(`expanding the fused attention ops did not finish: ${r.stopReason}`);
   return expanded;
 }
@@ -231,5 +237,72 @@ function rotate(b: Builder, x: Value, cos: Value, sin: Value, interleaved: boole
     out = b.op('Reshape', [stacked, b.op('Shape', [xr])]);
   }
   return b.op('Concat', [out, rest], { axis: -1 }, { name });
+}
+
+/** com.microsoft.MultiHeadAttention → standard ops (see the header). */
+function mhaRule(rankOf: (v: Value) => number | undefined): Rule {
+  return defineRule({
+    name: TRAIN_ATTENTION_RULE + '-mha',
+    keepNames: true,
+    pattern: (op) => op.MultiHeadAttention(op.var('q'), { domain: 'com.microsoft', extraInputs: true }),
+    rewrite(m, b) {
+      const n = m.root;
+      const where = describeNode(n);
+      const [k, v] = [n.input(1), n.input(2)];
+      if (!k || !v) throw new UserInputError(`${where}: packed QKV / KV inputs are not supported in training graphs`);
+      for (const [i, what] of [[8, 'past_sequence_length'], [9, 'cache_indirection']] as const) if (n.input(i)) throw new UserInputError(`${where}: its ${what} input is not supported in training graphs`);
+      if (n.outputs[3]?.name && (n.outputs[3].numUses > 0 || n.outputs[3].isGraphOutput())) throw new UserInputError(`${where}: its qk output is not supported in training graphs`);
+      const h = n.getInt('num_heads');
+      b.prefix = `${n.name || 'MultiHeadAttention'}/`;
+      let q = m.value('q');
+      const query = q;
+      let [key, value] = [k, v];
+      const bias = n.input(3);
+      const bshKv = rankOf(k) !== 4;
+      if (bias) {
+        // [Dq | Dk | Dv]: the op adds each part to its input (k / v only when they are [B, L, D])
+        const Dq = dim(b, q, 2);
+        const part = (from: Value, to: Value, name: string): Value => b.op('Slice', [bias, from, to, b.ints([0])], {}, { name });
+        const Dk = bshKv ? dim(b, k, 2) : b.op('Mul', [dim(b, k, 1), dim(b, k, 3)]);
+        q = b.op('Add', [q, part(b.ints([0]), Dq, 'q_bias')]);
+        if (bshKv) {
+          key = b.op('Add', [k, part(Dq, b.op('Add', [Dq, Dk]), 'k_bias')]);
+          value = b.op('Add', [v, part(b.op('Add', [Dq, Dk]), b.ints([2 ** 62]), 'v_bias')]);
+        }
+      }
+      const heads = (x: Value, name: string): Value => b.op('Transpose', [b.op('Reshape', [x, b.ints([0, 0, h, -1])])], { perm: [0, 2, 1, 3] }, { name });
+      const Q = heads(q, 'q_heads');
+      let K = bshKv ? heads(key, 'k_heads') : key;
+      let V = bshKv ? heads(value, 'v_heads') : value;
+      const [pastK, pastV] = [n.input(6), n.input(7)];
+      if (pastK) K = b.op('Concat', [pastK, K], { axis: 2 }, { name: 'present_key' });
+      if (pastV) V = b.op('Concat', [pastV, V], { axis: 2 }, { name: 'present_value' });
+      let scores = scaledScores(b, Q, K, query, n.getFloat('scale', 0));
+      const filter = (): Value => b.op('CastLike', [b.scalar(n.getFloat('mask_filter_value', -10000)), query]);
+      const L = b.op('Squeeze', [dim(b, K, 2), b.ints([0])]);
+      const zero = b.constant(BigInt64Array.from([0n]), []);
+      const one = b.constant(BigInt64Array.from([1n]), []);
+      const cols = b.op('Range', [zero, L, one]);
+      const padding = n.input(4);
+      if (padding) {
+        // [B, L] (1 = keep) or [B] key lengths → [B, 1, 1, L]
+        const keep = rankOf(padding) === 1
+          ? b.op('Less', [b.op('Unsqueeze', [cols, b.ints([0])]), b.op('Unsqueeze', [b.op('Cast', [padding], { to: DataType.INT64 }), b.ints([1])])])
+          : b.op('Cast', [padding], { to: DataType.BOOL });
+        scores = b.op('Where', [b.op('Unsqueeze', [keep, b.ints([1, 2])]), scores, b.op('Add', [scores, filter()])], {}, { name: 'padded' });
+      }
+      const attentionBias = n.input(5);
+      if (attentionBias) scores = b.op('Add', [scores, attentionBias], {}, { name: 'biased' });
+      if (n.getInt('unidirectional', 0) === 1) {
+        const P = b.op('Sub', [L, b.op('Squeeze', [dim(b, Q, 2), b.ints([0])])]);
+        const rows = b.op('Unsqueeze', [b.op('Range', [P, L, one]), b.ints([1])]);
+        scores = b.op('Where', [b.op('LessOrEqual', [b.op('Unsqueeze', [cols, b.ints([0])]), rows]), scores, b.op('Add', [scores, filter()])], {}, { name: 'causal' });
+      }
+      const probs = b.op('Softmax', [scores], { axis: -1 });
+      const y = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [probs, V])], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });
+      const reps: (Value | null)[] = [y, K, V];
+      return n.outputs.map((o, i) => (o.name && (o.numUses > 0 || o.isGraphOutput()) ? (reps[i] ?? null) : null));
+    },
+  });
 }
 
