@@ -63,6 +63,18 @@ function isBoolean(v: Value): boolean {
   return false;
 }
 
+const isUsed = (o: Value | undefined): boolean => !!o?.name && (o.numUses > 0 || o.isGraphOutput());
+
+/** An optional output the expansion does not compute must be unused. */
+function refuseUsedOutput(n: Node, i: number, what: string): void {
+  if (isUsed(n.outputs[i])) throw new UserInputError(`${describeNode(n)}: its ${what} output is not supported in training graphs`);
+}
+
+/** The replacement of each output that something reads (the others go with the node). */
+function usedReplacements(n: Node, reps: readonly (Value | null)[]): (Value | null)[] {
+  return n.outputs.map((o, i) => (isUsed(o) ? (reps[i] ?? null) : null));
+}
+
 /** Dim `i` of `x` as a 1-D int64 of one element. */
 function dim(b: Builder, x: Value, i: number): Value {
   return b.op('Slice', [b.op('Shape', [x]), b.ints([i]), b.ints([i + 1]), b.ints([0])]);
@@ -91,7 +103,7 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       const n = m.root;
       const where = describeNode(n);
       if (n.getFloat('softcap', 0) !== 0) throw new UserInputError(`${where}: softcap is not supported in training graphs`);
-      if (n.outputs[3]?.name && (n.outputs[3].numUses > 0 || n.outputs[3].isGraphOutput())) throw new UserInputError(`${where}: its qk_matmul_output output is not supported in training graphs`);
+      refuseUsedOutput(n, 3, 'qk_matmul_output');
       if (n.input(6)) throw new UserInputError(`${where}: nonpad_kv_seqlen is not supported in training graphs`);
       b.prefix = `${n.name || 'Attention'}/`;
       const [q, k, v] = [m.value('q'), m.value('k'), m.value('v')];
@@ -136,7 +148,7 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       let y = b.op('MatMul', [probs, V]);
       if (three) y = b.op('Reshape', [b.op('Transpose', [y], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });
       const reps: (Value | null)[] = [y, presentK, presentV];
-      return n.outputs.map((o, i) => (o.name && (o.numUses > 0 || o.isGraphOutput()) ? (reps[i] ?? null) : null));
+      return usedReplacements(n, reps);
     },
   });
 }
@@ -152,7 +164,7 @@ function gqaRule(): Rule {
       const where = describeNode(n);
       for (const a of ['softcap', 'smooth_softmax']) if (n.attributes.has(a) && Number(n.attribute(a)!.value) !== 0) throw new UserInputError(`${where}: ${a} is not supported in training graphs`);
       for (const [i, what] of [[9, 'position_ids'], [10, 'attention_bias'], [11, 'head_sink']] as const) if (n.input(i)) throw new UserInputError(`${where}: its ${what} input is not supported in training graphs`);
-      if (n.outputs[3]?.name && (n.outputs[3].numUses > 0 || n.outputs[3].isGraphOutput())) throw new UserInputError(`${where}: its output_qk output is not supported in training graphs`);
+      refuseUsedOutput(n, 3, 'output_qk');
       const hq = n.getInt('num_heads');
       const hkv = n.getInt('kv_num_heads');
       b.prefix = `${n.name || 'GroupQueryAttention'}/`;
@@ -207,7 +219,7 @@ function gqaRule(): Rule {
       const probs = b.op('Softmax', [scores], { axis: -1 });
       const y = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [probs, repeatKv(b, presentV, Q, 'v_repeated')])], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });
       const reps: (Value | null)[] = [y, presentK, presentV];
-      return n.outputs.map((o, i) => (o.name && (o.numUses > 0 || o.isGraphOutput()) ? (reps[i] ?? null) : null));
+      return usedReplacements(n, reps);
     },
   });
 }
@@ -251,7 +263,7 @@ function mhaRule(rankOf: (v: Value) => number | undefined): Rule {
       const [k, v] = [n.input(1), n.input(2)];
       if (!k || !v) throw new UserInputError(`${where}: packed QKV / KV inputs are not supported in training graphs`);
       for (const [i, what] of [[8, 'past_sequence_length'], [9, 'cache_indirection']] as const) if (n.input(i)) throw new UserInputError(`${where}: its ${what} input is not supported in training graphs`);
-      if (n.outputs[3]?.name && (n.outputs[3].numUses > 0 || n.outputs[3].isGraphOutput())) throw new UserInputError(`${where}: its qk output is not supported in training graphs`);
+      refuseUsedOutput(n, 3, 'qk');
       const h = n.getInt('num_heads');
       b.prefix = `${n.name || 'MultiHeadAttention'}/`;
       let q = m.value('q');
@@ -301,7 +313,7 @@ function mhaRule(rankOf: (v: Value) => number | undefined): Rule {
       const probs = b.op('Softmax', [scores], { axis: -1 });
       const y = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [probs, V])], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });
       const reps: (Value | null)[] = [y, K, V];
-      return n.outputs.map((o, i) => (o.name && (o.numUses > 0 || o.isGraphOutput()) ? (reps[i] ?? null) : null));
+      return usedReplacements(n, reps);
     },
   });
 }

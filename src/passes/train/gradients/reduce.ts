@@ -72,6 +72,17 @@ registerGradient('LogSoftmax', (cx, n, dy) => {
   return [e.sub(g, e.mul(e.exp(n.output), e.reduceSum(g, [axis], true)))];
 });
 
+/** The axes a normalisation op reduces (from `axis` on), its epsilon, and the mean over those axes (keepdims). */
+function normalisedAxes(cx: GradContext, n: Node, x: Value): { eps: number; mean: (v: Value) => Value } {
+  const { e } = cx;
+  const r = cx.rank(x);
+  const a0 = n.getInt('axis', -1);
+  const a = a0 < 0 ? a0 + r : a0;
+  const axes = Array.from({ length: r - a }, (_, i) => a + i);
+  const cnt = e.op('CastLike', [e.op('ReduceProd', [e.op('Shape', [x], { start: a })], { keepdims: 0 }), x]);
+  return { eps: n.getFloat('epsilon', 1e-5), mean: (v: Value): Value => e.div(e.reduceSum(v, axes, true), cnt) };
+}
+
 /**
  * LayerNormalization (opset 17): y = (x - mean) * invstd * scale + bias over the axes from
  * `axis` on. dx = invstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * scale.
@@ -81,13 +92,7 @@ registerGradient('LayerNormalization', (cx, n, dy, needs) => {
   const x = n.requireInput(0);
   const scale = n.requireInput(1);
   const bias = n.input(2);
-  const r = cx.rank(x);
-  const a0 = n.getInt('axis', -1);
-  const a = a0 < 0 ? a0 + r : a0;
-  const axes = Array.from({ length: r - a }, (_, i) => a + i);
-  const eps = n.getFloat('epsilon', 1e-5);
-  const cnt = e.op('CastLike', [e.op('ReduceProd', [e.op('Shape', [x], { start: a })], { keepdims: 0 }), x]);
-  const mean = (v: Value): Value => e.div(e.reduceSum(v, axes, true), cnt);
+  const { eps, mean } = normalisedAxes(cx, n, x);
   const xc = e.sub(x, mean(x));
   const inv = e.div(constLike(cx, x, 1), e.op('Sqrt', [e.add(mean(e.mul(xc, xc)), constLike(cx, x, eps))]));
   const xhat = e.mul(xc, inv);
@@ -108,13 +113,7 @@ registerGradient('RMSNormalization', (cx, n, dy, needs) => {
   const { e } = cx;
   const x = n.requireInput(0);
   const scale = n.requireInput(1);
-  const r = cx.rank(x);
-  const a0 = n.getInt('axis', -1);
-  const a = a0 < 0 ? a0 + r : a0;
-  const axes = Array.from({ length: r - a }, (_, i) => a + i);
-  const eps = n.getFloat('epsilon', 1e-5);
-  const cnt = e.op('CastLike', [e.op('ReduceProd', [e.op('Shape', [x], { start: a })], { keepdims: 0 }), x]);
-  const mean = (v: Value): Value => e.div(e.reduceSum(v, axes, true), cnt);
+  const { eps, mean } = normalisedAxes(cx, n, x);
   const inv = e.div(constLike(cx, x, 1), e.op('Sqrt', [e.add(mean(e.mul(x, x)), constLike(cx, x, eps))]));
   const xhat = e.mul(x, inv);
   const g = d0(dy);
