@@ -284,8 +284,13 @@ export function gqaModel(o: GqaOptions = {}): Model {
   return model;
 }
 
-/** com.microsoft.MultiHeadAttention (packed: key/value omitted) or com.microsoft.Attention. */
-export function msModel(op: 'MultiHeadAttention' | 'Attention', o: { packed?: boolean; unidirectional?: number } = {}): Model {
+/**
+ * com.microsoft.MultiHeadAttention (packed: key/value omitted; crossCache: key and value are
+ * the BNSH graph inputs past_key_values.0.encoder.key / .value [B, 4, S_enc, 16], a decoder's
+ * cached cross-attention, with encoder_attention_mask [B, S_enc] as its key_padding_mask when
+ * `encoderMask`) or com.microsoft.Attention.
+ */
+export function msModel(op: 'MultiHeadAttention' | 'Attention', o: { packed?: boolean; unidirectional?: number; crossCache?: boolean; encoderMask?: boolean } = {}): Model {
   const heads = 4;
   const d = 16;
   const model = new Model({ opsetImports: { '': 17, 'com.microsoft': 1 } });
@@ -293,7 +298,7 @@ export function msModel(op: 'MultiHeadAttention' | 'Attention', o: { packed?: bo
   const b = new Builder(g);
   const r = rand(5);
   const x = g.addInput(new Value('x', tensorType(DataType.FLOAT, ['B', 'T', HIDDEN])));
-  const mask = g.addInput(new Value('mask_index', tensorType(DataType.INT32, ['B', 'T'])));
+  const mask = o.crossCache ? null : g.addInput(new Value('mask_index', tensorType(DataType.INT32, ['B', 'T'])));
   let y: Value;
   if (op === 'Attention') {
     const w = weight(b, 'qkv.weight', [HIDDEN, 3 * heads * d], r);
@@ -303,10 +308,14 @@ export function msModel(op: 'MultiHeadAttention' | 'Attention', o: { packed?: bo
     y = b.op('Attention', [x, w, bias, mask], attrs, { domain: 'com.microsoft', name: 'ms_attention' });
   } else {
     const q = b.op('MatMul', [x, weight(b, 'q.weight', [HIDDEN, (o.packed ? 3 : 1) * heads * d], r)]);
+    const cache = (name: string): Value => g.addInput(new Value(`past_key_values.0.encoder.${name}`, tensorType(DataType.FLOAT, ['B', heads, 'S_enc', d])));
     const inputs: (Value | null)[] = o.packed
       ? [b.op('Reshape', [q, b.ints([0, 0, heads, 3, d])]), null, null]
-      : [q, b.op('MatMul', [x, weight(b, 'k.weight', [HIDDEN, heads * d], r)]), b.op('MatMul', [x, weight(b, 'v.weight', [HIDDEN, heads * d], r)])];
-    y = b.op('MultiHeadAttention', [...inputs, null, mask], { num_heads: heads }, { domain: 'com.microsoft', name: 'mha' });
+      : o.crossCache
+        ? [q, cache('key'), cache('value')]
+        : [q, b.op('MatMul', [x, weight(b, 'k.weight', [HIDDEN, heads * d], r)]), b.op('MatMul', [x, weight(b, 'v.weight', [HIDDEN, heads * d], r)])];
+    const keyMask = o.crossCache ? (o.encoderMask ? g.addInput(new Value('encoder_attention_mask', tensorType(DataType.INT32, ['B', 'S_enc']))) : null) : mask;
+    y = b.op('MultiHeadAttention', [...inputs, null, keyMask], { num_heads: heads }, { domain: 'com.microsoft', name: 'mha' });
   }
   const out = b.op('MatMul', [y, weight(b, 'o.weight', [heads * d, HIDDEN], r)]);
   g.setOutputs([out]);

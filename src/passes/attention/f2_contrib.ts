@@ -11,7 +11,7 @@ import { type DiscoveryContext, describeValue, exportedAs, floatAttr, graphInput
 import type { ShapeAnalysis } from '../analysis/shapes.js';
 import { type SiteDraft, buildSite } from './build_site.js';
 import { fusedOperand } from './trace.js';
-import { type ProjectionDraft, inOpProjection, isWeightLike, outputProjection, packedPart, plainProjection } from './f3_fused_qkv.js';
+import { type ProjectionDraft, inOpProjection, inputSource, isWeightLike, outputProjection, packedPart, plainProjection } from './f3_fused_qkv.js';
 import { rotarySource } from './units.js';
 import { maskInfo } from './mask.js';
 import { type AttentionSite, CANONICAL_LAYOUT, type RotaryInfo, type SiteLayout } from './site.js';
@@ -88,6 +88,8 @@ interface Parts {
   mask: ReturnType<typeof maskInfo>;
   rotary: ReturnType<typeof fusedRotary> | null;
   window: number | null;
+  /** Keys and values read straight from graph inputs (cached cross-attention K/V). */
+  kvSource?: { key: Value; value: Value };
 }
 
 function finish(n: Node, where: string, parts: Parts): SiteDraft {
@@ -112,6 +114,7 @@ function finish(n: Node, where: string, parts: Parts): SiteDraft {
     outputProjection: oproj,
     window: parts.window,
     layout: parts.layout,
+    ...(parts.kvSource ? { kvSource: parts.kvSource } : {}),
     where,
   });
 }
@@ -187,6 +190,7 @@ function analyzeMha(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
   const [query, key, value] = n.inputs;
   if (query && !key) return reject(`${where}: packed QKV (query [B, S, N, 3, H], no key/value) interleaves q, k and v per head; not supported`);
   if (query && key && !value) return reject(`${where}: packed KV (key [B, S, N, 2, H], no value) interleaves k and v per head; not supported`);
+  if (key && value && ctx.shapes.rank(key) === 4 && ctx.shapes.rank(value) === 4) return mhaOverCachedKv(ctx, n, where, hq, query!, key, value);
   const { q, k, v, d, layout } = separateQkv(n, ctx.shapes, where, hq, hq);
   const bias = n.inputs[3];
   if (bias) {
@@ -214,6 +218,48 @@ function analyzeMha(ctx: DiscoveryContext, n: Node, where: string): SiteDraft {
     mask: maskInfo(ctx, { input: n.inputs[4] ?? null, additive: n.inputs[5] ?? null }, causal ? 'attribute unidirectional=1' : null),
     rotary: null,
     window: null,
+  });
+}
+
+/** The layout of a BNSH tensor [B, N, L, H] as the memory branch reads it: heads and head size are features. */
+const BNSH: SiteLayout['k'] = [['batch'], ['features'], ['seq'], ['features']];
+
+/**
+ * MultiHeadAttention whose key and value are 4-D [B, N, L, H]: the cross-attention caches an
+ * encoder-decoder's decoder "with past" reads (the op takes them as they are, no bias, no
+ * projection in the graph). They must be graph inputs; the site reads them as its keys and
+ * values (`kvSource`), its queries from the projection feeding the op.
+ */
+function mhaOverCachedKv(ctx: DiscoveryContext, n: Node, where: string, hq: number, query: Value, key: Value, value: Value): SiteDraft {
+  for (const [x, what] of [[key, 'key'], [value, 'value']] as const) {
+    if (!x.isGraphInput() || x.initializer) return reject(`${where}: the 4-D ${what} ${describeValue(x)} is not a graph input (only cached cross-attention keys and values are read as [B, N, L, H])`);
+  }
+  const fq = stage('projections', () => fusedOperand(query, 'Q', ctx.shapes, where));
+  const q = fq.projection;
+  if (q.width === null || q.width % hq !== 0) return reject(`${where}: the query width ${q.width ?? 'unknown'} is not a multiple of num_heads ${hq}`);
+  const d = q.width / hq;
+  for (const [x, what] of [[key, 'key'], [value, 'value']] as const) {
+    const dims = ctx.shapes.shape(x);
+    if (dims?.[1]?.value !== hq || dims[3]?.value !== d) return reject(`${where}: the ${what} cache ${describeValue(x)} is ${ctx.shapes.describe(x)}, expected [B, ${hq}, L, ${d}]`);
+  }
+  if (n.inputs[6] || n.inputs[7]) return reject(`${where}: a past key / value beside 4-D cached keys and values is not supported`);
+  const causal = intAttr(n, 'unidirectional', 0) === 1;
+  return finish(n, where, {
+    layout: { q: fq.layout, k: BNSH, v: BNSH, output: CANONICAL_LAYOUT.output },
+    q,
+    k: inputSource(key, hq * d),
+    v: inputSource(value, hq * d),
+    hq,
+    hkv: hq,
+    d,
+    pastKey: null,
+    pastValue: null,
+    presentKey: null,
+    presentValue: null,
+    mask: maskInfo(ctx, { input: n.inputs[4] ?? null, additive: n.inputs[5] ?? null }, causal ? 'attribute unidirectional=1' : null),
+    rotary: null,
+    window: null,
+    kvSource: { key, value },
   });
 }
 

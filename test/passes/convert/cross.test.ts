@@ -15,7 +15,8 @@ import { convert } from '../../../src/passes/convert/convert.js';
 import { loadRef, maxAbs, maxAbsDiff } from '../../helpers/compare.js';
 import { FOREIGN_DIR } from '../../helpers/foreign.js';
 import { seededRandom } from '../../../src/ir/random.js';
-import { decomposedModel } from '../graphs.js';
+import { decomposedModel, msModel } from '../graphs.js';
+import { discoverAttention } from '../../../src/passes/attention/discover.js';
 import { type Feeds, checkConvertedLayers, runModel } from '../../helpers/layer_check.js';
 
 const CROSS = ['mha_decoder', 'encdec_decoder'];
@@ -126,3 +127,60 @@ describe('convert --cross on keys and values read from graph inputs (cached cros
     for (const mu of [0.5, 1]) expect(await checkConvertedLayers(build(), feeds(), rule, mu, { cross: true }), `μ ${mu}`).toBeLessThanOrEqual(2e-4);
   });
 });
+
+describe('convert --cross on MultiHeadAttention over cached BNSH keys and values (an optimized decoder with past)', () => {
+  const feeds = (mask: boolean): Feeds => {
+    const r = seededRandom(13);
+    const t = (dims: number[]): ort.Tensor => new ort.Tensor('float32', Float32Array.from({ length: dims.reduce((a, x) => a * x, 1) }, () => 2 * r() - 1), dims);
+    const f: Feeds = { x: t([2, 5, 64]), 'past_key_values.0.encoder.key': t([2, 4, 7, 16]), 'past_key_values.0.encoder.value': t([2, 4, 7, 16]) };
+    // row 1 of the encoder side has two padding positions
+    if (mask) f.encoder_attention_mask = new ort.Tensor('int32', Int32Array.from({ length: 14 }, (_, i) => (i >= 12 ? 0 : 1)), [2, 7]);
+    return f;
+  };
+
+  it('discovery finds a cross site reading the caches as its keys and values', () => {
+    const s = discoverAttention(msModel('MultiHeadAttention', { crossCache: true })).sites;
+    expect(s.map((x) => [x.form, x.kind, x.kvSource])).toEqual([['F2', 'cross', { key: 'past_key_values.0.encoder.key', value: 'past_key_values.0.encoder.value' }]]);
+    expect(s[0]!.layout.k).toEqual([['batch'], ['features'], ['seq'], ['features']]);
+  });
+
+  it.each([false, true])('μ = 0 reproduces the original (ort and portable), encoder padding mask %s', async (mask) => {
+    const want = await runModel(msModel('MultiHeadAttention', { crossCache: true, encoderMask: mask }), feeds(mask));
+    for (const target of ['ort', 'portable'] as const) {
+      const m = msModel('MultiHeadAttention', { crossCache: true, encoderMask: mask });
+      convert(m, { cross: true, mu: 0, target });
+      verifyModel(m);
+      expect(worstAgainst(await runModel(m, feeds(mask)), Object.fromEntries(Object.entries(want).map(([k, v]) => [k, v.data as Float32Array]))), target).toBeLessThanOrEqual(1e-5);
+    }
+  });
+
+  it.each(LIZA_RULES)('the layer equals (1−μ)·a + μ·memory_reference on the caches relaid to [B, S, H·d], %s, μ = 0.5 and 1', async (rule) => {
+    for (const mu of [0.5, 1]) expect(await checkConvertedLayers(msModel('MultiHeadAttention', { crossCache: true }), feeds(false), rule, mu, { cross: true }), `μ ${mu}`).toBeLessThanOrEqual(2e-4);
+  });
+
+  it('the memory reads the encoder padding mask: what the padded cache positions hold changes nothing, at μ = 0.5 and 1', async () => {
+    for (const mu of [0.5, 1]) {
+      const m = msModel('MultiHeadAttention', { crossCache: true, encoderMask: true });
+      const r = convert(m, { cross: true, mu, target: 'portable' });
+      expect(r.sites[0]!.mask).not.toBeNull();
+      const f = feeds(true);
+      const moved = feeds(true);
+      for (const name of ['past_key_values.0.encoder.key', 'past_key_values.0.encoder.value']) {
+        const data = Float32Array.from(moved[name]!.data as Float32Array);
+        // batch row 1, every head, positions 5 and 6 (the padding)
+        for (let h = 0; h < 4; h++) for (let p = 5; p < 7; p++) for (let c = 0; c < 16; c++) data[((1 * 4 + h) * 7 + p) * 16 + c] = 9;
+        moved[name] = new ort.Tensor('float32', data, [2, 4, 7, 16]);
+      }
+      const [a, b] = [await runModel(m, f), await runModel(m, moved)];
+      const out = Object.keys(a)[0]!;
+      expect(maxAbsDiff(a[out]!.data as Float32Array, b[out]!.data as Float32Array), `μ ${mu}`).toBeLessThanOrEqual(1e-5);
+      // (and the padding is what it claims: unmasked positions do change the output)
+      const unmasked = feeds(true);
+      const data = Float32Array.from(unmasked['past_key_values.0.encoder.value']!.data as Float32Array);
+      data[((1 * 4 + 0) * 7 + 2) * 16] = 9;
+      unmasked['past_key_values.0.encoder.value'] = new ort.Tensor('float32', data, [2, 4, 7, 16]);
+      expect(maxAbsDiff(a[out]!.data as Float32Array, (await runModel(m, unmasked))[out]!.data as Float32Array)).toBeGreaterThan(1e-4);
+    }
+  });
+});
+
