@@ -116,6 +116,11 @@ const cases: Record<string, GradCase> = {
     opset: 23,
     dtype: 'float32',
   },
+  Einsum_batched_matmul: { shapes: [[2, 3, 4], [2, 4, 5]], build: (b, xs) => b.op('Einsum', xs, { equation: 'bij,bjk->bik' }) },
+  Einsum_dense: { shapes: [[2, 3, 4], [4, 2, 3]], build: (b, xs) => b.op('Einsum', xs, { equation: 'abc,cde->abde' }) },
+  Einsum_scores: { shapes: [[2, 3, 2, 4], [2, 5, 2, 4]], build: (b, xs) => b.op('Einsum', xs, { equation: 'bqhd,bkhd->bhqk' }) },
+  Einsum_sum_and_transpose: { shapes: [[3, 4, 2]], build: (b, xs) => b.op('Einsum', xs, { equation: 'ijk->ki' }) },
+  Einsum_implicit_three: { shapes: [[3, 4], [4], [3, 2]], build: (b, xs) => b.op('Einsum', xs, { equation: 'ij,j,ik' }) },
   shared_input_fanout: { shapes: [[3, 3]], build: (b, [x]) => b.op('MatMul', [x!, b.op('Transpose', [b.op('Mul', [x!, x!])], { perm: [1, 0] })]) },
 };
 
@@ -134,6 +139,8 @@ void Tensor;
 describe('autodiff errors and pruning', () => {
   it('names the node and op that has no rule on the gradient path', async () => {
     await expect(gradCheck({ shapes: [[3]], build: (b, [x]) => b.op('HardSwish', [x!]), dtype: 'float32' })).rejects.toThrow(/node '.*' \(HardSwish\) is on the gradient path but op 'HardSwish' has no gradient rule/);
+    await expect(gradCheck({ shapes: [[2, 3], [2, 3]], build: (b, xs) => b.op('Einsum', xs, { equation: '...i,...i->...' }) })).rejects.toThrow(/Einsum .*uses an ellipsis; the Einsum gradient rule takes explicit letters/);
+    await expect(gradCheck({ shapes: [[3, 3]], build: (b, xs) => b.op('Einsum', xs, { equation: 'ii->i' }) })).rejects.toThrow(/repeats a letter in one operand \(a diagonal\)/);
   });
   it('a wrong gradient is caught by the check (the check can fail)', async () => {
     // d/dx of x * x is 2x; through Sign(x) * x the autodiff sees no gradient via Sign (non-differentiable)

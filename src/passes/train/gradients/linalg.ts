@@ -1,5 +1,6 @@
 /** Gradient rules of MatMul and Gemm. */
 import { attr } from '../../../ir/attribute.js';
+import { UserInputError } from '../../../ir/errors.js';
 import type { Value } from '../../../ir/value.js';
 import { type GradContext, constLike, registerGradient } from './registry.js';
 
@@ -71,4 +72,33 @@ registerGradient('Gemm', (cx, n, dy, needs) => {
   if (needs[1]) dB = tB === 0 ? gemm(A, g, tA === 0 ? 1 : 0, 0) : gemm(g, A, 1, tA);
   const dC = needs[2] && C ? cx.unbroadcast(beta === 1 ? g : e.mul(g, constLike(cx, g0(n), beta)), C) : null;
   return [dA, dB, dC];
+});
+
+/**
+ * Einsum (explicit or implicit output, no ellipsis, no letter twice in one operand): the
+ * gradient of operand i is the einsum of dY with the other operands onto i's letters; letters
+ * of i that appear nowhere else (summed away inside i) are broadcast back with Expand.
+ */
+registerGradient('Einsum', (cx, n, dy, needs) => {
+  const { e } = cx;
+  const equation = n.getString('equation').replace(/\s+/g, '');
+  const where = `${n.opType} '${n.name}' ('${equation}')`;
+  if (equation.includes('.')) throw new UserInputError(`autodiff: ${where} uses an ellipsis; the Einsum gradient rule takes explicit letters`);
+  const [lhs, explicit] = equation.split('->') as [string, string | undefined];
+  const operands = lhs.split(',');
+  for (const o of operands) if (new Set(o).size !== o.length) throw new UserInputError(`autodiff: ${where} repeats a letter in one operand (a diagonal); the Einsum gradient rule does not take it`);
+  // implicit output: the letters that appear once, in alphabetical order
+  const out = explicit ?? [...new Set(lhs.replace(/,/g, ''))].filter((c) => lhs.split(c).length === 2).sort().join('');
+  return operands.map((letters, i) => {
+    if (!needs[i]) return null;
+    const others = operands.filter((_, j) => j !== i);
+    const seen = new Set([...out, ...others.join('')]);
+    const kept = [...letters].filter((c) => seen.has(c)).join('');
+    let g = e.op('Einsum', [dy[0]!, ...n.inputs.filter((_, j) => j !== i).map((v) => v!)], { equation: `${[out, ...others].join(',')}->${kept}` });
+    if (kept.length < letters.length) {
+      const missing = [...letters].map((c, k) => (seen.has(c) ? -1 : k)).filter((k) => k >= 0);
+      g = e.op('Expand', [e.unsqueeze(g, missing), e.shape(n.requireInput(i))]);
+    }
+    return g;
+  });
 });
