@@ -290,7 +290,7 @@ export function gqaModel(o: GqaOptions = {}): Model {
  * cached cross-attention, with encoder_attention_mask [B, S_enc] as its key_padding_mask when
  * `encoderMask`) or com.microsoft.Attention.
  */
-export function msModel(op: 'MultiHeadAttention' | 'Attention', o: { packed?: boolean; unidirectional?: number; crossCache?: boolean; encoderMask?: boolean } = {}): Model {
+export function msModel(op: 'MultiHeadAttention' | 'Attention', o: { packed?: boolean; unidirectional?: number; crossCache?: boolean; encoderMask?: boolean; bias?: boolean } = {}): Model {
   const heads = 4;
   const d = 16;
   const model = new Model({ opsetImports: { '': 17, 'com.microsoft': 1 } });
@@ -315,7 +315,8 @@ export function msModel(op: 'MultiHeadAttention' | 'Attention', o: { packed?: bo
         ? [q, cache('key'), cache('value')]
         : [q, b.op('MatMul', [x, weight(b, 'k.weight', [HIDDEN, heads * d], r)]), b.op('MatMul', [x, weight(b, 'v.weight', [HIDDEN, heads * d], r)])];
     const keyMask = o.crossCache ? (o.encoderMask ? g.addInput(new Value('encoder_attention_mask', tensorType(DataType.INT32, ['B', 'S_enc']))) : null) : mask;
-    y = b.op('MultiHeadAttention', [...inputs, null, keyMask], { num_heads: heads }, { domain: 'com.microsoft', name: 'mha' });
+    const bias = o.bias ? weight(b, 'qkv.bias', [3 * heads * d], r) : null;
+    y = b.op('MultiHeadAttention', [...inputs, bias, keyMask], { num_heads: heads }, { domain: 'com.microsoft', name: 'mha' });
   }
   const out = b.op('MatMul', [y, weight(b, 'o.weight', [heads * d, HIDDEN], r)]);
   g.setOutputs([out]);

@@ -61,13 +61,26 @@ export function valueIndex(graph: Graph): Map<string, Value> {
 /** The [B,T,H·d] projection output of q, k or v: the site's value, or a column slice of a packed projection. */
 function projectionValue(b: Builder, site: AttentionSite, which: 'q' | 'k' | 'v'): Value {
   const direct = site.refs[which];
-  if (direct) return direct;
+  if (direct) return withOpBias(b, site, which, direct);
   const p: Projection = site[which];
   const packed = site.refs.projections[which].packed;
   if (packed && p.columns) return b.op('Slice', [packed, b.ints([p.columns[0]]), b.ints([p.columns[1]]), b.ints([-1])], {}, { name: `${which}_slice` });
   throw new UserInputError(
     `layer ${site.layer}: the ${which} projection happens inside ${site.nodes.fused ?? 'a fused op'}, so its output is not available to the memory branch`,
   );
+}
+
+/**
+ * MultiHeadAttention adds its packed bias [q | k | v] to the projections itself: the memory
+ * reads them with it (k and v only when the op reads them as [B, L, D], not as BNSH caches).
+ */
+function withOpBias(b: Builder, site: AttentionSite, which: 'q' | 'k' | 'v', x: Value): Value {
+  const op = site.refs.fused;
+  const bias = op?.is('MultiHeadAttention', 'com.microsoft') ? op.input(3) : null;
+  if (!bias || (which !== 'q' && site.kvSource)) return x;
+  const w = site.numHeads * site.headDim;
+  const at = { q: 0, k: 1, v: 2 }[which] * w;
+  return b.op('Add', [x, b.op('Slice', [bias, b.ints([at]), b.ints([at + w]), b.ints([0])], {}, { name: `${which}_op_bias` })], {}, { name: `${which}_biased` });
 }
 
 /**
