@@ -6,25 +6,31 @@
  *   Q, K, V → heads [B, H, S, d] (3-D inputs are split by q_num_heads / kv_num_heads),
  *   past K/V concatenated on the sequence axis (the present outputs), K/V repeated for
  *   grouped-query heads, scores = (Q·Kᵀ)·scale (default 1/√d), plus attn_mask (additive,
- *   or boolean: false = masked), causal (is_causal: key j ≤ query i, upper-left aligned),
+ *   or boolean: false = masked), causal (is_causal: key j ≤ past length + query i, as
+ *   onnxruntime and the ONNX reference offset it by the past),
  *   softmax, ·V, and back to the input's layout.
  *
  * com.microsoft.GroupQueryAttention (onnxruntime-genai's exports): q, k, v (or one packed
  * query), the KV cache (present = past ‖ new, BNSH), rotary inside (do_rotary: positions
  * past length + i, the caches gathered, rotate-half or interleaved pairs, partial when the
  * caches are narrower than the head), causal, keys past seqlens_k + 1 masked, and
- * local_window_size.
+ * local_window_size. With a past, every row must have seqlens_k + 1 = past length + S (no
+ * padded rows, no preallocated cache buffer): onnxruntime then writes each row's new keys at
+ * its own offset, which this expansion does not model. Training graphs have no past.
  *
  * com.microsoft.MultiHeadAttention (onnxruntime's transformer optimizer, Whisper / T5
  * exports): 3-D q, k, v (k / v also as BNSH caches), the packed bias, key_padding_mask
  * (0 = padding, as [B, L] or key lengths [B]: mask_filter_value added), attention_bias,
- * past K/V, unidirectional (query i sees keys up to past length + i).
+ * past K/V, unidirectional (causal self-attention: query i sees keys up to past length + i;
+ * over BNSH caches or keys of another length than the queries it is refused, as onnxruntime's
+ * mask there is neither).
  *
  * The forward values are those of the ops (tested against onnxruntime's kernels); softcap,
  * smooth_softmax, attention_bias / position_ids / head_sink inputs and the qk_matmul_output
  * output are refused (discovery refuses softcap too).
  */
 import { type Builder, DataType, type Model, type Node, UserInputError, type Value, describeNode } from '../../ir/index.js';
+import type { SymDim } from '../analysis/dim.js';
 import { inferShapes } from '../analysis/shapes.js';
 import { applyRules } from '../pattern/driver.js';
 import { type Rule, defineRule } from '../pattern/rule.js';
@@ -40,7 +46,7 @@ export function expandAttentionOps(model: Model): number {
   const shapes = inferShapes(model);
   const rankOf = (v: Value): number | undefined => shapes.rank(v);
   let expanded = 0;
-  const r = applyRules(model, [attentionRule(rankOf), gqaRule(), mhaRule(rankOf)], { onRewrite: () => expanded++ });
+  const r = applyRules(model, [attentionRule(rankOf), gqaRule(), mhaRule(rankOf, (v) => shapes.shape(v))], { onRewrite: () => expanded++ });
   if (!r.converged) throw new UserInputError(`expanding the fused attention ops did not finish: ${r.stopReason}`);
   return expanded;
 }
@@ -107,7 +113,8 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       if (n.input(6)) throw new UserInputError(`${where}: nonpad_kv_seqlen is not supported in training graphs`);
       b.prefix = `${n.name || 'Attention'}/`;
       const [q, k, v] = [m.value('q'), m.value('k'), m.value('v')];
-      const rank = rankOf(q) ?? (n.attributes.has('q_num_heads') ? 3 : 4);
+      const rank = rankOf(q) ?? rankOf(k) ?? rankOf(v);
+      if (rank !== 3 && rank !== 4) throw new UserInputError(`${where}: cannot tell whether Q, K and V are 3-D or 4-D (rank ${rank ?? 'unknown'})`);
       const three = rank === 3;
       const hq = n.getInt('q_num_heads', 0);
       const hkv = n.getInt('kv_num_heads', 0);
@@ -135,12 +142,13 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
         scores = boolean ? b.op('Where', [mask, scores, lowest()]) : b.op('Add', [scores, mask], {}, { name: 'masked' });
       }
       if (n.getInt('is_causal', 0) === 1) {
-        // key j is visible to query i when j ≤ i (upper-left aligned, as the op defines it)
+        // key j is visible to query i when j ≤ P + i (P: the past length, 0 without a cache)
         const sq = b.op('Squeeze', [dim(b, scores, 2), b.ints([0])]);
         const skv = b.op('Squeeze', [dim(b, scores, 3), b.ints([0])]);
         const zero = b.constant(BigInt64Array.from([0n]), []);
         const one = b.constant(BigInt64Array.from([1n]), []);
-        const rows = b.op('Unsqueeze', [b.op('Range', [zero, sq, one]), b.ints([1])]);
+        const P = pastK ? b.op('Squeeze', [dim(b, pastK, 2), b.ints([0])]) : zero;
+        const rows = b.op('Unsqueeze', [b.op('Range', [P, b.op('Add', [P, sq]), one]), b.ints([1])]);
         const cols = b.op('Unsqueeze', [b.op('Range', [zero, skv, one]), b.ints([0])]);
         scores = b.op('Where', [b.op('LessOrEqual', [cols, rows]), scores, lowest()], {}, { name: 'causal' });
       }
@@ -252,7 +260,7 @@ function rotate(b: Builder, x: Value, cos: Value, sin: Value, interleaved: boole
 }
 
 /** com.microsoft.MultiHeadAttention → standard ops (see the header). */
-function mhaRule(rankOf: (v: Value) => number | undefined): Rule {
+function mhaRule(rankOf: (v: Value) => number | undefined, shapesOf: (v: Value) => readonly SymDim[] | undefined): Rule {
   return defineRule({
     name: TRAIN_ATTENTION_RULE + '-mha',
     keepNames: true,
@@ -271,6 +279,14 @@ function mhaRule(rankOf: (v: Value) => number | undefined): Rule {
       let [key, value] = [k, v];
       const bias = n.input(3);
       const bshKv = rankOf(k) !== 4;
+      // (onnxruntime's causal mask over BNSH caches follows neither the past length nor the
+      // key length: not expressed, refused)
+      if (!bshKv && n.getInt('unidirectional', 0) === 1) throw new UserInputError(`${where}: unidirectional over 4-D (BNSH) keys and values is not supported in training graphs`);
+      // (likewise over keys of another length than the queries: causal self-attention only)
+      const [qs, ks] = [shapesOf(query)?.[1], shapesOf(k)?.[1]];
+      if (bshKv && n.getInt('unidirectional', 0) === 1 && qs && ks && !qs.equals(ks)) {
+        throw new UserInputError(`${where}: unidirectional with keys of another length than the queries (cross-attention) is not supported in training graphs`);
+      }
       if (bias) {
         // [Dq | Dk | Dv]: the op adds each part to its input (k / v only when they are [B, L, D])
         const Dq = dim(b, q, 2);
@@ -297,8 +313,13 @@ function mhaRule(rankOf: (v: Value) => number | undefined): Rule {
       const cols = b.op('Range', [zero, L, one]);
       const padding = n.input(4);
       if (padding) {
-        // [B, L] (1 = keep) or [B] key lengths → [B, 1, 1, L]
-        const keep = rankOf(padding) === 1
+        // [B, L] (1 = keep) or [B] key lengths → [B, 1, 1, L]; the other forms ([3B + 2], [B, S, L]) are refused
+        const pr = rankOf(padding);
+        const pd = shapesOf(padding)?.[0];
+        const qb = shapesOf(query)?.[0];
+        if (pr !== 1 && pr !== 2) throw new UserInputError(`${where}: key_padding_mask of rank ${pr ?? 'unknown'} is not supported in training graphs ([B, L] or key lengths [B])`);
+        if (pr === 1 && !(pd && qb && pd.equals(qb))) throw new UserInputError(`${where}: a 1-D key_padding_mask must be the key lengths [B] (its size is not the batch size; [3B + 2] is not supported in training graphs)`);
+        const keep = pr === 1
           ? b.op('Less', [b.op('Unsqueeze', [cols, b.ints([0])]), b.op('Unsqueeze', [b.op('Cast', [padding], { to: DataType.INT64 }), b.ints([1])])])
           : b.op('Cast', [padding], { to: DataType.BOOL });
         scores = b.op('Where', [b.op('Unsqueeze', [keep, b.ints([1, 2])]), scores, b.op('Add', [scores, filter()])], {}, { name: 'padded' });
@@ -306,9 +327,11 @@ function mhaRule(rankOf: (v: Value) => number | undefined): Rule {
       const attentionBias = n.input(5);
       if (attentionBias) scores = b.op('Add', [scores, attentionBias], {}, { name: 'biased' });
       if (n.getInt('unidirectional', 0) === 1) {
-        const P = b.op('Sub', [L, b.op('Squeeze', [dim(b, Q, 2), b.ints([0])])]);
-        const rows = b.op('Unsqueeze', [b.op('Range', [P, L, one]), b.ints([1])]);
-        scores = b.op('Where', [b.op('LessOrEqual', [b.op('Unsqueeze', [cols, b.ints([0])]), rows]), scores, b.op('Add', [scores, filter()])], {}, { name: 'causal' });
+        // query i sees keys j ≤ P + i, P the past_key length (0 without one); hidden keys get the lowest float, as onnxruntime does
+        const P = pastK ? b.op('Squeeze', [dim(b, pastK, 2), b.ints([0])]) : zero;
+        const S = b.op('Squeeze', [dim(b, Q, 2), b.ints([0])]);
+        const rows = b.op('Unsqueeze', [b.op('Range', [P, b.op('Add', [P, S]), one]), b.ints([1])]);
+        scores = b.op('Where', [b.op('LessOrEqual', [b.op('Unsqueeze', [cols, b.ints([0])]), rows]), scores, b.op('CastLike', [b.scalar(LOWEST), query])], {}, { name: 'causal' });
       }
       const probs = b.op('Softmax', [scores], { axis: -1 });
       const y = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [probs, V])], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });

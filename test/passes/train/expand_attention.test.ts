@@ -27,6 +27,18 @@ const cases: Case[] = [
     outputs: 3,
   },
   {
+    name: '4-D, KV cache and is_causal: query i sees the past and keys up to i (a decode step, and a chunk)',
+    inputs: [['q', [1, 4, 3, 8], 'float32'], ['k', [1, 2, 3, 8], 'float32'], ['v', [1, 2, 3, 8], 'float32'], ['mask', [3, 5], 'float32'], ['past_k', [1, 2, 2, 8], 'float32'], ['past_v', [1, 2, 2, 8], 'float32']],
+    attrs: { is_causal: 1 },
+    outputs: 3,
+  },
+  {
+    name: '4-D decode step with a KV cache and is_causal',
+    inputs: [['q', [2, 4, 1, 8], 'float32'], ['k', [2, 2, 1, 8], 'float32'], ['v', [2, 2, 1, 8], 'float32'], ['mask', [1, 4], 'float32'], ['past_k', [2, 2, 3, 8], 'float32'], ['past_v', [2, 2, 3, 8], 'float32']],
+    attrs: { is_causal: 1 },
+    outputs: 3,
+  },
+  {
     name: '3-D with head attributes, boolean mask, is_causal',
     inputs: [['q', [2, 5, 16], 'float32'], ['k', [2, 5, 8], 'float32'], ['v', [2, 5, 8], 'float32'], ['mask', [2, 1, 5, 5], 'bool']],
     attrs: { q_num_heads: 4, kv_num_heads: 2, is_causal: 1 },
@@ -144,8 +156,8 @@ describe('fused attention ops expanded for training', () => {
   });
 
   it.each([
-    ['3-D q/k/v, packed bias, key_padding_mask [B, L], unidirectional, KV cache', { bnsh: false }],
-    ['k/v as BNSH caches (cross-attention), key lengths [B], attention_bias', { bnsh: true }],
+    ['3-D q/k/v, packed bias, key_padding_mask [B, L] (a row whose first visible keys are all padding), unidirectional, KV cache', { bnsh: false, causal: 1 }],
+    ['k/v as BNSH caches (cross-attention), key lengths [B], attention_bias', { bnsh: true, causal: 0 }],
   ] as const)('MultiHeadAttention: %s', async (_name, o) => {
     const [B, S, L, h, d] = [2, 3, 4, 2, 4];
     const P = o.bnsh ? 0 : 2;
@@ -161,12 +173,12 @@ describe('fused attention ops expanded for training', () => {
     const mask = input(o.bnsh ? 'lengths' : 'mask');
     const ab = input('attention_bias');
     const [pk, pv] = [input('past_k'), input('past_v')];
-    const outs = bld.op('MultiHeadAttention', [q, k, v, bias, mask, ab, pk, pv], { num_heads: h, unidirectional: o.bnsh ? 0 : 1 }, { domain: 'com.microsoft', outputs: o.bnsh ? 1 : 3 }) as Value | Value[];
+    const outs = bld.op('MultiHeadAttention', [q, k, v, bias, mask, ab, pk, pv], { num_heads: h, unidirectional: o.causal }, { domain: 'com.microsoft', outputs: o.bnsh ? 1 : 3 }) as Value | Value[];
     g.setOutputs(Array.isArray(outs) ? outs : [outs]);
     const f: Record<string, ort.Tensor> = {};
     Object.entries(shapes).forEach(([name, dims], j) => {
       const size = dims.reduce((a, x) => a * x, 1);
-      if (name === 'mask') f[name] = new ort.Tensor('int32', Int32Array.from({ length: size }, (_, i) => (i === 1 ? 0 : 1)), dims);
+      if (name === 'mask') f[name] = new ort.Tensor('int32', Int32Array.from({ length: size }, (_, i) => (i < 3 ? 0 : 1)), dims);
       else if (name === 'lengths') f[name] = new ort.Tensor('int32', Int32Array.from([L, L - 1]), dims);
       else f[name] = new ort.Tensor('float32', Float32Array.from({ length: size }, (_, i) => Math.sin(0.29 * i + j)), dims);
     });
@@ -175,6 +187,29 @@ describe('fused attention ops expanded for training', () => {
     verifyModel(expanded);
     const [want, got] = [await run(model, f), await run(expanded, f)];
     want.forEach((w, i) => expect(maxAbsDiff(got[i]!, w) / Math.max(1, maxAbs(w)), `output ${i}`).toBeLessThan(1e-5));
+  });
+
+  it('refuses unidirectional MultiHeadAttention over BNSH caches (onnxruntime\'s mask there follows neither the past nor the key length)', () => {
+    const model = new Model({ opsetImports: { '': 17, 'com.microsoft': 1 } });
+    const g = model.graph;
+    const x = (n: string, dims: (number | string)[]) => g.addInput(new Value(n, tensorType(DataType.FLOAT, dims)));
+    const y = new Builder(g).op('MultiHeadAttention', [x('q', [2, 3, 8]), x('k', [2, 2, 5, 4]), x('v', [2, 2, 5, 4])], { num_heads: 2, unidirectional: 1 }, { domain: 'com.microsoft' });
+    g.setOutputs([y]);
+    expect(() => expandAttentionOps(model)).toThrow(/unidirectional over 4-D \(BNSH\) keys and values is not supported in training graphs/);
+    const cross = new Model({ opsetImports: { '': 17, 'com.microsoft': 1 } });
+    const c = cross.graph;
+    const z = (n: string, dims: (number | string)[]) => c.addInput(new Value(n, tensorType(DataType.FLOAT, dims)));
+    c.setOutputs([new Builder(c).op('MultiHeadAttention', [z('q', [2, 3, 8]), z('k', [2, 5, 8]), z('v', [2, 5, 8])], { num_heads: 2, unidirectional: 1 }, { domain: 'com.microsoft' })]);
+    expect(() => expandAttentionOps(cross)).toThrow(/unidirectional with keys of another length than the queries \(cross-attention\)/);
+  });
+
+  it('refuses a MultiHeadAttention key_padding_mask form it does not express ([3B + 2]), naming the node', () => {
+    const model = new Model({ opsetImports: { '': 17, 'com.microsoft': 1 } });
+    const g = model.graph;
+    const x = (n: string, dims: (number | string)[], t = DataType.FLOAT) => g.addInput(new Value(n, tensorType(t, dims)));
+    const y = new Builder(g).op('MultiHeadAttention', [x('q', ['B', 3, 8]), x('k', ['B', 3, 8]), x('v', ['B', 3, 8]), null, x('mask', [8], DataType.INT32)], { num_heads: 2 }, { domain: 'com.microsoft' });
+    g.setOutputs([y]);
+    expect(() => expandAttentionOps(model)).toThrow(/MultiHeadAttention.*a 1-D key_padding_mask must be the key lengths \[B\]/);
   });
 
   it('refuses what it does not express (softcap), naming the node', () => {

@@ -77,7 +77,9 @@ registerGradient('Gemm', (cx, n, dy, needs) => {
 /**
  * Einsum (explicit or implicit output, no ellipsis, no letter twice in one operand): the
  * gradient of operand i is the einsum of dY with the other operands onto i's letters; letters
- * of i that appear nowhere else (summed away inside i) are broadcast back with Expand.
+ * of i that appear nowhere else (summed away inside i) are broadcast back with Expand. A
+ * letter with size 1 in one operand and N in another (broadcast) is not supported: onnxruntime
+ * does not agree with shape inference on such outputs.
  */
 registerGradient('Einsum', (cx, n, dy, needs) => {
   const { e } = cx;
