@@ -20,7 +20,7 @@ import type { Value } from '../../ir/value.js';
 import { DataType } from '../../ir/dtype.js';
 import { Tensor } from '../../ir/tensor.js';
 import { Emitter } from '../../ops/emit.js';
-import { type GradContext, type ValueInfo, gradientRule, isDifferentiableInput, isFloatType, isNonDifferentiable } from './gradients/index.js';
+import { type GradContext, type ValueInfo, gradientRule, isDifferentiableInput, isFloatType, isNonDifferentiable, isStraightThrough } from './gradients/index.js';
 
 export interface DifferentiateOptions {
   /** Rank and element type of a value; undefined when unknown. */
@@ -49,7 +49,7 @@ export function gradientPath(graph: Graph, loss: Value, wrt: readonly Value[], o
   for (const n of nodes) {
     if (isNonDifferentiable(n)) continue;
     if (!n.inputs.some((v, i) => v && active.has(v) && !stop.has(v) && isDifferentiableInput(n, i))) continue;
-    for (const o of n.outputs) if (!stop.has(o) && isFloatType(dtype(o))) active.add(o);
+    for (const o of n.outputs) if (!stop.has(o) && (isFloatType(dtype(o)) || isStraightThrough(n))) active.add(o);
   }
   const needed = new Set<Value>([loss]);
   const onPath: Node[] = [];

@@ -132,7 +132,9 @@ registerGradient('CastLike', (cx, n, dy) => [cx.e.op('CastLike', [d0(dy), n.requ
 registerGradient('Cast', (cx, n, dy) => {
   const x = n.requireInput(0);
   const from = cx.dtype(x);
-  if (from === undefined || !FLOATS.has(from)) return [null];
+  if (from === undefined) return [null];
+  // an integer input on the gradient path is a quantized product (MatMulInteger): straight through, in float
+  if (!FLOATS.has(from)) return [d0(dy)];
   const to = n.getInt('to');
   return [to === from ? d0(dy) : cx.e.op('Cast', [d0(dy)], { to: attr.int(from) })];
 });

@@ -1,5 +1,6 @@
 /** Gradient rules of MatMul and Gemm. */
 import { attr } from '../../../ir/attribute.js';
+import { DataType } from '../../../ir/dtype.js';
 import { UserInputError } from '../../../ir/errors.js';
 import type { Value } from '../../../ir/value.js';
 import { type GradContext, constLike, registerGradient } from './registry.js';
@@ -104,3 +105,30 @@ registerGradient('Einsum', (cx, n, dy, needs) => {
     return g;
   });
 });
+
+/**
+ * The straight-through estimator of dynamic quantization (with Cast's integer pass-through):
+ * MatMulInteger(A, B, a_zp, b_zp) as A · (B − b_zp) in float, so dA = dY · (B − b_zp)ᵀ; and
+ * DynamicQuantizeLinear's y ≈ x / y_scale + zp, so dx = dy / y_scale (its scale and zero point
+ * are treated as constants). Together: dx = dY · W_deqᵀ, the float projection's gradient.
+ */
+registerGradient(
+  'MatMulInteger',
+  (cx, n, dy) => {
+    const { e } = cx;
+    const B = n.requireInput(1);
+    if (cx.rank(B) !== 2) throw new UserInputError(`autodiff: ${n.opType} '${n.name}': the straight-through gradient takes a 2-D weight`);
+    const zp = n.input(3);
+    const w = e.op('Cast', [B], { to: attr.int(DataType.FLOAT) });
+    const centred = zp ? e.sub(w, e.op('Cast', [zp], { to: attr.int(DataType.FLOAT) })) : w;
+    return [e.matmul(dy[0]!, e.transpose(centred, [1, 0])), null, null, null];
+  },
+  { inputs: [0] },
+);
+
+registerGradient(
+  'DynamicQuantizeLinear',
+  (cx, n, dy) => [dy[0] ? cx.e.div(dy[0], n.outputs[1]!) : cx.zerosLike(n.requireInput(0))],
+  { inputs: [0] },
+);
+

@@ -120,6 +120,17 @@ export function isDifferentiableInput(node: Node, i: number): boolean {
   return !inputs || inputs.includes(i);
 }
 
+/**
+ * Quantizing ops whose integer outputs still carry a gradient, straight through (the
+ * straight-through estimator): DynamicQuantizeLinear → MatMulInteger → Cast back to float
+ * differentiates as the float product x · W_deq. Their rules make float gradients.
+ */
+const STRAIGHT_THROUGH = new Set(['DynamicQuantizeLinear', 'MatMulInteger']);
+
+export function isStraightThrough(node: Node): boolean {
+  return (node.domain === '' || node.domain === 'ai.onnx') && STRAIGHT_THROUGH.has(node.opType);
+}
+
 export function isNonDifferentiable(node: Node): boolean {
   return (node.domain === '' || node.domain === 'ai.onnx') && NON_DIFFERENTIABLE.has(node.opType);
 }
