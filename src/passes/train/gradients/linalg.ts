@@ -132,3 +132,31 @@ registerGradient(
   { inputs: [0] },
 );
 
+
+/**
+ * com.microsoft.MatMulNBits (4-bit blocks): y = x · W_deqᵀ with W_deq [N, K] unpacked in the
+ * backward graph from B [N, K/block, block/2] (the even value in the low nibble), minus the
+ * zero point 8, times the block scales; dx = dy · W_deq. Explicit zero points, other bit
+ * widths and g_idx are refused by name. The weight itself gets no gradient (LoRA trains beside it).
+ */
+registerGradient(
+  'MatMulNBits',
+  (cx, n, dy) => {
+    const { e } = cx;
+    const where = `${n.opType} '${n.name}'`;
+    if (n.getInt('bits', 4) !== 4) throw new UserInputError(`autodiff: ${where}: only 4-bit weights have a gradient rule`);
+    if (n.input(3) || n.input(4)) throw new UserInputError(`autodiff: ${where}: explicit zero points and g_idx have no gradient rule yet`);
+    const [K, N, block] = [n.getInt('K'), n.getInt('N'), n.getInt('block_size')];
+    const bytes = e.op('Cast', [n.requireInput(1)], { to: attr.int(DataType.FLOAT) });
+    const high = e.op('Floor', [e.div(bytes, e.b.scalar(16))]);
+    const low = e.sub(bytes, e.mul(high, e.b.scalar(16)));
+    const nibbles = e.op('Concat', [e.unsqueeze(low, [-1]), e.unsqueeze(high, [-1])], { axis: -1 }); // [N, blocks, block/2, 2]
+    const values = e.reshape(e.sub(nibbles, e.b.scalar(8)), [N, K / block, block]);
+    const scales = e.reshape(n.requireInput(2), [N, K / block, 1]);
+    const w = e.reshape(e.mul(values, e.op('Cast', [scales], { to: attr.int(DataType.FLOAT) })), [N, K]);
+    const g = dy[0]!;
+    const dx = cx.dtype(n.requireInput(0)) === DataType.FLOAT ? e.matmul(g, w) : e.op('CastLike', [e.matmul(e.op('Cast', [g], { to: attr.int(DataType.FLOAT) }), w), n.requireInput(0)]);
+    return [dx, ...n.inputs.slice(1).map(() => null)];
+  },
+  { inputs: [0], domain: 'com.microsoft' },
+);
