@@ -32,6 +32,7 @@
 import { type Builder, DataType, type Model, type Node, UserInputError, type Value, describeNode } from '../../ir/index.js';
 import type { SymDim } from '../analysis/dim.js';
 import { inferShapes } from '../analysis/shapes.js';
+import { Emitter } from '../../ops/emit.js';
 import { applyRules } from '../pattern/driver.js';
 import { type Rule, defineRule } from '../pattern/rule.js';
 
@@ -81,9 +82,38 @@ function usedReplacements(n: Node, reps: readonly (Value | null)[]): (Value | nu
   return n.outputs.map((o, i) => (isUsed(o) ? (reps[i] ?? null) : null));
 }
 
-/** Dim `i` of `x` as a 1-D int64 of one element. */
+/** Dim `i` of `x` as a 1-D int64 of one element (the Emitter's Shape with start / end). */
 function dim(b: Builder, x: Value, i: number): Value {
-  return b.op('Slice', [b.op('Shape', [x]), b.ints([i]), b.ints([i + 1]), b.ints([0])]);
+  return new Emitter(b).dim(x, i);
+}
+
+/** The size of axis `i` of `x` as an int64 scalar (a Range bound). */
+function size(b: Builder, x: Value, i: number): Value {
+  return b.op('Squeeze', [dim(b, x, i), b.ints([0])]);
+}
+
+function int64(b: Builder, v: number): Value {
+  return b.constant(BigInt64Array.from([BigInt(v)]), []);
+}
+
+/**
+ * The positions of the S queries after a past of P (the sequence length of `past`, 0
+ * without one): P + i as [S] (rotary reads them) and as rows [S, 1] of a mask.
+ */
+function queryPositions(b: Builder, past: Value | null, S: Value): { positions: Value; rows: Value } {
+  const P = past ? size(b, past, 2) : int64(b, 0);
+  const positions = b.op('Range', [P, b.op('Add', [P, S]), int64(b, 1)], {}, { name: 'positions' });
+  return { positions, rows: b.op('Unsqueeze', [positions, b.ints([1])]) };
+}
+
+/** The positions of the L keys as columns [1, L] of a mask. */
+function keyPositions(b: Builder, L: Value): Value {
+  return b.op('Unsqueeze', [b.op('Range', [int64(b, 0), L, int64(b, 1)]), b.ints([0])]);
+}
+
+/** `scores` where `visible`, the lowest float (of `like`'s type) elsewhere. */
+function maskScores(b: Builder, visible: Value, scores: Value, like: Value, name: string): Value {
+  return b.op('Where', [visible, scores, b.op('CastLike', [b.scalar(LOWEST), like])], {}, { name });
 }
 
 /** [B, Hkv, L, d] → [B, Hq, L, d]: each kv head serves Hq / Hkv query heads (repeat_kv); nothing when Hkv = Hq. */
@@ -135,22 +165,12 @@ function attentionRule(rankOf: (v: Value) => number | undefined): Rule {
       V = repeatKv(b, V, Q, 'v_repeated');
       const given = n.getFloat('scale', 0);
       let scores = scaledScores(b, Q, K, q, given);
-      const lowest = (): Value => b.op('CastLike', [b.scalar(LOWEST), q]);
       const mask = n.input(3);
-      if (mask) {
-        const boolean = isBoolean(mask);
-        scores = boolean ? b.op('Where', [mask, scores, lowest()]) : b.op('Add', [scores, mask], {}, { name: 'masked' });
-      }
+      if (mask) scores = isBoolean(mask) ? maskScores(b, mask, scores, q, 'masked') : b.op('Add', [scores, mask], {}, { name: 'masked' });
       if (n.getInt('is_causal', 0) === 1) {
         // key j is visible to query i when j ≤ P + i (P: the past length, 0 without a cache)
-        const sq = b.op('Squeeze', [dim(b, scores, 2), b.ints([0])]);
-        const skv = b.op('Squeeze', [dim(b, scores, 3), b.ints([0])]);
-        const zero = b.constant(BigInt64Array.from([0n]), []);
-        const one = b.constant(BigInt64Array.from([1n]), []);
-        const P = pastK ? b.op('Squeeze', [dim(b, pastK, 2), b.ints([0])]) : zero;
-        const rows = b.op('Unsqueeze', [b.op('Range', [P, b.op('Add', [P, sq]), one]), b.ints([1])]);
-        const cols = b.op('Unsqueeze', [b.op('Range', [zero, skv, one]), b.ints([0])]);
-        scores = b.op('Where', [b.op('LessOrEqual', [cols, rows]), scores, lowest()], {}, { name: 'causal' });
+        const { rows } = queryPositions(b, pastK, size(b, scores, 2));
+        scores = maskScores(b, b.op('LessOrEqual', [keyPositions(b, size(b, scores, 3)), rows]), scores, q, 'causal');
       }
       const probs = b.op('Softmax', [scores], { axis: -1 });
       let y = b.op('MatMul', [probs, V]);
@@ -191,11 +211,8 @@ function gqaRule(): Rule {
       const V0 = heads(v, hkv, 'v_heads');
       const pastK = n.input(3);
       const pastV = n.input(4);
-      // past length P (0 without a cache); query i sits at position P + i
-      const P = pastK ? b.op('Squeeze', [dim(b, pastK, 2), b.ints([0])]) : b.constant(BigInt64Array.from([0n]), []);
-      const S = b.op('Squeeze', [dim(b, Q, 2), b.ints([0])]);
-      const one = b.constant(BigInt64Array.from([1n]), []);
-      const positions = b.op('Range', [P, b.op('Add', [P, S]), one], {}, { name: 'positions' });
+      // query i sits at position P + i (P the past length, 0 without a cache)
+      const { positions, rows } = queryPositions(b, pastK, size(b, Q, 2));
       if (n.getInt('do_rotary', 0) === 1) {
         const cosCache = n.input(7);
         const sinCache = n.input(8);
@@ -210,20 +227,17 @@ function gqaRule(): Rule {
       const presentV = pastV ? b.op('Concat', [pastV, V0], { axis: 2 }, { name: 'present_value' }) : V0;
       let scores = scaledScores(b, Q, repeatKv(b, presentK, Q, 'k_repeated'), query, n.getFloat('scale', 0));
       // key j is visible to query i when j ≤ P + i, j < seqlens_k + 1 (its row's valid keys), and within the local window
-      const L = b.op('Squeeze', [dim(b, presentK, 2), b.ints([0])]);
-      const zero = b.constant(BigInt64Array.from([0n]), []);
-      const rows = b.op('Unsqueeze', [positions, b.ints([1])]);
-      const cols = b.op('Unsqueeze', [b.op('Range', [zero, L, one]), b.ints([0])]);
+      const cols = keyPositions(b, size(b, presentK, 2));
       let visible = b.op('LessOrEqual', [cols, rows]);
       const seqlens = n.input(5);
       if (seqlens) {
-        const valid = b.op('Less', [cols, b.op('Unsqueeze', [b.op('Add', [b.op('Cast', [seqlens], { to: DataType.INT64 }), one]), b.ints([1])])]); // [B, L]
+        const valid = b.op('Less', [cols, b.op('Unsqueeze', [b.op('Add', [b.op('Cast', [seqlens], { to: DataType.INT64 }), int64(b, 1)]), b.ints([1])])]); // [B, L]
         visible = b.op('And', [b.op('Unsqueeze', [visible, b.ints([0])]), b.op('Unsqueeze', [valid, b.ints([1])])]); // [B, S, L]
         visible = b.op('Unsqueeze', [visible, b.ints([1])]); // [B, 1, S, L]
       }
       const window = n.getInt('local_window_size', -1);
-      if (window >= 0) visible = b.op('And', [visible, b.op('Less', [b.op('Sub', [rows, cols]), b.constant(BigInt64Array.from([BigInt(window)]), [])])]);
-      scores = b.op('Where', [visible, scores, b.op('CastLike', [b.scalar(LOWEST), query])], {}, { name: 'masked' });
+      if (window >= 0) visible = b.op('And', [visible, b.op('Less', [b.op('Sub', [rows, cols]), int64(b, window)])]);
+      scores = maskScores(b, visible, scores, query, 'masked');
       const probs = b.op('Softmax', [scores], { axis: -1 });
       const y = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [probs, repeatKv(b, presentV, Q, 'v_repeated')])], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });
       const reps: (Value | null)[] = [y, presentK, presentV];
@@ -307,10 +321,7 @@ function mhaRule(rankOf: (v: Value) => number | undefined, shapesOf: (v: Value) 
       if (pastV) V = b.op('Concat', [pastV, V], { axis: 2 }, { name: 'present_value' });
       let scores = scaledScores(b, Q, K, query, n.getFloat('scale', 0));
       const filter = (): Value => b.op('CastLike', [b.scalar(n.getFloat('mask_filter_value', -10000)), query]);
-      const L = b.op('Squeeze', [dim(b, K, 2), b.ints([0])]);
-      const zero = b.constant(BigInt64Array.from([0n]), []);
-      const one = b.constant(BigInt64Array.from([1n]), []);
-      const cols = b.op('Range', [zero, L, one]);
+      const cols = keyPositions(b, size(b, K, 2));
       const padding = n.input(4);
       if (padding) {
         // [B, L] (1 = keep) or [B] key lengths → [B, 1, 1, L]; the other forms ([3B + 2], [B, S, L]) are refused
@@ -320,7 +331,7 @@ function mhaRule(rankOf: (v: Value) => number | undefined, shapesOf: (v: Value) 
         if (pr !== 1 && pr !== 2) throw new UserInputError(`${where}: key_padding_mask of rank ${pr ?? 'unknown'} is not supported in training graphs ([B, L] or key lengths [B])`);
         if (pr === 1 && !(pd && qb && pd.equals(qb))) throw new UserInputError(`${where}: a 1-D key_padding_mask must be the key lengths [B] (its size is not the batch size; [3B + 2] is not supported in training graphs)`);
         const keep = pr === 1
-          ? b.op('Less', [b.op('Unsqueeze', [cols, b.ints([0])]), b.op('Unsqueeze', [b.op('Cast', [padding], { to: DataType.INT64 }), b.ints([1])])])
+          ? b.op('Less', [cols, b.op('Unsqueeze', [b.op('Cast', [padding], { to: DataType.INT64 }), b.ints([1])])])
           : b.op('Cast', [padding], { to: DataType.BOOL });
         scores = b.op('Where', [b.op('Unsqueeze', [keep, b.ints([1, 2])]), scores, b.op('Add', [scores, filter()])], {}, { name: 'padded' });
       }
@@ -328,10 +339,8 @@ function mhaRule(rankOf: (v: Value) => number | undefined, shapesOf: (v: Value) 
       if (attentionBias) scores = b.op('Add', [scores, attentionBias], {}, { name: 'biased' });
       if (n.getInt('unidirectional', 0) === 1) {
         // query i sees keys j ≤ P + i, P the past_key length (0 without one); hidden keys get the lowest float, as onnxruntime does
-        const P = pastK ? b.op('Squeeze', [dim(b, pastK, 2), b.ints([0])]) : zero;
-        const S = b.op('Squeeze', [dim(b, Q, 2), b.ints([0])]);
-        const rows = b.op('Unsqueeze', [b.op('Range', [P, b.op('Add', [P, S]), one]), b.ints([1])]);
-        scores = b.op('Where', [b.op('LessOrEqual', [b.op('Unsqueeze', [cols, b.ints([0])]), rows]), scores, b.op('CastLike', [b.scalar(LOWEST), query])], {}, { name: 'causal' });
+        const { rows } = queryPositions(b, pastK, size(b, Q, 2));
+        scores = maskScores(b, b.op('LessOrEqual', [cols, rows]), scores, query, 'causal');
       }
       const probs = b.op('Softmax', [scores], { axis: -1 });
       const y = b.op('Reshape', [b.op('Transpose', [b.op('MatMul', [probs, V])], { perm: [0, 2, 1, 3] }), b.ints([0, 0, -1])], {}, { name: 'y' });
