@@ -36,24 +36,7 @@ function quantize(model: Model, mode: 'integer' | 'integer-dequantized' | 'nbits
     if (mode.startsWith('nbits')) {
       if (K % BLOCK !== 0) continue;
       const blocks = K / BLOCK;
-      const packed = new Uint8Array(N * blocks * (BLOCK / 2));
-      const scales = new Float32Array(N * blocks);
-      const deq = new Float32Array(K * N);
-      for (let c = 0; c < N; c++) {
-        for (let bl = 0; bl < blocks; bl++) {
-          let m = 0;
-          for (let i = 0; i < BLOCK; i++) m = Math.max(m, Math.abs(data[(bl * BLOCK + i) * N + c]!));
-          const sc = m / 7 || 1;
-          scales[c * blocks + bl] = sc;
-          for (let i = 0; i < BLOCK; i++) {
-            const k = bl * BLOCK + i;
-            const q = Math.max(0, Math.min(15, Math.round(data[k * N + c]! / sc) + 8));
-            deq[k * N + c] = (q - 8) * sc;
-            const byte = (c * blocks + bl) * (BLOCK / 2) + (i >> 1);
-            packed[byte] = packed[byte]! | (i & 1 ? q << 4 : q);
-          }
-        }
-      }
+      const { packed, scales, deq } = pack4Bit(data, K, N, BLOCK);
       if (mode === 'nbits-dequantized') out = b.op('MatMul', [mm.requireInput(0), b.initializer('w_deq', deq, [K, N])]);
       else {
         model.requireOpset('com.microsoft', 1);
@@ -82,4 +65,32 @@ function quantize(model: Model, mode: 'integer' | 'integer-dequantized' | 'nbits
     n++;
   }
   return n;
+}
+
+/**
+ * W [K, N] (row-major) as MatMulNBits' 4-bit blocks along K: B [N, K/block, block/2] (two
+ * values a byte, the even one in the low nibble, zero point 8), scales [N · K/block]
+ * (max |w| / 7 per block), and the dequantized weights [K, N] the op computes with.
+ */
+export function pack4Bit(w: Float32Array, K: number, N: number, block: number): { packed: Uint8Array; scales: Float32Array; deq: Float32Array } {
+  const blocks = K / block;
+  const packed = new Uint8Array(N * blocks * (block / 2));
+  const scales = new Float32Array(N * blocks);
+  const deq = new Float32Array(K * N);
+  for (let c = 0; c < N; c++) {
+    for (let bl = 0; bl < blocks; bl++) {
+      let m = 0;
+      for (let i = 0; i < block; i++) m = Math.max(m, Math.abs(w[(bl * block + i) * N + c]!));
+      const sc = m / 7 || 1;
+      scales[c * blocks + bl] = sc;
+      for (let i = 0; i < block; i++) {
+        const k = bl * block + i;
+        const q = Math.max(0, Math.min(15, Math.round(w[k * N + c]! / sc) + 8));
+        deq[k * N + c] = (q - 8) * sc;
+        const byte = (c * blocks + bl) * (block / 2) + (i >> 1);
+        packed[byte] = packed[byte]! | (i & 1 ? q << 4 : q);
+      }
+    }
+  }
+  return { packed, scales, deq };
 }

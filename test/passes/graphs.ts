@@ -4,6 +4,7 @@
  */
 import { Builder, DataType, Model, Tensor, Value, tensorType, verifyModel } from '../../src/ir/index.js';
 import { seededRandom } from '../../src/ir/random.js';
+import { pack4Bit } from '../helpers/quantize.js';
 
 export interface DecomposedOptions {
   heads?: number;
@@ -443,23 +444,8 @@ function quantizedProjection(b: Builder, x: Value, name: string, K: number, N: n
   }
   const block = 32;
   const blocks = K / block;
-  const packed = new Uint8Array(N * blocks * (block / 2));
-  const scales = new Float32Array(N * blocks);
-  for (let n = 0; n < N; n++) {
-    for (let bl = 0; bl < blocks; bl++) {
-      let m = 0;
-      for (let i = 0; i < block; i++) m = Math.max(m, Math.abs(w[(bl * block + i) * N + n]!));
-      const s = m / 7 || 1;
-      scales[n * blocks + bl] = s;
-      for (let i = 0; i < block; i++) {
-        const k = bl * block + i;
-        const q = Math.max(0, Math.min(15, Math.round(w[k * N + n]! / s) + 8));
-        deq[k * N + n] = (q - 8) * s;
-        const byte = (n * blocks + bl) * (block / 2) + (i >> 1);
-        packed[byte] = packed[byte]! | (i & 1 ? q << 4 : q);
-      }
-    }
-  }
+  const { packed, scales, deq: deq4 } = pack4Bit(w, K, N, block);
+  deq.set(deq4);
   if (dequantized) return b.op('MatMul', [x, g.addInitializer(Tensor.fromArray(deq, [K, N]), `${name}.weight`)], {}, { name: `${name}/MatMul` });
   const bv = g.addInitializer(Tensor.fromArray(packed, [N, blocks, block / 2], DataType.UINT8), `${name}.weight_q4`);
   const sv = g.addInitializer(Tensor.fromArray(scales, [N * blocks]), `${name}.weight_scales`);
