@@ -258,13 +258,13 @@ export function addLora(model: Model, targets: LoraTarget[], options: LoraOption
 
 /** The wrapping rule: out → out + (α/r)·B(A x), at the planned projections. */
 function loraRule(plans: ReadonlyMap<Node, AdapterPlan>, rank: number, scale: number, added: (root: Node, a: LoraAdapter) => void) {
-  const roots = { extraInputs: true };
+  const anyInputs = { extraInputs: true };
   return defineRule({
     name: LORA_RULE,
     wraps: true,
     // the node that makes a projection's float output, whatever the projection's kind
     pattern: (op) =>
-      op.or(op.MatMul(roots), op.Gemm(roots), op.Einsum(roots), op.Mul(roots), op.MatMulNBits({ ...roots, domain: 'com.microsoft' })),
+      op.or(op.MatMul(anyInputs), op.Gemm(anyInputs), op.Einsum(anyInputs), op.Mul(anyInputs), op.MatMulNBits({ ...anyInputs, domain: 'com.microsoft' })),
     check(m) {
       const plan = plans.get(m.root);
       if (!plan) return fail(`${describeNode(m.root)} is not one of the projections selected for LoRA`);

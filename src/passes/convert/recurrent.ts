@@ -22,7 +22,6 @@ import {
   type Graph,
   IrError,
   type Model,
-  type Node,
   UserInputError,
   Value,
   describeNode,
