@@ -108,6 +108,9 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
   const attentionOutputs = lizaNodes.map((n) => getMetadata(n.metadataProps, ATTENTION_OUTPUT_KEY));
   const mixes: GateMix[] = [];
   const mixSource: number[] = [];
+  // fused attention ops become their standard-op definitions first, so that the mixes below
+  // record the softmax outputs the training graph computes
+  const expandedAttention = expandAttentionOps(model);
   // MaG and LiZA calls become their standard-op bodies, through the rule engine (the
   // bodies keep the calls' output names)
   const inlineMag = defineRule({
@@ -127,15 +130,6 @@ export function prepareTrainingForward(model: Model, options: TrainingForwardOpt
     emitLizaChunked(b, options.maxSeqLen ? { ...attrs, max_seq_len: Math.min(options.maxSeqLen, attrs.max_seq_len ?? options.maxSeqLen) } : attrs, inputs);
   const inlined = applyRules(model, [inlineMag, lizaLoweringRule(TRAIN_LIZA_RULE, emit)]);
   if (!inlined.converged) throw new IrError(`inlining MaG and LiZA for training did not converge: ${inlined.stopReason}`);
-  // (the mixes keep values by object: re-find the softmax outputs an expanded op replaced, by name)
-  const softmaxNames = mixes.map((m) => m.a.name);
-  const expandedAttention = expandAttentionOps(model);
-  if (expandedAttention) {
-    const byName = valueIndex(graph);
-    mixes.forEach((m, i) => {
-      m.a = byName.get(softmaxNames[i]!) ?? m.a;
-    });
-  }
   model.functions = model.functions.filter((f) => f.domain !== TPTT_DOMAIN);
   const index = valueIndex(graph);
   const lizaOutputs = yNames.map((n) => index.get(n)!);
